@@ -1,0 +1,39 @@
+"""Fixtures shared by every test: throwaway nodes and the leak checks."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness import Node, host_snapshot
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the minidocker suite runs as root (namespaces, mounts, rules)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_leak_check():
+    """Session end: the real host holds nothing more of ours than at start."""
+    before = host_snapshot()
+    yield
+    after = host_snapshot()
+    grown = {k: sorted(set(after[k]) - set(before[k])) for k in after}
+    grown = {k: v for k, v in grown.items() if v}
+    if grown:
+        pytest.fail(f"the test session left these on the host: {grown}", pytrace=False)
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A fresh node (host) namespace with an `ext` peer; checked for leaks
+    and destroyed after the test."""
+    n = Node.create(tmp_path / "node")
+    try:
+        yield n
+    finally:
+        left = n.leftovers()
+        n.destroy()
+    if left:
+        pytest.fail(f"test left behind in its node: {left}", pytrace=False)
