@@ -1,0 +1,1 @@
+"""scripts/bench: medians of minidocker beside its peers, run in one invocation."""

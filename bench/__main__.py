@@ -1,0 +1,21 @@
+"""Dispatch `scripts/bench [SUITE]` to the suite's module."""
+import importlib
+import sys
+
+SUITES = {
+    "run": "bench.run",      # minidocker run vs runc run vs unshare (default)
+    "cni": "bench.cni",      # cni-bridge vs reference plugins; executor overhead
+    "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
+}
+
+
+def main(argv: list[str]) -> int:
+    suite = argv[0] if argv and not argv[0].startswith("-") else "run"
+    if suite not in SUITES:
+        print(f"bench: unknown suite {suite!r}; choose one of {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUITES[suite])
+    return module.main(argv[1:] if argv and argv[0] == suite else argv)
+
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,37 @@
+"""Timing and the one table format every suite prints."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+
+
+def time_cmd(argv, runs: int, *, env=None, timeout=60, setup=None, check=True) -> list[float]:
+    """Wall-clock seconds of `runs` executions of argv (no shell)."""
+    samples = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=timeout)
+        samples.append(time.perf_counter() - start)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{argv!r} failed ({proc.returncode}): {proc.stderr.decode()[-400:]}")
+    return samples
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000.0
+
+
+def print_table(title: str, rows: list[tuple[str, float | None, str, float | None]]) -> None:
+    """rows: (operation, minidocker ms, peer name, peer ms); None = not measured."""
+    print(f"\n{title}")
+    header = f"{'operation':44} {'minidocker':>11} {'peer':>22} {'peer ms':>9} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for op, ours, peer, theirs in rows:
+        o = f"{ours:9.1f}ms" if ours is not None else "       n/a"
+        t = f"{theirs:7.1f}ms" if theirs is not None else "      n/a"
+        r = f"{ours / theirs:6.2f}x" if ours and theirs else "    n/a"
+        print(f"{op:44} {o:>11} {peer:>22} {t:>9} {r:>7}")

@@ -1,0 +1,3 @@
+from minidocker.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Where minidocker keeps things: the one place for every on-disk path.
+
+Each root can be moved by an environment variable so that tests (and users
+running several instances) get private state.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def state_root() -> Path:
+    """Persistent state: images, containers, networks."""
+    return Path(os.environ.get("MINIDOCKER_ROOT", "/var/lib/minidocker"))
+
+
+def run_root() -> Path:
+    """Runtime state that dies with the machine: pinned netns, shim sockets."""
+    return Path(os.environ.get("MINIDOCKER_RUN", "/run/minidocker"))
+
+
+def cni_cache_dir() -> Path:
+    """libcni's result cache (results/<net>-<cid>-<ifname>), shared with cnitool."""
+    return Path(os.environ.get("MINIDOCKER_CNI_CACHE", "/var/lib/cni"))
+
+
+def cni_conf_dir() -> Path:
+    """The CNI configuration directory whose networks minidocker can run."""
+    return Path(os.environ.get("MINIDOCKER_CNI_CONF", "/etc/cni/net.d"))
+
+
+def cni_path() -> list[str]:
+    """Where CNI plugins are looked up (CNI_PATH), in order."""
+    value = os.environ.get("CNI_PATH")
+    if value:
+        return [p for p in value.split(":") if p]
+    return ["/usr/lib/cni", "/opt/cni/bin"]
+
+
+def images_dir() -> Path:
+    return state_root() / "images"
+
+
+def containers_dir() -> Path:
+    return state_root() / "containers"
+
+
+def networks_dir() -> Path:
+    return state_root() / "networks"
+
+
+def netns_dir() -> Path:
+    """Pinned container network namespaces (bind-mounted nsfs files)."""
+    return run_root() / "netns"
