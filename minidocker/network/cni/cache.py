@@ -1,0 +1,137 @@
+"""The result cache in libcni's format and layout (R18).
+
+`<cache_dir>/results/<network>-<containerID>-<ifname>`, directory 0700, file
+0600, one JSON object of kind `cniCacheV1` holding the config list (base64,
+as Go encodes []byte), the runtime arguments and the ADD result. cnitool,
+containerd and CRI-O read the same files, so the field names and encodings
+follow libcni exactly. Capability args are kept because plugins such as
+portmap need them again on DEL.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KIND = "cniCacheV1"
+
+
+class CacheError(Exception):
+    """A cache file that exists but cannot be used (R7: delete and go on)."""
+
+
+@dataclass
+class CacheEntry:
+    container_id: str
+    network: str
+    ifname: str
+    config: bytes = b""
+    netns: str = ""
+    cni_args: list[tuple[str, str]] = field(default_factory=list)
+    capability_args: dict = field(default_factory=dict)
+    result: dict | None = None
+
+    def to_json(self) -> bytes:
+        obj: dict = {"kind": KIND, "containerId": self.container_id,
+                     "config": base64.b64encode(self.config).decode(),
+                     "ifName": self.ifname, "networkName": self.network}
+        # omitempty, as libcni's struct tags say
+        if self.netns:
+            obj["netns"] = self.netns
+        if self.cni_args:
+            obj["cniArgs"] = [[k, v] for k, v in self.cni_args]
+        if self.capability_args:
+            obj["capabilityArgs"] = self.capability_args
+        if self.result:
+            obj["result"] = self.result
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "CacheEntry":
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise CacheError(f"not JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("kind") != KIND:
+            raise CacheError(f"kind is not {KIND}")
+        try:
+            config = base64.b64decode(obj.get("config") or "", validate=True)
+            args = [(str(k), str(v)) for k, v in obj.get("cniArgs") or []]
+        except (ValueError, TypeError) as exc:
+            raise CacheError(f"bad field: {exc}") from None
+        caps = obj.get("capabilityArgs") or {}
+        result = obj.get("result")
+        if not isinstance(caps, dict) or (result is not None and not isinstance(result, dict)):
+            raise CacheError("capabilityArgs and result must be objects")
+        return cls(container_id=str(obj.get("containerId", "")), network=str(obj.get("networkName", "")),
+                   ifname=str(obj.get("ifName", "")), config=config, netns=str(obj.get("netns", "")),
+                   cni_args=args, capability_args=caps, result=result)
+
+
+@dataclass
+class ResultCache:
+    directory: Path
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.directory) / "results"
+
+    def path(self, network: str, container_id: str, ifname: str) -> Path:
+        return self.results_dir / f"{network}-{container_id}-{ifname}"
+
+    def write(self, entry: CacheEntry) -> Path:
+        """Atomically (a reader never sees half a file), mode 0600 in a 0700 dir."""
+        d = self.results_dir
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final = self.path(entry.network, entry.container_id, entry.ifname)
+        tmp = d / f".{final.name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, entry.to_json())
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        return final
+
+    def read(self, network: str, container_id: str, ifname: str) -> CacheEntry | None:
+        """None when there is no entry; CacheError when it is unusable."""
+        try:
+            data = self.path(network, container_id, ifname).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CacheError(str(exc)) from None
+        return CacheEntry.from_json(data)
+
+    def delete(self, network: str, container_id: str, ifname: str) -> None:
+        try:
+            os.unlink(self.path(network, container_id, ifname))
+        except FileNotFoundError:
+            pass
+
+    def attachments(self, container_id: str = "", network: str = "") -> list[CacheEntry]:
+        """Valid entries, file names sorted (libcni's GetCachedAttachments)."""
+        try:
+            names = sorted(os.listdir(self.results_dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            if container_id and f"-{container_id}-" not in name:
+                continue
+            try:
+                entry = CacheEntry.from_json((self.results_dir / name).read_bytes())
+            except (OSError, CacheError):
+                continue
+            if container_id and entry.container_id != container_id:
+                continue
+            if network and entry.network != network:
+                continue
+            if not entry.ifname or not entry.network:
+                continue
+            out.append(entry)
+        return out

@@ -1,0 +1,327 @@
+"""The lifecycle of a network list: ADD, CHECK, DEL, GC, STATUS (libcni's api.go).
+
+    ex = CNIExecutor(cache_dir=..., path=[...])
+    result = ex.add(net, RuntimeConf("c1", "/run/netns/c1", "eth0"))
+    ex.delete(net, RuntimeConf("c1", "/run/netns/c1", "eth0"))
+
+Every operation on one container holds that container's lock and a shared
+global lock; GC holds the global lock exclusively, so it never races an ADD
+(R6). Each operation has one deadline; a plugin still running at the deadline
+is killed with its process group, and an ADD that failed or timed out is
+followed by a DEL (R15, R6).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cni import version as _v
+from cni.conf import NetworkConfigList
+from cni.env import validate_container_id, validate_ifname, validate_network_name
+from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER)
+from cni.types import Result
+from minidocker import paths
+from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
+from minidocker.network.cni.invoke import (Call, PluginError, Runner, VersionProber, find_plugin,
+                                           parse_result, plugin_env)
+
+log = logging.getLogger("minidocker.cni")
+
+DEFAULT_TIMEOUT = 60.0
+VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+LOCK_BUCKETS = 256   # per-container lock files are hashed into this many
+
+
+@dataclass
+class RuntimeConf:
+    """The per-attachment arguments (libcni's RuntimeConf)."""
+    container_id: str
+    netns: str = ""
+    ifname: str = "eth0"
+    args: list[tuple[str, str]] = field(default_factory=list)
+    capability_args: dict = field(default_factory=dict)
+
+
+class MultiError(CNIError):
+    """Several errors (GC keeps going past failures and returns them all)."""
+
+    def __init__(self, errors: list[CNIError]):
+        super().__init__(errors[0].code, "; ".join(str(e) for e in errors))
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+def _log_call(call: Call) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        status = "timed out" if call.timed_out else f"exit {call.exit_code}"
+        log.debug("cni: %s type=%s %.1f ms %s (%s)", call.command, call.plugin,
+                  call.duration * 1000.0, status, call.path)
+
+
+class CNIExecutor:
+    """Runs network lists through their plugins, with libcni's cache and rules."""
+
+    def __init__(self, conf_dir=None, cache_dir=None, path=None, *, timeout: float = DEFAULT_TIMEOUT,
+                 lock_dir=None, runner: Runner | None = None):
+        self.conf_dir = Path(conf_dir) if conf_dir else paths.cni_conf_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else paths.cni_cache_dir()
+        self.path = list(path) if path else paths.cni_path()
+        self.timeout = timeout
+        self.lock_dir = Path(lock_dir) if lock_dir else self.cache_dir / "locks"
+        self.cache = ResultCache(self.cache_dir)
+        self.runner = runner or Runner([_log_call])
+        self.prober = VersionProber(self.runner)
+        self._lock_dir_made = False
+
+    # --- public API ---------------------------------------------------------
+    def add(self, net: NetworkConfigList, rt: RuntimeConf) -> Result:
+        """R5: plugins in order, stop at the first error, cache the result. A
+        failed ADD is undone with a DEL before the error is raised."""
+        self._validate(net, rt, need_netns=True)
+        with self._locked(rt.container_id):
+            deadline = self._deadline()
+            try:
+                result = self._add(net, rt, deadline)
+            except CNIError as err:
+                self._undo_add(net, rt, err)
+                raise
+            return result
+
+    def check(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
+        """R8: only for configs >= 0.4.0, only between ADD and DEL, never with
+        disableCheck; the cached result is prevResult."""
+        if not _v.at_least(net.cni_version, "0.4.0"):
+            raise CNIError(INCOMPATIBLE_VERSION, f"configuration version {net.cni_version!r} "
+                           "does not support the CHECK command", "CHECK needs cniVersion 0.4.0 or later")
+        if net.disable_check:
+            return
+        self._validate(net, rt, need_netns=True)
+        with self._locked(rt.container_id):
+            deadline = self._deadline()
+            try:
+                entry = self.cache.read(net.name, rt.container_id, rt.ifname)
+            except CacheError as exc:
+                raise CNIError(UNKNOWN_CONTAINER, f"cached result of network {net.name!r} for "
+                               f"{rt.container_id}/{rt.ifname} is unreadable", str(exc)) from None
+            if entry is None or entry.result is None:
+                raise CNIError(UNKNOWN_CONTAINER, f"network {net.name!r} has no attachment "
+                               f"{rt.container_id}/{rt.ifname}", "CHECK runs only between ADD and DEL")
+            prev = Result.from_dict(entry.result, net.cni_version).to_dict(net.cni_version)
+            caps = rt.capability_args or entry.capability_args
+            args = rt.args or entry.cni_args
+            for i, plugin in enumerate(net.plugins):
+                req = net.plugin_request(i, runtime_config=self._runtime_config(plugin, caps),
+                                         prev_result=prev)
+                self._call("CHECK", plugin["type"], req, deadline, container_id=rt.container_id,
+                           netns=rt.netns, ifname=rt.ifname, args=args)
+
+    def delete(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
+        """R7: plugins in reverse, the cached result as prevResult and the
+        cached capability args; the cache entry goes on success."""
+        validate_container_id(rt.container_id)
+        validate_ifname(rt.ifname)
+        with self._locked(rt.container_id):
+            self._delete(net, rt, self._deadline())
+
+    def gc(self, net: NetworkConfigList, valid=None) -> None:
+        """R9: DEL every cached attachment of `net` not in `valid` (pairs of
+        (container id, ifname)), then GC on each plugin (>= 1.1.0). Errors are
+        gathered and raised together as a MultiError."""
+        if net.disable_gc:
+            return
+        pairs = [_pair(v) for v in (valid or [])]
+        keep = set(pairs)
+        errors: list[CNIError] = []
+        with self._global_lock(fcntl.LOCK_EX):
+            for entry in self.cache.attachments(network=net.name):
+                if (entry.container_id, entry.ifname) in keep:
+                    continue
+                rt = RuntimeConf(entry.container_id, entry.netns, entry.ifname,
+                                 list(entry.cni_args), dict(entry.capability_args))
+                try:
+                    self._delete(net, rt, self._deadline())
+                except CNIError as err:
+                    errors.append(CNIError(err.code, f"failed to delete stale attachment "
+                                           f"{rt.container_id} {rt.ifname}: {err}"))
+            if _v.at_least(net.cni_version, "1.1.0"):
+                listed = [{"containerID": c, "ifname": i} for c, i in pairs]
+                extra = {key: listed for key in VALID_ATTACHMENTS_KEYS}
+                deadline = self._deadline()
+                for i, plugin in enumerate(net.plugins):
+                    req = net.plugin_request(i, extra=extra)
+                    try:
+                        self._call("GC", plugin["type"], req, deadline)
+                    except CNIError as err:
+                        errors.append(err)
+        if errors:
+            raise MultiError(errors)
+
+    def status(self, net: NetworkConfigList) -> bool:
+        """R10: STATUS on each plugin (configs >= 1.1.0), stop at the first
+        error. False when the config's version has no STATUS to ask."""
+        if not _v.at_least(net.cni_version, "1.1.0"):
+            return False
+        deadline = self._deadline()
+        for i, plugin in enumerate(net.plugins):
+            self._call("STATUS", plugin["type"], net.plugin_request(i), deadline)
+        return True
+
+    def version_info(self, ptype: str) -> list[str]:
+        """The spec versions a plugin says it supports (cached VERSION probe)."""
+        return self.prober.supported(find_plugin(ptype, self.path), self.timeout)
+
+    def validate(self, net: NetworkConfigList) -> list[str]:
+        """libcni's ValidateNetworkList: every plugin is found and supports the
+        config's version. Returns the capabilities the list declares."""
+        errors: list[CNIError] = []
+        caps: list[str] = []
+        for plugin in net.plugins:
+            try:
+                supported = self.version_info(plugin["type"])
+                if net.cni_version not in supported:
+                    errors.append(CNIError(INCOMPATIBLE_VERSION, f"plugin {plugin['type']!r} does not "
+                                           f"support config version {net.cni_version!r}",
+                                           f"it supports {supported}"))
+            except CNIError as err:
+                errors.append(err)
+            for cap, on in (plugin.get("capabilities") or {}).items():
+                if on is True and cap not in caps:
+                    caps.append(cap)
+        if errors:
+            raise MultiError(errors)
+        return caps
+
+    def cached(self, net: NetworkConfigList, rt: RuntimeConf) -> CacheEntry | None:
+        """The cache entry of an attachment (libcni's GetNetworkListCachedConfig)."""
+        return self.cache.read(net.name, rt.container_id, rt.ifname)
+
+    # --- lifecycle internals --------------------------------------------------
+    def _add(self, net: NetworkConfigList, rt: RuntimeConf, deadline: float) -> Result:
+        prev: Result | None = None
+        for i, plugin in enumerate(net.plugins):
+            req = net.plugin_request(
+                i, runtime_config=self._runtime_config(plugin, rt.capability_args),
+                prev_result=prev.to_dict(net.cni_version) if prev is not None else None)
+            out = self._call("ADD", plugin["type"], req, deadline, container_id=rt.container_id,
+                             netns=rt.netns, ifname=rt.ifname, args=rt.args)
+            prev = parse_result(out, net.cni_version, plugin["type"])
+        assert prev is not None  # a list has at least one plugin
+        self.cache.write(CacheEntry(container_id=rt.container_id, network=net.name, ifname=rt.ifname,
+                                    config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
+                                    capability_args=dict(rt.capability_args),
+                                    result=prev.to_dict(prev.cni_version)))
+        return prev
+
+    def _undo_add(self, net: NetworkConfigList, rt: RuntimeConf, err: CNIError) -> None:
+        """Every ADD is followed by a DEL, even one that failed (R6)."""
+        try:
+            self._delete(net, rt, self._deadline())
+        except CNIError as del_err:
+            log.warning("cleanup DEL after the failed ADD of %s/%s on %r also failed: %s",
+                        rt.container_id, rt.ifname, net.name, del_err)
+            err.cleanup_error = del_err  # type: ignore[attr-defined]
+
+    def _delete(self, net: NetworkConfigList, rt: RuntimeConf, deadline: float) -> None:
+        try:
+            entry = self.cache.read(net.name, rt.container_id, rt.ifname)
+        except CacheError as exc:
+            log.warning("deleting the unreadable cache entry of %s/%s on %r: %s",
+                        rt.container_id, rt.ifname, net.name, exc)
+            self.cache.delete(net.name, rt.container_id, rt.ifname)
+            entry = None
+        caps, args, netns, prev = rt.capability_args, rt.args, rt.netns, None
+        if entry is not None:
+            caps = entry.capability_args or caps
+            args = entry.cni_args or args
+            netns = netns or entry.netns
+            if entry.result is not None and _v.at_least(net.cni_version, "0.4.0"):
+                try:
+                    prev = Result.from_dict(entry.result, net.cni_version).to_dict(net.cni_version)
+                except CNIError as exc:
+                    log.warning("cached result of %s/%s on %r is unusable (%s); deleting it",
+                                rt.container_id, rt.ifname, net.name, exc)
+                    self.cache.delete(net.name, rt.container_id, rt.ifname)
+        for i in range(len(net.plugins) - 1, -1, -1):
+            plugin = net.plugins[i]
+            req = net.plugin_request(i, runtime_config=self._runtime_config(plugin, caps),
+                                     prev_result=prev)
+            self._call("DEL", plugin["type"], req, deadline, container_id=rt.container_id,
+                       netns=netns, ifname=rt.ifname, args=args)
+        self.cache.delete(net.name, rt.container_id, rt.ifname)
+
+    def _call(self, command: str, ptype: str, request: dict, deadline: float, **env_kw) -> bytes:
+        plugin_path = find_plugin(ptype, self.path)
+        env = plugin_env(command, path=self.path, **env_kw)
+        stdin = json.dumps(request).encode()
+        return self.runner.exec(plugin_path, command, stdin, env, deadline - time.monotonic(), ptype)
+
+    @staticmethod
+    def _runtime_config(plugin: dict, capability_args: dict) -> dict:
+        """R4: only capabilities the plugin declares true."""
+        caps = plugin.get("capabilities")
+        if not caps or not capability_args:
+            return {}
+        return {k: v for k, v in capability_args.items() if caps.get(k) is True}
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.timeout
+
+    @staticmethod
+    def _validate(net: NetworkConfigList, rt: RuntimeConf, need_netns: bool) -> None:
+        """R17 before anything runs; R6: the netns must exist."""
+        validate_container_id(rt.container_id)
+        validate_network_name(net.name)
+        validate_ifname(rt.ifname)
+        if need_netns:
+            if not rt.netns:
+                raise CNIError(INVALID_ENVIRONMENT, "a network namespace path is required")
+            if not os.path.exists(rt.netns):
+                raise CNIError(INVALID_ENVIRONMENT, f"network namespace {rt.netns!r} does not exist")
+        if not isinstance(rt.capability_args, dict):
+            raise CNIError(INVALID_ENVIRONMENT, "capability args must be a JSON object")
+
+    # --- locks ------------------------------------------------------------------
+    def _lock_file(self, name: str) -> int:
+        if not self._lock_dir_made:
+            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_dir_made = True
+        return os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @contextlib.contextmanager
+    def _global_lock(self, mode: int):
+        fd = self._lock_file("gc")
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, container_id: str):
+        """Shared global lock, then the container's (hashed) exclusive lock."""
+        bucket = hashlib.sha256(container_id.encode()).digest()[0] % LOCK_BUCKETS
+        with self._global_lock(fcntl.LOCK_SH):
+            fd = self._lock_file(f"container-{bucket:02x}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+
+def _pair(v) -> tuple[str, str]:
+    if isinstance(v, dict):
+        return str(v.get("containerID") or v.get("container_id")), str(v.get("ifname") or v.get("ifName"))
+    if isinstance(v, RuntimeConf):
+        return v.container_id, v.ifname
+    cid, ifname = v
+    return str(cid), str(ifname)

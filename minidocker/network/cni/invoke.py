@@ -1,0 +1,262 @@
+"""Running one plugin: lookup along CNI_PATH, environment, exec, timeout, errors.
+
+This is libcni's pkg/invoke: the plugin is executed with the request config on
+stdin and the CNI_* variables on top of our own environment; a non-zero exit
+is answered with the JSON error on stdout, or with the stderr text when stdout
+is empty (R11). Plugins are started in their own session so that a timeout can
+kill the whole process group, children included (R15).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from cni import version as _v
+from cni.env import format_cni_args
+from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG
+from cni.skel import INTERNAL
+
+log = logging.getLogger("minidocker.cni")
+
+# "text file busy": the binary is being written; libcni retries (R13).
+BUSY_RETRIES = 5
+BUSY_DELAY = 0.2
+# After SIGKILL of the group, how long to wait for the pipes to close.
+REAP_TIMEOUT = 2.0
+UNKNOWN_VERSION_COMMAND = "unknown CNI_COMMAND: VERSION"
+
+
+class PluginError(CNIError):
+    """A plugin's failure: its CNI error (code, msg, details), the plugin type
+    and command, so that a message to a user names the plugin."""
+
+    def __init__(self, code: int, msg: str, details: str = "", *, plugin: str = "",
+                 command: str = "", exit_code: int | None = None, timed_out: bool = False,
+                 stderr: str = ""):
+        super().__init__(code, msg, details)
+        self.plugin = plugin
+        self.command = command
+        self.exit_code = exit_code
+        self.timed_out = timed_out
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.plugin:
+            return f"plugin type={self.plugin!r} failed ({self.command.lower()}): {text}"
+        return text
+
+
+class PluginNotFound(CNIError):
+    def __init__(self, ptype: str, path: list[str]):
+        super().__init__(INVALID_NETWORK_CONFIG, f"failed to find plugin {ptype!r} in path {path}")
+        self.plugin = ptype
+
+
+def find_plugin(ptype: str, path: list[str]) -> str:
+    """The first regular file named `ptype` along `path` (libcni's FindInPath)."""
+    if not path:
+        raise CNIError(INVALID_NETWORK_CONFIG, f"no paths provided to find plugin {ptype!r}",
+                       "set CNI_PATH")
+    for d in path:
+        candidate = os.path.join(d, ptype)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if (st.st_mode & 0o170000) == 0o100000:
+            return candidate
+    raise PluginNotFound(ptype, list(path))
+
+
+@dataclass
+class Call:
+    """One plugin invocation, reported to observers (e.g. `--log-level debug`)."""
+    command: str
+    plugin: str
+    path: str
+    duration: float = 0.0
+    exit_code: int | None = None
+    timed_out: bool = False
+
+
+def plugin_env(command: str, *, container_id: str = "", netns: str = "", ifname: str = "",
+               args=(), path: list[str] = (), base=None) -> dict[str, str]:
+    """Our environment with any stale CNI_* removed and the call's CNI_* added
+    (R3: only the variables a command needs are set)."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith("CNI_")}
+    env["CNI_COMMAND"] = command
+    env["CNI_PATH"] = ":".join(path)
+    if command in ("ADD", "CHECK", "DEL"):
+        env["CNI_CONTAINERID"] = container_id
+        env["CNI_IFNAME"] = ifname
+        if netns:
+            env["CNI_NETNS"] = netns
+        if args:
+            env["CNI_ARGS"] = format_cni_args(args)
+    return env
+
+
+@dataclass
+class Runner:
+    """Executes plugins; `observers` get a `Call` after each one."""
+    observers: list = field(default_factory=list)
+
+    def exec(self, plugin_path: str, command: str, stdin: bytes, env: dict[str, str],
+             timeout: float | None, plugin: str = "") -> bytes:
+        """Run the plugin; its stdout on success, else a PluginError."""
+        plugin = plugin or os.path.basename(plugin_path)
+        if timeout is not None and timeout <= 0:
+            raise PluginError(INTERNAL, "operation timed out before the plugin could run",
+                              plugin=plugin, command=command, timed_out=True)
+        call = Call(command, plugin, plugin_path)
+        start = time.perf_counter()
+        try:
+            proc = self._spawn(plugin_path, env, plugin, command)
+            timed_out = False
+            try:
+                out, err = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                out, err = self._kill(proc)
+            call.exit_code = proc.returncode
+            call.timed_out = timed_out
+        finally:
+            call.duration = time.perf_counter() - start
+            for observer in self.observers:
+                observer(call)
+        if timed_out:
+            raise PluginError(INTERNAL, f"timed out after {timeout:g}s; plugin process group killed",
+                              plugin=plugin, command=command, exit_code=proc.returncode,
+                              timed_out=True, stderr=_text(err))
+        if proc.returncode != 0:
+            raise plugin_failure(out, err, proc.returncode, plugin, command)
+        return out
+
+    @staticmethod
+    def _spawn(plugin_path, env, plugin, command) -> subprocess.Popen:
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return subprocess.Popen([plugin_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env, close_fds=True,
+                                        start_new_session=True)
+            except OSError as exc:
+                if exc.errno == errno.ETXTBSY and attempt < BUSY_RETRIES:
+                    time.sleep(BUSY_DELAY * (attempt + 1))
+                    continue
+                raise PluginError(INTERNAL, f"cannot execute {plugin_path}: {exc.strerror}",
+                                  plugin=plugin, command=command) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.communicate(timeout=REAP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # A child that left the group still holds our pipes: stop reading.
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+            proc.wait()
+            return b"", b""
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").strip()
+
+
+def _status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def plugin_failure(stdout: bytes, stderr: bytes, returncode: int, plugin: str, command: str) -> PluginError:
+    """R11: the JSON error on stdout; else the stderr text; else the exit status."""
+    kw = dict(plugin=plugin, command=command, exit_code=returncode, stderr=_text(stderr))
+    if not stdout.strip():
+        if stderr.strip():
+            return PluginError(INTERNAL, f"netplugin failed: {_text(stderr)!r}: {_status(returncode)}", **kw)
+        return PluginError(INTERNAL, f"netplugin failed with no error message: {_status(returncode)}", **kw)
+    try:
+        obj = json.loads(stdout)
+        err = CNIError.from_dict(obj)
+    except ValueError:
+        return PluginError(DECODE_FAILURE, "netplugin failed but error parsing its diagnostic message "
+                           f"{_text(stdout)[:200]!r}", _status(returncode), **kw)
+    return PluginError(err.code, err.msg, err.details, **kw)
+
+
+def parse_result(stdout: bytes, conf_version: str, plugin: str, command: str = "ADD"):
+    """A plugin's ADD output as a Result; a missing cniVersion is the config's
+    (libcni's fixupResultVersion, R12)."""
+    from cni.types import Result
+    try:
+        obj = json.loads(stdout)
+    except ValueError:
+        raise PluginError(DECODE_FAILURE, "plugin printed an invalid result",
+                          repr(_text(stdout)[:200]) if stdout.strip() else "nothing on stdout",
+                          plugin=plugin, command=command, exit_code=0) from None
+    if not isinstance(obj, dict):
+        raise PluginError(DECODE_FAILURE, "plugin printed an invalid result", repr(obj)[:200],
+                          plugin=plugin, command=command, exit_code=0)
+    try:
+        return Result.from_dict(obj, conf_version)
+    except CNIError as err:
+        raise PluginError(err.code, err.msg, err.details, plugin=plugin, command=command,
+                          exit_code=0) from None
+
+
+@dataclass
+class VersionProber:
+    """VERSION answers cached per binary (path, mtime, size): probing is an
+    exec, so it happens once per binary, not once per call (R14)."""
+    runner: Runner
+    _cache: dict = field(default_factory=dict)
+
+    def supported(self, plugin_path: str, timeout: float | None = 10.0) -> list[str]:
+        st = os.stat(plugin_path)
+        key = (plugin_path, st.st_mtime_ns, st.st_size)
+        if key not in self._cache:
+            self._cache[key] = self._probe(plugin_path, timeout)
+        return list(self._cache[key])
+
+    def _probe(self, plugin_path: str, timeout: float | None) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        # Dummy values for plugins built against an old skel that wants them.
+        env.update(CNI_COMMAND="VERSION", CNI_NETNS="dummy", CNI_IFNAME="dummy", CNI_PATH="dummy")
+        stdin = json.dumps({"cniVersion": _v.CURRENT}).encode()
+        plugin = os.path.basename(plugin_path)
+        try:
+            out = self.runner.exec(plugin_path, "VERSION", stdin, env, timeout, plugin)
+        except PluginError as err:
+            if str(CNIError.__str__(err)) == UNKNOWN_VERSION_COMMAND or err.stderr == UNKNOWN_VERSION_COMMAND:
+                return ["0.1.0"]
+            raise
+        try:
+            obj = json.loads(out)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            versions = obj.get("supportedVersions")
+            if isinstance(versions, list) and versions and all(isinstance(v, str) for v in versions):
+                return versions
+            if versions is None and isinstance(obj.get("cniVersion"), str):
+                # A 0.2.0 plugin answers with its own version only.
+                return ["0.1.0", "0.2.0"] if obj["cniVersion"] == "0.2.0" else [obj["cniVersion"]]
+        raise PluginError(DECODE_FAILURE, "invalid VERSION answer", repr(_text(out)[:200]),
+                          plugin=plugin, command="VERSION", exit_code=0)
