@@ -52,3 +52,47 @@ def networks_dir() -> Path:
 def netns_dir() -> Path:
     """Pinned container network namespaces (bind-mounted nsfs files)."""
     return run_root() / "netns"
+
+
+def container_dir(cid: str) -> Path:
+    """One container's persistent files: record, upper layer, log, bundle."""
+    return containers_dir() / cid
+
+
+def image_dir(image_hex: str) -> Path:
+    return images_dir() / image_hex
+
+
+def repositories_file() -> Path:
+    """NAME:TAG -> image id."""
+    return images_dir() / "repositories.json"
+
+
+def locks_dir() -> Path:
+    """flock(2) files serialising writers of shared indexes."""
+    return state_root() / "locks"
+
+
+def shim_dir() -> Path:
+    """Per-container runtime files of the shim (pid files)."""
+    return run_root() / "shims"
+
+
+def runc_root() -> Path:
+    """runc's --root: its state for the containers it runs for us."""
+    return run_root() / "runc"
+
+
+def netns_path(cid: str) -> Path:
+    return netns_dir() / cid
+
+
+def repo_root() -> Path:
+    """The source checkout (for the OCI schema that sits beside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def oci_schema_dir() -> Path:
+    """The OCI runtime-spec JSON schema, kept beside the repo in ../shared."""
+    return Path(os.environ.get("MINIDOCKER_OCI_SCHEMA",
+                               repo_root().parent / "shared" / "oci-runtime-spec"))

@@ -222,15 +222,18 @@ class CNIExecutor:
         return prev
 
     def _undo_add(self, net: NetworkConfigList, rt: RuntimeConf, err: CNIError) -> None:
-        """Every ADD is followed by a DEL, even one that failed (R6)."""
+        """Every ADD is followed by a DEL, even one that failed (R6). This DEL
+        goes past errors (a missing binary must not keep the plugins before it
+        from cleaning up) and reports the first."""
         try:
-            self._delete(net, rt, self._deadline())
+            self._delete(net, rt, self._deadline(), keep_going=True)
         except CNIError as del_err:
             log.warning("cleanup DEL after the failed ADD of %s/%s on %r also failed: %s",
                         rt.container_id, rt.ifname, net.name, del_err)
             err.cleanup_error = del_err  # type: ignore[attr-defined]
 
-    def _delete(self, net: NetworkConfigList, rt: RuntimeConf, deadline: float) -> None:
+    def _delete(self, net: NetworkConfigList, rt: RuntimeConf, deadline: float,
+                keep_going: bool = False) -> None:
         try:
             entry = self.cache.read(net.name, rt.container_id, rt.ifname)
         except CacheError as exc:
@@ -250,19 +253,28 @@ class CNIExecutor:
                     log.warning("cached result of %s/%s on %r is unusable (%s); deleting it",
                                 rt.container_id, rt.ifname, net.name, exc)
                     self.cache.delete(net.name, rt.container_id, rt.ifname)
+        first_error: CNIError | None = None
         for i in range(len(net.plugins) - 1, -1, -1):
             plugin = net.plugins[i]
             req = net.plugin_request(i, runtime_config=self._runtime_config(plugin, caps),
                                      prev_result=prev)
-            self._call("DEL", plugin["type"], req, deadline, container_id=rt.container_id,
-                       netns=netns, ifname=rt.ifname, args=args)
+            try:
+                self._call("DEL", plugin["type"], req, deadline, container_id=rt.container_id,
+                           netns=netns, ifname=rt.ifname, args=args)
+            except CNIError as err:
+                if not keep_going:
+                    raise
+                first_error = first_error or err
+        if first_error is not None:
+            raise first_error
         self.cache.delete(net.name, rt.container_id, rt.ifname)
 
     def _call(self, command: str, ptype: str, request: dict, deadline: float, **env_kw) -> bytes:
         plugin_path = find_plugin(ptype, self.path)
         env = plugin_env(command, path=self.path, **env_kw)
         stdin = json.dumps(request).encode()
-        return self.runner.exec(plugin_path, command, stdin, env, deadline - time.monotonic(), ptype)
+        return self.runner.exec(plugin_path, command, stdin, env, deadline - time.monotonic(), ptype,
+                               self.timeout)
 
     @staticmethod
     def _runtime_config(plugin: dict, capability_args: dict) -> dict:

@@ -110,8 +110,9 @@ class Runner:
     observers: list = field(default_factory=list)
 
     def exec(self, plugin_path: str, command: str, stdin: bytes, env: dict[str, str],
-             timeout: float | None, plugin: str = "") -> bytes:
-        """Run the plugin; its stdout on success, else a PluginError."""
+             timeout: float | None, plugin: str = "", limit: float | None = None) -> bytes:
+        """Run the plugin; its stdout on success, else a PluginError. `timeout`
+        is what is left of the operation's `limit` (for the message)."""
         plugin = plugin or os.path.basename(plugin_path)
         if timeout is not None and timeout <= 0:
             raise PluginError(INTERNAL, "operation timed out before the plugin could run",
@@ -133,7 +134,7 @@ class Runner:
             for observer in self.observers:
                 observer(call)
         if timed_out:
-            raise PluginError(INTERNAL, f"timed out after {timeout:g}s; plugin process group killed",
+            raise PluginError(INTERNAL, f"timed out after {limit or timeout:g}s; plugin process group killed",
                               plugin=plugin, command=command, exit_code=proc.returncode,
                               timed_out=True, stderr=_text(err))
         if proc.returncode != 0:

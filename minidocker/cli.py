@@ -1,0 +1,279 @@
+"""minidocker's command line: parse, call the engine, print. Nothing else.
+
+Errors reach the user as one line, `Error: ...`, and a non-zero exit code
+(125 when `run` could not start the container, 126/127 when its command
+cannot be run, as Docker); tracebacks only with MINIDOCKER_DEBUG=1.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+
+import click
+
+from minidocker import containers, images
+from minidocker.errors import MinidockerError
+
+RUN_COMMANDS = {"run"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="minidocker")
+def cli():
+    """A small container runtime: busybox and imported images, namespaces,
+    overlay rootfs, a shim per container, built-in or runc runtime."""
+
+
+# --- images ---------------------------------------------------------------------
+
+def _age(stamp: str) -> str:
+    try:
+        then = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return "?"
+    seconds = max(0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    if seconds >= 60:
+        return "About a minute"
+    return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
+        n /= 1000
+    return f"{n}"
+
+
+@cli.command("images")
+@click.option("-q", "--quiet", is_flag=True, help="Only image ids.")
+def images_cmd(quiet):
+    """List images."""
+    rows = images.list_images()
+    if quiet:
+        for img in rows:
+            click.echo(img["Id"].split(":")[1][:12])
+        return
+    click.echo(f"{'REPOSITORY':<24} {'TAG':<12} {'IMAGE ID':<14} {'CREATED':<20} SIZE")
+    for img in rows:
+        tags = img["RepoTags"] or ["<none>:<none>"]
+        for tag in tags:
+            repo, _, t = tag.rpartition(":")
+            click.echo(f"{repo:<24} {t:<12} {img['Id'].split(':')[1][:12]:<14} "
+                       f"{_age(img['Created']) + ' ago':<20} {_size(img.get('Size', 0))}")
+
+
+@cli.command("rmi")
+@click.argument("refs", nargs=-1, required=True)
+def rmi_cmd(refs):
+    """Remove images (untag; delete when no tag is left)."""
+    in_use = {r["Image"] for r in containers.all_records()}
+    for ref in refs:
+        for line in images.remove(ref, in_use):
+            click.echo(line)
+
+
+@cli.command("import")
+@click.argument("archive")
+@click.argument("ref")
+def import_cmd(archive, ref):
+    """Import a root filesystem tarball (.tar or .tar.gz) as image REF."""
+    img = images.import_rootfs(archive, ref)
+    click.echo(img["Id"])
+
+
+@cli.command("load")
+@click.option("-i", "--input", "archive", required=True, help="docker save or OCI layout archive.")
+def load_cmd(archive):
+    """Load images from a `docker save` or OCI image-layout archive."""
+    for img in images.load(archive):
+        for tag in img["RepoTags"] or []:
+            click.echo(f"Loaded image: {tag}")
+        if not img["RepoTags"]:
+            click.echo(f"Loaded image ID: {img['Id']}")
+
+
+# --- containers -------------------------------------------------------------------
+
+@cli.command("run", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("--name", help="Container name.")
+@click.option("-e", "--env", multiple=True, help="KEY=VALUE (or KEY: copied from here).")
+@click.option("--env-file", multiple=True, help="File of KEY=VALUE lines.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("--hostname", help="Container host name.")
+@click.option("--entrypoint", help="Override the image's entrypoint.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("--network", "--net", "network", default="none", show_default=True,
+              help="none | host")
+@click.option("--runtime", default="builtin", show_default=True, help="builtin | runc")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run_cmd(detach, auto_remove, name, env, env_file, workdir, hostname, entrypoint,
+            interactive, network, runtime, image, command):
+    """Create and start a container."""
+    record = containers.create(containers.CreateOptions(
+        image=image, cmd=list(command), name=name, env=list(env), env_files=list(env_file),
+        workdir=workdir, hostname=hostname, entrypoint=entrypoint, interactive=interactive,
+        network=network, runtime=runtime, auto_remove=auto_remove))
+    started = containers.start(record["Id"], attach=not detach)
+    if detach:
+        click.echo(record["Id"])
+        return
+    sys.stdout.flush()
+    sys.exit(containers.wait_attached(started))
+
+
+@cli.command("start")
+@click.argument("refs", nargs=-1, required=True)
+def start_cmd(refs):
+    """Start stopped containers (detached)."""
+    for ref in refs:
+        containers.start(ref)
+        click.echo(ref)
+
+
+@cli.command("stop")
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds to wait before SIGKILL.")
+@click.argument("refs", nargs=-1, required=True)
+def stop_cmd(timeout, refs):
+    """Stop running containers: SIGTERM, then SIGKILL."""
+    for ref in refs:
+        containers.stop(ref, timeout)
+        click.echo(ref)
+
+
+@cli.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.argument("refs", nargs=-1, required=True)
+def rm_cmd(force, refs):
+    """Remove containers."""
+    for ref in refs:
+        containers.remove(ref, force)
+        click.echo(ref)
+
+
+def _status(record: dict) -> str:
+    st = record["State"]
+    if st.get("Running"):
+        return f"Up {_age(st['StartedAt'])}"
+    if st.get("Status") == "created":
+        return "Created"
+    return f"Exited ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
+
+
+def _command(record: dict) -> str:
+    return " ".join([record["Path"], *record["Args"]])
+
+
+@cli.command("ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include stopped containers.")
+@click.option("-q", "--quiet", is_flag=True, help="Only ids.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def ps_cmd(show_all, quiet, fmt):
+    """List containers."""
+    rows = [r for r in containers.all_records() if show_all or r["State"].get("Running")]
+    if quiet:
+        for r in rows:
+            click.echo(r["Id"][:12])
+        return
+    if fmt == "json":
+        for r in rows:
+            click.echo(json.dumps({
+                "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
+                "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
+                "State": r["State"]["Status"], "Status": _status(r),
+                "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
+                "Ports": "", "ExitCode": r["State"].get("ExitCode", 0),
+            }))
+        return
+    click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<16} "
+               f"{'STATUS':<24} {'PORTS':<8} NAMES")
+    for r in rows:
+        cmd = _command(r)
+        cmd = json.dumps(cmd if len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False)
+        click.echo(f"{r['Id'][:12]:<14} {r['Config']['Image'][:16]:<16} {cmd:<22} "
+                   f"{_age(r['Created']) + ' ago':<16} {_status(r):<24} {'':<8} {r['Name'].lstrip('/')}")
+
+
+@cli.command("inspect")
+@click.argument("refs", nargs=-1, required=True)
+def inspect_cmd(refs):
+    """Low-level information on containers (Docker's field names), as JSON."""
+    found = [containers.find(ref) for ref in refs]
+    for r in found:
+        r.pop("ShimPid", None)
+    click.echo(json.dumps(found, indent=4))
+
+
+@cli.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container stops.")
+@click.argument("ref")
+def logs_cmd(follow, ref):
+    """Print a container's output."""
+    record = containers.find(ref)
+    out = sys.stdout.buffer
+    try:
+        fh = open(record["LogPath"], "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow:
+                return
+            current = containers.find(record["Id"])
+            if not current["State"].get("Running"):
+                rest = fh.read()
+                out.write(rest)
+                out.flush()
+                return
+            time.sleep(0.1)
+
+
+@cli.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.argument("ref")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(interactive, ref, command):
+    """Run a command in a running container."""
+    sys.stdout.flush()
+    sys.exit(containers.exec_(ref, list(command), interactive))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=argv, prog_name="minidocker", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        in_run = bool(ctx and ctx.command and ctx.command.name in RUN_COMMANDS)
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(125 if in_run else exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except MinidockerError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - users get one line, developers a traceback
+        if os.environ.get("MINIDOCKER_DEBUG"):
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
+                   "(MINIDOCKER_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)

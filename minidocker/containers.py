@@ -1,0 +1,511 @@
+"""Container lifecycle: create, start, stop, rm, exec, and finding containers.
+
+There is no daemon: each command reads and writes the container's record
+(containers/<id>/container.json, Docker's inspect shape) under the
+container's lock, and a per-container shim (shim.py) owns the running
+process. start() prepares everything the process needs (overlay rootfs,
+pinned network namespace, network setup, config.json) and then hands over to
+the shim, which reports back on a pipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import random
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from minidocker import fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker.errors import Conflict, MinidockerError, NotFound
+from minidocker.network import modes, netns
+from minidocker.runtime import oci
+
+RUNTIMES = ("builtin", "runc")
+_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_ENV_KEY_RE = re.compile(r"^[^=\s\x00]+$")
+HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+         "ff02::2\tip6-allrouters\n")
+SHIM_TIMEOUT = 30
+
+
+@dataclasses.dataclass
+class CreateOptions:
+    image: str
+    cmd: list[str] = dataclasses.field(default_factory=list)
+    name: str | None = None
+    env: list[str] = dataclasses.field(default_factory=list)
+    env_files: list[str] = dataclasses.field(default_factory=list)
+    workdir: str | None = None
+    hostname: str | None = None
+    entrypoint: str | None = None
+    interactive: bool = False
+    network: str = "none"
+    runtime: str = "builtin"
+    auto_remove: bool = False
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def cdir(cid: str):
+    return paths.container_dir(cid)
+
+
+def _lock(cid: str):
+    return state.locked(teardown.lock_path(cid))
+
+
+def _global_lock():
+    return state.locked(paths.locks_dir() / "containers.lock")
+
+
+# --- finding -------------------------------------------------------------------
+
+def shim_alive(record: dict) -> bool:
+    pid = record.get("ShimPid") or 0
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return record["Id"].encode() in fh.read()
+    except OSError:
+        return False
+
+
+def _refresh(record: dict) -> dict:
+    """A record claiming `running` whose shim is gone (killed, rebooted)."""
+    st = record["State"]
+    if st.get("Running") and not shim_alive(record):
+        st.update(Running=False, Status="exited", Pid=0, ExitCode=st.get("ExitCode") or 255,
+                  Error="the container's shim is gone", FinishedAt=st.get("FinishedAt") or now())
+    return record
+
+
+def all_records() -> list[dict]:
+    out = []
+    base = paths.containers_dir()
+    if not base.exists():
+        return out
+    for entry in base.iterdir():
+        record = teardown.load(entry.name)
+        if record:
+            out.append(_refresh(record))
+    out.sort(key=lambda r: r.get("Created", ""), reverse=True)
+    return out
+
+
+def find(ref: str) -> dict:
+    """A container by name, full id or unique id prefix."""
+    records = all_records()
+    name = "/" + ref.lstrip("/")
+    for record in records:
+        if record["Id"] == ref or record["Name"] == name:
+            return record
+    if re.fullmatch(r"[0-9a-f]{1,64}", ref):
+        hits = [r for r in records if r["Id"].startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise MinidockerError(f"container id prefix {ref!r} is ambiguous: it matches "
+                                  f"{len(hits)} containers")
+    raise NotFound(f"no such container: {ref!r} (give a name, an id or a unique id prefix; "
+                   "see `minidocker ps -a`)")
+
+
+# --- create --------------------------------------------------------------------
+
+def parse_env(items: list[str], source: str = "-e") -> list[str]:
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not _ENV_KEY_RE.match(key):
+            raise MinidockerError(f"invalid environment variable {item!r} in {source}: "
+                                  "expected KEY=VALUE (or KEY to copy it from this shell)", 125)
+        if eq:
+            out.append(f"{key}={value}")
+        elif key in os.environ:
+            out.append(f"{key}={os.environ[key]}")
+    return out
+
+
+def read_env_file(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            lines = [l.strip() for l in fh]
+    except OSError as exc:
+        raise MinidockerError(f"cannot read env file {path!r}: {exc.strerror}", 125) from None
+    return parse_env([l for l in lines if l and not l.startswith("#")], source=path)
+
+
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    env: dict[str, str] = {}
+    for item in list(base) + list(extra):
+        key, _, value = item.partition("=")
+        env[key] = value
+    if "PATH" not in env:
+        env = {"PATH": images.DEFAULT_PATH.split("=", 1)[1], **env}
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _random_name(taken: set[str]) -> str:
+    adjectives = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet",
+                  "sharp", "tender", "vivid", "witty", "bold", "clever", "jolly", "nifty"]
+    people = ["hopper", "lovelace", "turing", "ritchie", "thompson", "torvalds", "knuth",
+              "liskov", "dijkstra", "hamilton", "noether", "curie", "shannon", "wirth"]
+    while True:
+        name = f"/{random.choice(adjectives)}_{random.choice(people)}"
+        if name in taken:
+            name += f"{random.randint(0, 99)}"
+        if name not in taken:
+            return name
+
+
+def create(opts: CreateOptions) -> dict:
+    """Validate everything, then write the record (status `created`)."""
+    if opts.runtime not in RUNTIMES:
+        raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
+                              f"{', '.join(RUNTIMES)}", 125)
+    if opts.name is not None and not _NAME_RE.match(opts.name):
+        raise MinidockerError(f"invalid container name {opts.name!r}: use [a-zA-Z0-9] then "
+                              "[a-zA-Z0-9_.-], at least 2 characters", 125)
+    env = []
+    for f in opts.env_files:
+        env += read_env_file(f)
+    env += parse_env(opts.env)
+    modes.resolve(opts.network)
+    if opts.workdir is not None and not opts.workdir.startswith("/"):
+        raise MinidockerError(f"invalid working directory {opts.workdir!r}: it must be an "
+                              "absolute path", 125)
+    if opts.hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", opts.hostname):
+        raise MinidockerError(f"invalid hostname {opts.hostname!r}: letters, digits, '.' "
+                              "and '-', at most 63 characters", 125)
+    image = images.resolve(opts.image)
+    icfg = image.get("Config") or {}
+    if opts.entrypoint is not None:
+        entrypoint = [opts.entrypoint] if opts.entrypoint else []
+        cmd = list(opts.cmd)
+    else:
+        entrypoint = list(icfg.get("Entrypoint") or [])
+        cmd = list(opts.cmd) or list(icfg.get("Cmd") or [])
+    argv = entrypoint + cmd
+    if not argv:
+        raise MinidockerError(f"no command specified: image {opts.image!r} has no Cmd or "
+                              "Entrypoint; give a command after the image", 125)
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    record = {
+        "Id": cid,
+        "Created": now(),
+        "Path": argv[0],
+        "Args": argv[1:],
+        "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                  "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                  "StartedAt": "0001-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z"},
+        "Image": image["Id"],
+        "Name": "",
+        "Driver": "overlay",
+        "LogPath": str(cdir(cid) / "container.log"),
+        "ResolvConfPath": str(cdir(cid) / "resolv.conf"),
+        "HostnamePath": str(cdir(cid) / "hostname"),
+        "HostsPath": str(cdir(cid) / "hosts"),
+        "Config": {
+            "Hostname": opts.hostname or cid[:12],
+            "User": icfg.get("User", ""),
+            "Env": merge_env(icfg.get("Env") or [], env),
+            "Cmd": cmd or None,
+            "Entrypoint": entrypoint or None,
+            "WorkingDir": opts.workdir if opts.workdir is not None else icfg.get("WorkingDir", ""),
+            "Image": opts.image,
+            "ExposedPorts": icfg.get("ExposedPorts") or {},
+            "OpenStdin": opts.interactive,
+            "Labels": icfg.get("Labels") or {},
+        },
+        "HostConfig": {"NetworkMode": opts.network, "PortBindings": {},
+                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime},
+        "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
+        "ShimPid": 0,
+    }
+    with _global_lock():
+        taken = {r["Name"]: r["Id"] for r in all_records()}
+        if opts.name:
+            name = "/" + opts.name.lstrip("/")
+            if name in taken:
+                raise Conflict(f"the container name {name!r} is already in use by container "
+                               f"{taken[name][:12]}: remove it or pick another --name", 125)
+        else:
+            name = _random_name(set(taken))
+        record["Name"] = name
+        for sub in ("upper", "work", "rootfs"):
+            state.ensure_dir(cdir(cid) / sub)
+        teardown.save(record)
+    return record
+
+
+# --- start ---------------------------------------------------------------------
+
+def _resolv_conf(host_mode: bool) -> str:
+    try:
+        with open("/etc/resolv.conf") as fh:
+            text = fh.read()
+    except OSError:
+        text = ""
+    if host_mode:
+        return text
+    lines = [l for l in text.splitlines()
+             if not re.match(r"\s*nameserver\s+(127\.|::1)", l)]
+    if not any(l.strip().startswith("nameserver") for l in lines):
+        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_files(record: dict, host_mode: bool) -> dict[str, str]:
+    d = cdir(record["Id"])
+    hostname = record["Config"]["Hostname"]
+    if host_mode:
+        try:
+            with open("/etc/hosts") as fh:
+                hosts = fh.read()
+        except OSError:
+            hosts = HOSTS
+    else:
+        hosts = HOSTS
+    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n",
+             "/etc/resolv.conf": _resolv_conf(host_mode)}
+    out = {}
+    for dest, text in files.items():
+        path = d / os.path.basename(dest)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        out[dest] = str(path)
+    return out
+
+
+def _prepare(record: dict, mode: modes.NetworkMode) -> None:
+    """Everything before the process: rootfs, files, namespace, network, spec."""
+    cid = record["Id"]
+    d = cdir(cid)
+    image = images.lookup(record["Image"])
+    rootfs = str(d / "rootfs")
+    sc.mount("overlay", rootfs, "overlay", 0,
+             f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}")
+    cfg = record["Config"]
+    user = oci.resolve_user(rootfs, cfg.get("User", ""))
+    cwd = cfg.get("WorkingDir") or "/"
+    fsutil.mkdir_in_root(rootfs, cwd)
+    if mode.own_namespace:
+        hostname = cfg["Hostname"]
+    else:
+        hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else socket.gethostname()
+    files = _write_files(record, host_mode=not mode.own_namespace)
+    sandbox = None
+    if mode.own_namespace:
+        sandbox = str(paths.netns_path(cid))
+        netns.pin(sandbox)
+    record["NetworkSettings"]["SandboxKey"] = sandbox or ""
+    teardown.save(record)  # the pin is on record before anything attaches to it
+    settings = mode.setup(record) or {}
+    record["NetworkSettings"].update(settings)
+    spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,
+                     hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
+                     annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]})
+    state.write_json(d / "config.json", spec.to_dict())
+
+
+@dataclasses.dataclass
+class Started:
+    record: dict
+    pid: int
+    status: "object"  # the shim's status pipe (file object), for attached runs
+
+
+def start(ref: str, attach: bool = False) -> Started:
+    """Start a created or exited container under a new shim."""
+    record = find(ref)
+    cid = record["Id"]
+    with _lock(cid):
+        record = teardown.load(cid)
+        if record is None:
+            raise NotFound(f"no such container: {ref!r}")
+        _refresh(record)
+        if record["State"].get("Running"):
+            return Started(record, record["State"]["Pid"], None)
+        teardown.release(record)  # whatever a crashed shim left
+        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            _prepare(record, mode)
+            argv = [sys.executable, "-m", "minidocker.shim", cid, str(w)]
+            if attach:
+                argv.append("--attach")
+            stdin = None if (attach and record["Config"]["OpenStdin"]) else subprocess.DEVNULL
+            out = None if attach else subprocess.DEVNULL
+            first = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=out, pass_fds=(w,),
+                                     start_new_session=True, close_fds=True)
+            first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+        except BaseException as exc:
+            os.close(r)
+            os.close(w)
+            teardown.release(record)
+            record["State"].update(Status="exited" if record["State"]["StartedAt"][0] != "0" else "created",
+                                   Error=str(exc))
+            teardown.save(record)
+            if isinstance(exc, OSError):
+                raise MinidockerError(f"cannot start container {cid[:12]}: {exc}", 125) from None
+            raise
+        os.close(w)
+    status = os.fdopen(r, "r")
+    line = status.readline().split(" ", 2)
+    if line[0] == "started":
+        record = teardown.load(cid) or record
+        if not attach:
+            status.close()
+        return Started(record, int(line[1]), status)
+    rest = status.read()
+    status.close()
+    if line[0] == "error":
+        code, message = int(line[1]), line[2].strip() if len(line) > 2 else ""
+    else:
+        code, message = 125, "the shim failed before starting the container" + (f": {rest}" if rest else "")
+    _wait_gone(cid)
+    raise MinidockerError(message, code)
+
+
+def _wait_gone(cid: str, timeout: float = SHIM_TIMEOUT) -> None:
+    """Until the shim's teardown finished (its lock is free)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = teardown.load(cid)
+        if record is None or not shim_alive(record):
+            return
+        time.sleep(0.01)
+
+
+def wait_attached(started: Started) -> int:
+    """Foreground `run`: relay SIGINT/SIGTERM to the container until the shim
+    reports the exit code and finishes its teardown."""
+    pid = started.pid
+
+    def relay(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, relay) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = None
+        with started.status as fh:
+            for line in fh:
+                parts = line.split()
+                if parts and parts[0] == "exit":
+                    code = int(parts[1])
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if code is None:
+        record = teardown.load(started.record["Id"])
+        code = record["State"]["ExitCode"] if record else 125
+    return code
+
+
+# --- stop, rm ----------------------------------------------------------------------
+
+def _wait_shim(record: dict, timeout: float) -> bool:
+    """True once the shim (and so its teardown) is gone."""
+    pid = record.get("ShimPid") or 0
+    if not shim_alive(record):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not shim_alive(record):
+            return True
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def _signal(record: dict, sig: int) -> None:
+    pid = record["State"].get("Pid") or 0
+    if pid > 0 and shim_alive(record):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop(ref: str, timeout: float = 10) -> dict:
+    """SIGTERM, then SIGKILL after timeout seconds, as `docker stop`."""
+    record = find(ref)
+    if record["State"].get("Running"):
+        sig = signal.Signals.__members__.get(str(record["Config"].get("StopSignal") or "SIGTERM"),
+                                             signal.SIGTERM)
+        _signal(record, sig)
+        if not _wait_shim(record, max(timeout, 0)):
+            _signal(record, signal.SIGKILL)
+            if not _wait_shim(record, SHIM_TIMEOUT):
+                raise MinidockerError(f"container {record['Id'][:12]} did not stop")
+    return record
+
+
+def remove(ref: str, force: bool = False) -> dict:
+    record = find(ref)
+    cid = record["Id"]
+    if record["State"].get("Running"):
+        if not force:
+            raise Conflict(f"cannot remove container {record['Name'].lstrip('/')} "
+                           f"({cid[:12]}): it is running; stop it first or use rm -f")
+        _signal(record, signal.SIGKILL)
+        if not _wait_shim(record, SHIM_TIMEOUT):
+            raise MinidockerError(f"container {cid[:12]} did not stop")
+    teardown.run(cid, auto_remove=False)
+    with _lock(cid):
+        teardown.remove_files(cid)
+    return record
+
+
+# --- exec --------------------------------------------------------------------------
+
+def exec_(ref: str, args: list[str], interactive: bool = False) -> int:
+    from minidocker.runtime import builtin
+    record = find(ref)
+    if not record["State"].get("Running"):
+        raise MinidockerError(f"container {record['Name'].lstrip('/')} ({record['Id'][:12]}) "
+                              "is not running")
+    spec = state.read_json(cdir(record["Id"]) / "config.json")
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        stdio = (0 if interactive else devnull, 1, 2)
+        proc = spec["process"]
+        pid = builtin.exec_in(spec, record["State"]["Pid"], args, proc["env"],
+                              proc.get("cwd") or "/", stdio)
+    except builtin.StartError as exc:
+        raise MinidockerError(exc.message, exc.code) from None
+    except OSError as exc:
+        raise MinidockerError(f"cannot exec in container {record['Id'][:12]}: {exc}", 126) from None
+    finally:
+        os.close(devnull)
+
+    def relay(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, relay)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

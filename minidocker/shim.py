@@ -1,0 +1,186 @@
+"""The per-container supervisor, run as `python -m minidocker.shim ID FD [--attach]`.
+
+It forks once more and lets its parent exit (so it is nobody's child and
+survives the command that started it), becomes a child subreaper, starts the
+container with the chosen runtime, reports `started PID` (or `error CODE
+MSG`) on FD, then waits: detached, the container writes straight into the
+log file; attached, its output comes through pipes the shim copies to the
+log and to the terminal of `run`. At exit it records the exit code and
+times, reports `exit CODE` on FD and runs the teardown.
+
+It stays small in memory: stdlib and minidocker's lean modules only (no
+click, pyroute2 or jsonschema); the teardown modules load only at exit.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import select
+import signal
+import sys
+
+from minidocker import paths, state, syscalls as sc
+
+RECORD = "container.json"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _update(cid: str, **fields) -> dict | None:
+    from minidocker.teardown import lock_path
+    path = paths.container_dir(cid) / RECORD
+    with state.locked(lock_path(cid)):
+        record = state.read_json(path)
+        if record is None:
+            return None
+        shim_pid = fields.pop("ShimPid", None)
+        if shim_pid is not None:
+            record["ShimPid"] = shim_pid
+        record["State"].update(fields)
+        state.write_json(path, record)
+        return record
+
+
+def _report(fd: int | None, line: str) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass  # the command that started us is gone: nobody to tell
+
+
+def _copy(src: int, sinks: list[int]) -> bool:
+    """One read from src to every sink; False at EOF."""
+    try:
+        data = os.read(src, 65536)
+    except OSError:
+        return False
+    if not data:
+        return False
+    for fd in sinks:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            pass  # a closed terminal must not stop the log
+    return True
+
+
+def main(argv: list[str]) -> int:
+    cid, status_fd = argv[0], int(argv[1])
+    attach = "--attach" in argv[2:]
+    if os.fork():
+        os._exit(0)
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    cdir = paths.container_dir(cid)
+    record = state.read_json(cdir / RECORD)
+    runtime = record["HostConfig"].get("Runtime", "builtin")
+    log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    pipes = []
+    if attach:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        stdin = 0 if record["Config"].get("OpenStdin") else devnull
+        stdio = (stdin, out_w, err_w)
+        pipes = [(out_r, [log_fd, 1]), (err_r, [log_fd, 2])]
+    else:
+        stdio = (devnull, log_fd, log_fd)
+    try:
+        if runtime == "runc":
+            from minidocker.runtime import runc
+            pid = runc.start(str(cdir), cid, stdio)
+        else:
+            from minidocker.runtime import builtin
+            pid = builtin.start(str(cdir), stdio)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
+        code = getattr(exc, "code", 125)
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        message = " ".join(message.split())
+        _update(cid, Status="exited" if record["State"]["StartedAt"][0] != "0" else "created",
+                Running=False, Pid=0, ExitCode=code, Error=message, FinishedAt=_now())
+        _report(status_fd, f"error {code} {message}\n")
+        from minidocker import teardown
+        teardown.run(cid)
+        return 0
+    if attach:
+        os.close(out_w)
+        os.close(err_w)
+    if stdio[0] == 0:
+        os.close(0)
+        os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
+    _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
+            StartedAt=_now(), FinishedAt="0001-01-01T00:00:00Z", ShimPid=os.getpid())
+    _report(status_fd, f"started {pid}\n")
+    if not attach:
+        os.close(status_fd)
+        status_fd = None
+
+    def relay(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, relay)
+
+    status = _wait(pid, pipes)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now())
+    for fd, _ in pipes:
+        os.close(fd)
+    os.close(log_fd)
+    _report(status_fd, f"exit {code}\n")
+    from minidocker import teardown
+    teardown.run(cid)
+    return 0
+
+
+def _wait(pid: int, pipes: list[tuple[int, list[int]]]) -> int:
+    """Copy output until the container has exited; return its wait status."""
+    pidfd = os.pidfd_open(pid)
+    open_pipes = dict(pipes)
+    status = None
+    try:
+        while status is None:
+            try:
+                ready, _, _ = select.select([pidfd, *open_pipes], [], [])
+            except InterruptedError:
+                continue
+            for fd in ready:
+                if fd == pidfd:
+                    status = _reap(pid)
+                elif not _copy(fd, open_pipes[fd]):
+                    del open_pipes[fd]
+    finally:
+        os.close(pidfd)
+    # pid 1 is gone, so its namespace's processes are too: drain what is left.
+    for fd, sinks in open_pipes.items():
+        while select.select([fd], [], [], 0.5)[0] and _copy(fd, sinks):
+            pass
+    return status
+
+
+def _reap(pid: int) -> int | None:
+    """Reap children (orphans adopted from runc included) until pid."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if got == 0:
+            return None
+        if got == pid:
+            return status
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,67 @@
+"""On-disk JSON state: atomic writes and flock(2) locks.
+
+Every minidocker invocation is its own process (there is no daemon), so any
+file two of them may write is replaced atomically (tmp + rename) and every
+read-modify-write happens under an exclusive lock. Stdlib only: the shim
+imports this and must stay small.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+
+def ensure_dir(path: Path | str, mode: int = 0o700) -> Path:
+    """mkdir -p where every directory made here gets mode (not the umask's)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=mode)
+            os.chmod(p, mode)
+        except FileExistsError:
+            pass
+    return missing[0] if missing else path
+
+
+def write_json(path: Path | str, obj) -> None:
+    """Replace path with obj as JSON, so a reader never sees half a file."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path | str, default=None):
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return default
+
+
+@contextlib.contextmanager
+def locked(path: Path | str, shared: bool = False):
+    """Hold flock on path (created 0600) for the block."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,77 @@
+"""Undoing a started container: network, rootfs mount, pinned namespace and,
+for `--rm`, the container itself. Called by the shim when the process has
+exited and by `rm -f`/`start`; every step tolerates having been done.
+
+Kept apart from containers.py so the shim imports only this at exit.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+
+from minidocker import paths, state, syscalls as sc
+from minidocker.network import modes, netns
+
+RECORD = "container.json"
+
+
+def lock_path(cid: str):
+    return paths.locks_dir() / "containers" / f"{cid}.lock"
+
+
+def load(cid: str) -> dict | None:
+    return state.read_json(paths.container_dir(cid) / RECORD)
+
+
+def save(record: dict) -> None:
+    state.write_json(paths.container_dir(record["Id"]) / RECORD, record)
+
+
+def unmount(path: str) -> None:
+    try:
+        sc.umount(path, sc.MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+
+
+def release(record: dict) -> None:
+    """Network teardown, unmount, unpin (no lock taken; no removal)."""
+    cid = record["Id"]
+    try:
+        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
+        mode.teardown(record)
+    except Exception as exc:  # noqa: BLE001 - the rest must still be undone
+        print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
+    unmount(str(paths.container_dir(cid) / "rootfs"))
+    netns.unpin(str(paths.netns_path(cid)))
+    settings = record.setdefault("NetworkSettings", {})
+    settings["SandboxKey"] = ""
+    settings["Networks"] = {}
+
+
+def remove_files(cid: str) -> None:
+    unmount(str(paths.container_dir(cid) / "rootfs"))
+    shutil.rmtree(paths.container_dir(cid), ignore_errors=True)
+    try:
+        os.unlink(lock_path(cid))
+    except FileNotFoundError:
+        pass
+
+
+def run(cid: str, auto_remove: bool = True) -> None:
+    """The teardown: idempotent, under the container's lock."""
+    with state.locked(lock_path(cid)):
+        record = load(cid)
+        if record is None:
+            return
+        release(record)
+        if record["HostConfig"].get("Runtime") == "runc":
+            from minidocker.runtime import runc
+            runc.delete(cid)
+        if auto_remove and record["HostConfig"].get("AutoRemove") and not record["State"].get("Running"):
+            remove_files(cid)
+        else:
+            save(record)
