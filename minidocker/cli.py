@@ -16,6 +16,7 @@ import click
 
 from minidocker import containers, images
 from minidocker.errors import MinidockerError
+from minidocker.network.cni.command import cni as cni_group
 
 RUN_COMMANDS = {"run"}
 
@@ -25,6 +26,9 @@ RUN_COMMANDS = {"run"}
 def cli():
     """A small container runtime: busybox and imported images, namespaces,
     overlay rootfs, a shim per container, built-in or runc runtime."""
+
+
+cli.add_command(cni_group)
 
 
 # --- images ---------------------------------------------------------------------
