@@ -1,0 +1,3 @@
+from cni_bridge.plugin import main
+
+main()

@@ -1,0 +1,180 @@
+"""The plugin's configuration, validated in full before anything is touched
+(so a bad config leaves nothing behind)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cni.env import PluginArgs, validate_ifname
+from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
+from cni.types import Result
+from cni_bridge.errors import bad_config
+from cni_bridge.firewall import BACKENDS, PortMapping
+
+DEFAULT_BRIDGE = "cni0"
+BUILTIN_IPAM = ("host-local", "cni-bridge", "")
+KNOWN_CNI_ARGS = {"IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NAME",
+                  "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"}
+# Options of the reference bridge this plugin does not implement: refused
+# with code 2 when set, rather than silently ignored.
+UNSUPPORTED = ("vlan", "vlanTrunk", "preserveDefaultVlan", "macspoofchk", "enabledad")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+@dataclass
+class BridgeConf:
+    network: str
+    cni_version: str
+    bridge: str = DEFAULT_BRIDGE
+    is_gateway: bool = False
+    is_default_gateway: bool = False
+    force_address: bool = False
+    ip_masq: bool = False
+    mtu: int = 0
+    hairpin: bool = False
+    promisc: bool = False
+    mac: str = ""
+    firewall: str = "iptables"
+    ipam: dict = field(default_factory=dict)
+    ipam_type: str = ""
+    delegate_ipam: bool = False
+    port_mappings: list[PortMapping] = field(default_factory=list)
+    prev_result: Result | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def builtin_ipam(self) -> bool:
+        return self.ipam_type in BUILTIN_IPAM and not self.delegate_ipam
+
+
+def _bool(conf: dict, key: str) -> bool:
+    value = conf.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_config(f"invalid value for {key}: {value!r}", "expected true or false")
+    return value
+
+
+def _bool_arg(value: str, key: str) -> bool:
+    if value in ("1", "true", "True", "TRUE"):
+        return True
+    if value in ("0", "false", "False", "FALSE", ""):
+        return False
+    raise CNIError(INVALID_ENVIRONMENT, f"ARGS: invalid value {value!r} for {key}", "boolean expected")
+
+
+def _port(value, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise bad_config(f"invalid {key} {value!r} in portMappings", "a port is an integer 1-65535")
+    return value
+
+
+def _port_mappings(items) -> list[PortMapping]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise bad_config("runtimeConfig.portMappings must be a list")
+    out = []
+    for pm in items:
+        if not isinstance(pm, dict):
+            raise bad_config(f"invalid port mapping {pm!r}")
+        proto = pm.get("protocol") or "tcp"
+        if not isinstance(proto, str) or proto.lower() not in ("tcp", "udp", "sctp"):
+            raise bad_config(f"invalid protocol {proto!r} in portMappings", "tcp, udp or sctp")
+        host_ip = pm.get("hostIP") or ""
+        if host_ip:
+            import ipaddress
+            try:
+                host_ip = str(ipaddress.ip_address(host_ip))
+            except (ValueError, TypeError):
+                raise bad_config(f"invalid hostIP {pm.get('hostIP')!r} in portMappings") from None
+        out.append(PortMapping(host_port=_port(pm.get("hostPort"), "hostPort"),
+                               container_port=_port(pm.get("containerPort"), "containerPort"),
+                               protocol=proto.lower(), host_ip=host_ip))
+    return out
+
+
+def _mac(value, where: str, env: bool = False) -> str:
+    if not isinstance(value, str) or not _MAC_RE.match(value) or int(value[:2], 16) & 1:
+        if env:
+            raise CNIError(INVALID_ENVIRONMENT, f"invalid MAC {value!r} in {where}")
+        raise bad_config(f"invalid MAC {value!r} in {where}", "a unicast MAC like 0a:58:0a:00:00:05")
+    return value.lower()
+
+
+def check_cni_args(args: PluginArgs) -> None:
+    """Unknown CNI_ARGS keys are refused unless IgnoreUnknown is set (P11)."""
+    ignore = False
+    for k, v in args.args:
+        if k == "IgnoreUnknown":
+            ignore = _bool_arg(v, k)
+    if ignore:
+        return
+    for k, v in args.args:
+        if k not in KNOWN_CNI_ARGS:
+            raise CNIError(UNSUPPORTED_FIELD, f"ARGS: unknown args [{k}={v}]",
+                           "set IgnoreUnknown=1 to ignore unknown CNI_ARGS")
+
+
+def parse(conf: dict, args: PluginArgs, *, with_env: bool = True) -> BridgeConf:
+    version = conf.get("cniVersion") or "0.1.0"
+    out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)
+    bridge = conf.get("bridge") or DEFAULT_BRIDGE
+    if not isinstance(bridge, str):
+        raise bad_config(f"invalid bridge name {bridge!r}")
+    try:
+        validate_ifname(bridge)
+    except CNIError as err:
+        raise bad_config(f"invalid bridge name {bridge!r}: {err.msg}") from None
+    out.bridge = bridge
+    for key, attr in (("isGateway", "is_gateway"), ("isDefaultGateway", "is_default_gateway"),
+                      ("forceAddress", "force_address"), ("ipMasq", "ip_masq"),
+                      ("hairpinMode", "hairpin"), ("promiscMode", "promisc"),
+                      ("delegateIPAM", "delegate_ipam")):
+        setattr(out, attr, _bool(conf, key))
+    if out.is_default_gateway:
+        out.is_gateway = True
+    if out.hairpin and out.promisc:
+        raise bad_config("cannot set hairpin mode and promiscuous mode at the same time")
+    mtu = conf.get("mtu", 0) or 0
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or (mtu and not 68 <= mtu <= 65535):
+        raise bad_config(f"invalid mtu {conf.get('mtu')!r}", "an integer 68-65535")
+    out.mtu = mtu
+    for key in UNSUPPORTED:
+        if conf.get(key) not in (None, False, 0, "", []):
+            raise CNIError(UNSUPPORTED_FIELD, f"unsupported field {key}={conf.get(key)!r}",
+                           "cni-bridge does not implement this option of the reference bridge")
+    fw = conf.get("firewallBackend", "iptables")
+    if fw not in BACKENDS:
+        raise bad_config(f"invalid firewallBackend {fw!r}", f"one of {', '.join(BACKENDS)}")
+    out.firewall = fw
+    ipam = conf.get("ipam")
+    if not isinstance(ipam, dict):
+        raise bad_config("missing or invalid 'ipam' section", "the bridge needs an IPAM configuration")
+    out.ipam = ipam
+    ptype = ipam.get("type", "")
+    if not isinstance(ptype, str):
+        raise bad_config(f"invalid ipam type {ptype!r}")
+    out.ipam_type = ptype
+    rc = conf.get("runtimeConfig") or {}
+    if not isinstance(rc, dict):
+        raise bad_config("runtimeConfig must be an object")
+    out.port_mappings = _port_mappings(rc.get("portMappings"))
+    cargs = conf.get("args") or {}
+    if not isinstance(cargs, dict) or not isinstance(cargs.get("cni") or {}, dict):
+        raise bad_config("args must be an object with an optional 'cni' object")
+    if with_env:
+        check_cni_args(args)
+        # MAC: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac (the reference's order).
+        mac = args.arg("MAC")
+        if mac:
+            out.mac = _mac(mac, "CNI_ARGS", env=True)
+        if (cargs.get("cni") or {}).get("mac"):
+            out.mac = _mac(cargs["cni"]["mac"], "args.cni.mac")
+        if rc.get("mac"):
+            out.mac = _mac(rc["mac"], "runtimeConfig.mac")
+    prev = conf.get("prevResult")
+    if prev is not None:
+        out.prev_result = Result.from_dict(prev, version)
+    return out

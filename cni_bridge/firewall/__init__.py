@@ -1,0 +1,175 @@
+"""Firewall rules of one attachment: masquerade, port maps, forwarding.
+
+One interface (netavark's FirewallDriver shape) with two backends that
+behave the same: `iptables` (one `iptables-restore --noflush` batch per
+family) and `nftables` (one `nft -f` batch). Every rule carries a comment
+naming network, container and interface (`owner_comment`), which is how DEL
+and GC find exactly the rules they own, with or without a prevResult.
+Chain and table names live here and nowhere else.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+# --- names on the host (one place) ------------------------------------------------
+CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
+CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
+CHAIN_FORWARD = "MINIDOCKER-FORWARD"       # filter: accept to/from containers
+CHAIN_ISOLATION = "MINIDOCKER-ISOLATION"   # filter: reserved for inter-network isolation
+NFT_TABLE = "minidocker"                   # `table ip minidocker`, `table ip6 minidocker`
+NFT_CHAINS = {  # nft chain -> its base-chain declaration
+    "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
+    "output": "type nat hook output priority -100; policy accept;",
+    "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "forward": "type filter hook forward priority filter; policy accept;",
+}
+COMMENT_PREFIX = "md/"
+SCAFFOLD_COMMENT = "minidocker"
+BACKENDS = ("iptables", "nftables")
+
+
+@dataclass
+class PortMapping:
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    @property
+    def family(self) -> int | None:
+        return (6 if ":" in self.host_ip else 4) if self.host_ip else None
+
+
+@dataclass
+class Attachment:
+    """What the rules of one (network, container, ifname) are made from."""
+    network: str
+    container_id: str
+    ifname: str
+    bridge: str
+    addrs: list[tuple[str, str]] = field(default_factory=list)  # (ip, subnet cidr)
+    ip_masq: bool = False
+    port_mappings: list[PortMapping] = field(default_factory=list)
+
+    @property
+    def comment(self) -> str:
+        return owner_comment(self.network, self.container_id, self.ifname)
+
+    def families(self) -> set[int]:
+        return {6 if ":" in ip else 4 for ip, _ in self.addrs}
+
+
+def _short(value: str, keep: int) -> str:
+    if len(value) <= keep:
+        return value
+    import hashlib
+    return value[:keep - 9] + "~" + hashlib.sha1(value.encode()).hexdigest()[:8]
+
+
+def network_prefix(network: str) -> str:
+    return f"{COMMENT_PREFIX}{_short(network, 40)}/"
+
+
+def owner_comment(network: str, cid: str, ifname: str) -> str:
+    """`md/<network>/<container>/<ifname>`, at most 128 bytes (nft's limit);
+    over-long parts are shortened with a hash, odd interface names hex-encoded."""
+    if not re.fullmatch(r"[A-Za-z0-9_.@+=-]+", ifname):
+        ifname = "~" + ifname.encode().hex()[:14]
+    return f"{network_prefix(network)}{_short(cid, 64)}/{ifname}"
+
+
+def plan(att: Attachment) -> list[tuple]:
+    """The attachment's rules, backend-neutral:
+    ("masq", fam, ip, subnet)            outbound masquerade (ipMasq)
+    ("fwd", fam, ip, bridge)             accept forwarding to/from the container
+    ("dnat", fam, proto, hostip, hport, ip, cport)   publish a port
+    ("pm_masq", fam, proto, subnet, ip, cport)       same-bridge/hairpin clients
+    ("pm_local", 4, proto, ip, cport)                 clients on the host's 127/8
+    """
+    out: list[tuple] = []
+    for ip, subnet in att.addrs:
+        fam = 6 if ":" in ip else 4
+        out.append(("fwd", fam, ip, att.bridge))
+        if att.ip_masq:
+            out.append(("masq", fam, ip, subnet))
+        for pm in att.port_mappings:
+            if pm.family not in (None, fam):
+                continue
+            out.append(("dnat", fam, pm.protocol, pm.host_ip, pm.host_port, ip, pm.container_port))
+            out.append(("pm_masq", fam, pm.protocol, subnet, ip, pm.container_port))
+            if fam == 4 and pm.host_ip in ("", "127.0.0.1", "0.0.0.0"):
+                out.append(("pm_local", 4, pm.protocol, ip, pm.container_port))
+    return out
+
+
+class FirewallError(Exception):
+    pass
+
+
+class Driver:
+    """The interface both backends implement."""
+
+    name = ""
+
+    def setup(self, att: Attachment) -> None:
+        """setup_network + setup_port_forward, applied as ONE atomic batch."""
+        raise NotImplementedError
+
+    def teardown(self, network: str, keep=None, owner: str | None = None,
+                 families=(4, 6)) -> int:
+        """Remove the rules of `owner` (a comment), or with `keep` (a set of
+        comments) every rule of `network` not in it (GC). Returns how many."""
+        raise NotImplementedError
+
+    def owned(self, families=(4, 6)) -> dict[str, int]:
+        """comment -> number of rules carrying it (CHECK)."""
+        raise NotImplementedError
+
+    # netavark's names, for readers who know that interface.
+    def setup_network(self, att: Attachment) -> None:
+        self.setup(Attachment(**{**att.__dict__, "port_mappings": []}))
+
+    def setup_port_forward(self, att: Attachment) -> None:
+        self.setup(att)
+
+    def teardown_network(self, att: Attachment) -> None:
+        self.teardown(att.network, owner=att.comment, families=att.families() or (4, 6))
+
+    teardown_port_forward = teardown_network
+
+
+def expected_count(att: Attachment, backend: str) -> int:
+    n = 0
+    for rule in plan(att):
+        n += 2 if rule[0] == "fwd" or (rule[0] == "dnat" and backend == "nftables") else 1
+    return n
+
+
+def driver(name: str) -> Driver:
+    if name == "nftables":
+        from cni_bridge.firewall.nftables import NftDriver
+        return NftDriver()
+    from cni_bridge.firewall.iptables import IptablesDriver
+    return IptablesDriver()
+
+
+def lock_path() -> str:
+    """One lock per network namespace: rule changes of concurrent plugins
+    (ADD, DEL, GC) are read-modify-write and must not interleave."""
+    ino = os.stat("/proc/self/ns/net").st_ino
+    base = os.path.join(os.environ.get("MINIDOCKER_RUN", "/run/minidocker"), "cni-bridge")
+    os.makedirs(base, 0o700, exist_ok=True)
+    return os.path.join(base, f"firewall-{ino}.lock")
+
+
+class Locked:
+    def __enter__(self):
+        import fcntl
+        self.fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)

@@ -1,0 +1,140 @@
+"""Where leases live: the `Store` interface, host-local's on-disk format, and
+an in-memory store for unit tests.
+
+Disk layout (host-local's, so either plugin can release the other's leases):
+`<dataDir>/<network>/<ip>` holding "<containerID>\\r\\n<ifname>", created
+exclusively; `last_reserved_ip.<rangeset index>` for round-robin; and a
+`lock` file that serialises every change with flock(2).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+
+LINE_BREAK = "\r\n"
+LAST_PREFIX = "last_reserved_ip."
+
+
+class Store:
+    """What the allocator needs from a lease store."""
+
+    def __enter__(self):
+        self.lock()
+        return self
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+    def lock(self) -> None: ...
+    def unlock(self) -> None: ...
+    def reserve(self, cid: str, ifname: str, ip: str, range_id: int) -> bool: ...
+    def release(self, ip: str) -> None: ...
+    def last_reserved(self, range_id: int) -> str | None: ...
+    def leases(self) -> list[tuple[str, str, str]]:
+        """[(ip, container id, ifname)]; ifname is "" for legacy leases."""
+        ...
+
+    def get_by_id(self, cid: str, ifname: str) -> list[str]:
+        return [ip for ip, c, i in self.leases() if c == cid and i in (ifname, "")]
+
+    def release_by_id(self, cid: str, ifname: str) -> list[str]:
+        ips = self.get_by_id(cid, ifname)
+        for ip in ips:
+            self.release(ip)
+        return ips
+
+
+class DiskStore(Store):
+    def __init__(self, data_dir: str, network: str):
+        self.dir = os.path.join(data_dir, network)
+        self.fd = -1
+
+    def lock(self) -> None:
+        os.makedirs(self.dir, 0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+    def reserve(self, cid: str, ifname: str, ip: str, range_id: int) -> bool:
+        try:
+            fd = os.open(os.path.join(self.dir, ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, (cid.strip() + LINE_BREAK + ifname).encode())
+        finally:
+            os.close(fd)
+        with open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}"), "w") as fh:
+            fh.write(ip)
+        return True
+
+    def release(self, ip: str) -> None:
+        try:
+            os.unlink(os.path.join(self.dir, ip))
+        except FileNotFoundError:
+            pass
+
+    def last_reserved(self, range_id: int) -> str | None:
+        try:
+            with open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}")) as fh:
+                return fh.read().strip() or None
+        except OSError:
+            return None
+
+    def leases(self) -> list[tuple[str, str, str]]:
+        out = []
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if name == "lock" or name.startswith(LAST_PREFIX) or name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.dir, name), "rb") as fh:
+                    data = fh.read().decode(errors="replace").strip()
+            except OSError:
+                continue
+            cid, _, ifname = data.partition(LINE_BREAK)
+            out.append((name, cid.strip(), ifname.strip()))
+        return out
+
+    def has(self, ip: str) -> bool:
+        return os.path.exists(os.path.join(self.dir, ip))
+
+
+class MemoryStore(Store):
+    """The same semantics in a dict, for allocator unit tests."""
+
+    def __init__(self):
+        self.data: dict[str, tuple[str, str]] = {}
+        self.last: dict[int, str] = {}
+
+    def lock(self) -> None:
+        pass
+
+    def unlock(self) -> None:
+        pass
+
+    def reserve(self, cid, ifname, ip, range_id) -> bool:
+        if ip in self.data:
+            return False
+        self.data[ip] = (cid, ifname)
+        self.last[range_id] = ip
+        return True
+
+    def release(self, ip) -> None:
+        self.data.pop(ip, None)
+
+    def last_reserved(self, range_id):
+        return self.last.get(range_id)
+
+    def leases(self):
+        return [(ip, c, i) for ip, (c, i) in self.data.items()]
+
+    def has(self, ip: str) -> bool:
+        return ip in self.data

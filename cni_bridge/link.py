@@ -1,0 +1,147 @@
+"""Links of an attachment: the bridge with its gateway addresses, a veth pair
+born directly inside the container's namespace, addresses, routes, sysctls.
+
+The host end has a name derived from (network, container, ifname) and an
+alias naming them, so DEL can find and delete it without entering the
+container's namespace (which may be gone) and never deletes a stranger.
+"""
+from __future__ import annotations
+
+import os
+from binascii import crc32
+
+from cni_bridge.errors import CNIError, INVALID_ENVIRONMENT, failure
+from cni_bridge import netlink as nlm
+from cni_bridge.netlink import Netlink, NetlinkError
+
+
+def host_veth_name(network: str, cid: str, ifname: str) -> str:
+    return "veth%08x" % crc32(f"{network}/{cid}/{ifname}".encode())
+
+
+def veth_alias(network: str, cid: str, ifname: str) -> str:
+    return f"minidocker/{network}/{cid}/{ifname}"[:255]
+
+
+def sysctl(path: str, value: str) -> None:
+    """Write /proc/sys/<path> (in the caller's netns) unless already set."""
+    full = "/proc/sys/" + path
+    try:
+        with open(full) as fh:
+            if fh.read().strip() == value:
+                return
+        with open(full, "w") as fh:
+            fh.write(value)
+    except OSError as err:
+        raise failure(f"failed to set {path.replace('/', '.')}={value}: {err.strerror}") from None
+
+
+def open_netns(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise CNIError(INVALID_ENVIRONMENT, f"failed to open netns {path!r}: {err.strerror}") from None
+    return fd
+
+
+def ensure_bridge(nl: Netlink, name: str, mtu: int, promisc: bool) -> tuple[dict, bool]:
+    """The bridge, created and up if missing; (link, created)."""
+    link = nl.link(name)
+    created = False
+    if link is None:
+        try:
+            nl.add_bridge(name, mtu=mtu, up=True, promisc=promisc)
+            created = True
+        except NetlinkError as err:
+            if err.errno != 17:  # EEXIST: a concurrent ADD made it first
+                raise failure(f"could not add bridge {name!r}: {err.strerror}") from None
+        link = nl.link(name)
+        if link is None:
+            raise failure(f"bridge {name!r} vanished while being set up")
+    if link["kind"] != "bridge":
+        raise CNIError(7, f"{name!r} already exists but is not a bridge")
+    want_up = not link["flags"] & nlm.IFF_UP
+    want_promisc = promisc and not link["flags"] & nlm.IFF_PROMISC
+    if want_up or want_promisc:
+        nl.set_link(link["index"], up=True, promisc=True if want_promisc else None)
+    return link, created
+
+
+def ensure_gateways(nl: Netlink, bridge: dict, gateways: list[tuple[str, int]], force: bool) -> None:
+    """Gateway addresses on the bridge, as the reference bridge decides: an
+    IPv4 bridge holds one address (replace it only with forceAddress); IPv6
+    addresses may coexist unless their subnets overlap."""
+    import ipaddress
+    existing = nl.addrs(bridge["index"])
+    for gw, plen in gateways:
+        want = ipaddress.ip_interface(f"{gw}/{plen}")
+        present = False
+        for ip, p in existing:
+            have = ipaddress.ip_interface(f"{ip}/{p}")
+            if have.version != want.version or have.is_link_local:
+                continue
+            if have == want:
+                present = True
+                break
+            if want.version == 4 or have.ip in want.network or want.ip in have.network:
+                if not force:
+                    raise CNIError(7, f"{bridge['name']!r} already has an IP address different from {want}")
+                nl.del_addr(bridge["index"], ip, p)
+        if not present:
+            nl.add_addr(bridge["index"], gw, plen, exist_ok=True)
+
+
+def add_veth(nl: Netlink, netns_fd: int, host: str, ifname: str, mtu: int, bridge: dict,
+             mac: str, alias: str, hairpin: bool) -> dict:
+    try:
+        nl.add_veth(host, ifname, netns_fd, mtu=mtu, master=bridge["index"], peer_mac=mac)
+    except NetlinkError as err:
+        if err.errno == 17:
+            raise CNIError(INVALID_ENVIRONMENT, f"host veth name {host!r} or container interface "
+                           f"{ifname!r} already exists") from None
+        raise failure(f"failed to create veth pair {host}/{ifname}: {err.strerror}") from None
+    link = nl.link(host)
+    nl.set_link(link["index"], alias=alias)
+    if hairpin:
+        nl.set_hairpin(link["index"], True)
+    return link
+
+
+def delete_attachment(network: str, cid: str, ifname: str, netns_path: str) -> bool:
+    """Delete the veth pair (either end takes the other along). True when
+    something was deleted; missing links and namespaces are fine (P5)."""
+    with Netlink() as nl:
+        link = nl.link(host_veth_name(network, cid, ifname))
+        if link is not None and link["alias"] == veth_alias(network, cid, ifname):
+            return nl.del_link(link["index"])
+    if not netns_path:
+        return False
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        cnl = nlm.netlink_in(fd)
+    except OSError:
+        os.close(fd)
+        return False
+    os.close(fd)
+    with cnl:
+        link = cnl.link(ifname)
+        if link is not None and link["kind"] == "veth":
+            return cnl.del_link(link["index"])
+    return False
+
+
+def stale_veths(network: str, valid: set[tuple[str, str]]) -> int:
+    """GC: delete host veths of `network` whose attachment is not valid."""
+    prefix = f"minidocker/{network}/"
+    n = 0
+    with Netlink() as nl:
+        for link in nl.links():
+            alias = link["alias"]
+            if link["kind"] == "veth" and alias.startswith(prefix):
+                cid, _, ifname = alias[len(prefix):].rpartition("/")
+                if (cid, ifname) not in valid:
+                    n += nl.del_link(link["index"])
+    return n

@@ -1,0 +1,294 @@
+"""cni-bridge: ADD / DEL / CHECK / GC / STATUS (VERSION and the protocol's
+envelope are cni.skel's job).
+
+Start-up matters (a runtime execs the plugin for every container), so this
+module imports only what every command needs; netlink, the firewall
+backends and IPAM are plain stdlib code loaded on use.
+"""
+from __future__ import annotations
+
+import os
+
+from cni import skel
+from cni.env import PluginArgs
+from cni.errors import CNIError, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, PLUGIN_FAILURE
+from cni.types import Interface, Result, Route
+from cni_bridge import config as bconfig
+
+ABOUT = "cni-bridge: minidocker's CNI bridge plugin (bridge, veth, host-local IPAM, masquerade, port maps)"
+VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+def _ipam(c: bconfig.BridgeConf, args: PluginArgs, env_args=True):
+    if c.builtin_ipam:
+        from cni_bridge.ipam import Builtin
+        return Builtin(c.raw, args.args if env_args else [], c.network)
+    from cni_bridge.ipam.delegate import Delegate
+    return Delegate(c.ipam_type, args, args.stdin, c.cni_version)
+
+
+def _attachment(c: bconfig.BridgeConf, cid: str, ifname: str, ips) -> "firewall.Attachment":
+    import ipaddress
+    from cni_bridge.firewall import Attachment
+    addrs = [(str(i.ip), str(i.network)) for i in (ipaddress.ip_interface(x.address) for x in ips)]
+    return Attachment(network=c.network, container_id=cid, ifname=ifname, bridge=c.bridge,
+                      addrs=addrs, ip_masq=c.ip_masq, port_mappings=c.port_mappings)
+
+
+def _needs_firewall(c: bconfig.BridgeConf) -> bool:
+    return c.ip_masq or bool(c.port_mappings)
+
+
+# --- ADD ------------------------------------------------------------------------
+def cmd_add(args: PluginArgs, conf: dict) -> Result:
+    c = bconfig.parse(conf, args)
+    ipam = _ipam(c, args)
+    from cni_bridge import link, netlink
+    fd = link.open_netns(args.netns)
+    try:
+        try:
+            cnl = netlink.netlink_in(fd)
+        except OSError as err:
+            raise CNIError(INVALID_ENVIRONMENT, f"{args.netns!r} is not a network namespace: {err}") from None
+        with cnl, netlink.Netlink() as nl:
+            if cnl.link(args.ifname) is not None:
+                raise CNIError(INVALID_ENVIRONMENT, f"container veth name provided ({args.ifname}) already exists")
+            ipam_result = ipam.add(args.container_id, args.ifname)
+            created_bridge = False
+            try:
+                if not ipam_result.ips:
+                    raise CNIError(PLUGIN_FAILURE, "IPAM plugin returned missing IP config")
+                result, created_bridge = _setup(c, args, ipam_result, nl, cnl, fd)
+            except BaseException:
+                _rollback(c, args, ipam, created_bridge)
+                raise
+    finally:
+        os.close(fd)
+    return result
+
+
+def _setup(c, args, ipam_result: Result, nl, cnl, fd) -> tuple[Result, bool]:
+    import ipaddress
+    from cni_bridge import link
+    families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
+    bridge, created = link.ensure_bridge(nl, c.bridge, c.mtu, c.promisc)
+    gateways = []
+    for ip in ipam_result.ips:
+        iface = ipaddress.ip_interface(ip.address)
+        if c.is_gateway and not ip.gateway:
+            ip.gateway = str(iface.network.network_address + 1)
+        if c.is_gateway:
+            gateways.append((ip.gateway, iface.network.prefixlen))
+    if c.is_gateway:
+        link.ensure_gateways(nl, bridge, gateways, c.force_address)
+        if 4 in families:
+            link.sysctl("net/ipv4/ip_forward", "1")
+        if 6 in families:
+            link.sysctl("net/ipv6/conf/all/forwarding", "1")
+    if 4 in families and c.port_mappings:
+        link.sysctl(f"net/ipv4/conf/{c.bridge}/route_localnet", "1")
+    host = link.host_veth_name(c.network, args.container_id, args.ifname)
+    hlink = link.add_veth(nl, fd, host, args.ifname, c.mtu, bridge, c.mac,
+                          link.veth_alias(c.network, args.container_id, args.ifname), c.hairpin)
+    clink = cnl.link(args.ifname)
+    cnl.set_link(clink["index"], up=True)
+    for ip in ipam_result.ips:
+        iface = ipaddress.ip_interface(ip.address)
+        cnl.add_addr(clink["index"], str(iface.ip), iface.network.prefixlen)
+    routes = list(ipam_result.routes)
+    if c.is_default_gateway:
+        for ip in ipam_result.ips:
+            dst = "0.0.0.0/0" if ":" not in ip.address else "::/0"
+            if ip.gateway and not any(r.dst == dst for r in routes):
+                routes.append(Route(dst=dst, gw=ip.gateway))
+    gw_of = {ipaddress.ip_interface(ip.address).version: ip.gateway for ip in ipam_result.ips}
+    for r in routes:
+        net = ipaddress.ip_network(r.dst, strict=False)
+        gw = r.gw or gw_of.get(net.version)
+        try:
+            cnl.add_route(str(net.network_address), net.prefixlen, gw=gw, oif=clink["index"],
+                          table=r.table, priority=r.priority, mtu=r.mtu, advmss=r.advmss, scope=r.scope)
+        except OSError as err:
+            if err.errno != 17:
+                raise CNIError(PLUGIN_FAILURE, f"failed to add route {r.dst} via {gw}: {err.strerror}") from None
+    if _needs_firewall(c):
+        from cni_bridge import firewall
+        firewall.driver(c.firewall).setup(_attachment(c, args.container_id, args.ifname, ipam_result.ips))
+        if any(pm.protocol == "udp" for pm in c.port_mappings):
+            _flush_udp_conntrack(c)
+    bridge = nl.link(c.bridge) or bridge
+
+    prev = c.prev_result.convert(c.cni_version) if c.prev_result else None
+    base = len(prev.interfaces) if prev else 0
+    mtu = clink["mtu"] if c.mtu else None
+    result = Result(cni_version=c.cni_version,
+                    interfaces=(prev.interfaces if prev else []) + [
+                        Interface(name=bridge["name"], mac=bridge["mac"]),
+                        Interface(name=hlink["name"], mac=hlink["mac"], mtu=mtu),
+                        Interface(name=args.ifname, mac=clink["mac"], sandbox=args.netns, mtu=mtu)],
+                    ips=(prev.ips if prev else []), routes=(prev.routes if prev else []) + routes,
+                    dns=ipam_result.dns if not ipam_result.dns.empty() or not prev else prev.dns)
+    for ip in ipam_result.ips:
+        ip.interface = base + 2
+        result.ips.append(ip)
+    return result, created
+
+
+def _flush_udp_conntrack(c) -> None:
+    """Stale UDP conntrack entries would keep bypassing the new DNAT (portmap
+    does the same); conntrack exits 1 when there was nothing to delete."""
+    import subprocess
+    for pm in c.port_mappings:
+        if pm.protocol == "udp":
+            try:
+                subprocess.run(["conntrack", "-D", "-p", "udp", "--dport", str(pm.host_port)],
+                               capture_output=True, timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+def _rollback(c, args, ipam, created_bridge: bool) -> None:
+    """Undo a failed ADD: links, rules, lease (delegate DEL too: P12), and
+    the bridge if this call made it."""
+    from cni_bridge import link
+    for step in (lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
+                 lambda: _teardown_rules(c, args.container_id, args.ifname),
+                 lambda: ipam.delete(args.container_id, args.ifname),
+                 lambda: created_bridge and _delete_bridge(c.bridge)):
+        try:
+            step()
+        except Exception:
+            pass
+
+
+def _delete_bridge(name: str) -> None:
+    from cni_bridge.netlink import Netlink
+    with Netlink() as nl:
+        br = nl.link(name)
+        if br and not any(l["master"] == br["index"] for l in nl.links()):
+            nl.del_link(br["index"])
+
+
+def _teardown_rules(c, cid: str, ifname: str) -> None:
+    from cni_bridge import firewall
+    fams = (4, 6)
+    if c.builtin_ipam:
+        from cni_bridge.ipam import config as ipam_config
+        try:
+            fams = tuple(sorted(ipam_config.parse(c.raw, []).families()))
+        except CNIError:
+            pass
+    firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname),
+                                         families=fams)
+
+
+# --- DEL ------------------------------------------------------------------------
+def cmd_del(args: PluginArgs, conf: dict) -> None:
+    """Idempotent (P5): a missing namespace, link, lease or rule is fine; the
+    lease is always released."""
+    c = bconfig.parse(conf, args, with_env=False)
+    from cni_bridge import link
+    _ipam(c, args, env_args=False).delete(args.container_id, args.ifname)
+    link.delete_attachment(c.network, args.container_id, args.ifname, args.netns)
+    _teardown_rules(c, args.container_id, args.ifname)
+
+
+# --- CHECK ----------------------------------------------------------------------
+def cmd_check(args: PluginArgs, conf: dict) -> None:
+    c = bconfig.parse(conf, args)
+    if c.prev_result is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, "required prevResult missing")
+    prev = c.prev_result
+    idx = next((i for i, itf in enumerate(prev.interfaces)
+                if itf.name == args.ifname and itf.sandbox), None)
+    if idx is None:
+        raise CNIError(PLUGIN_FAILURE, f"prevResult has no interface {args.ifname} in a sandbox")
+    ips = [ip for ip in prev.ips if ip.interface == idx]
+    import ipaddress
+    from cni_bridge import link, netlink
+    _ipam(c, args).check(args.container_id, args.ifname,
+                         [str(ipaddress.ip_interface(ip.address).ip) for ip in ips])
+    with netlink.Netlink() as nl:
+        br = nl.link(c.bridge)
+        if br is None or br["kind"] != "bridge":
+            raise CNIError(PLUGIN_FAILURE, f"bridge {c.bridge} is missing")
+        host = nl.link(link.host_veth_name(c.network, args.container_id, args.ifname))
+        if host is None or host["master"] != br["index"]:
+            raise CNIError(PLUGIN_FAILURE, f"host veth of {args.ifname} is missing or not on {c.bridge}")
+    fd = link.open_netns(args.netns)
+    try:
+        with netlink.netlink_in(fd) as cnl:
+            clink = cnl.link(args.ifname)
+            if clink is None:
+                raise CNIError(PLUGIN_FAILURE, f"container interface {args.ifname} is missing")
+            want_mac = prev.interfaces[idx].mac
+            if want_mac and clink["mac"] != want_mac.lower():
+                raise CNIError(PLUGIN_FAILURE, f"interface {args.ifname} has MAC {clink['mac']}, "
+                               f"expected {want_mac}")
+            have = set(cnl.addrs(clink["index"]))
+            for ip in ips:
+                iface = ipaddress.ip_interface(ip.address)
+                if (str(iface.ip), iface.network.prefixlen) not in have:
+                    raise CNIError(PLUGIN_FAILURE, f"address {ip.address} is missing on {args.ifname}")
+            table = cnl.routes()
+            for r in prev.routes:
+                net = ipaddress.ip_network(r.dst, strict=False)
+                if not any(t["dst"] == str(net.network_address) and t["plen"] == net.prefixlen and
+                           (not r.gw or t["gw"] == r.gw) for t in table):
+                    raise CNIError(PLUGIN_FAILURE, f"route {r.dst} via {r.gw} is missing")
+    finally:
+        os.close(fd)
+    if _needs_firewall(c):
+        from cni_bridge import firewall
+        att = _attachment(c, args.container_id, args.ifname, ips)
+        have = firewall.driver(c.firewall).owned(tuple(sorted(att.families())))
+        want = firewall.expected_count(att, c.firewall)
+        if have.get(att.comment, 0) < want:
+            raise CNIError(PLUGIN_FAILURE, f"firewall rules of {args.container_id}/{args.ifname} are missing",
+                           f"found {have.get(att.comment, 0)} of {want} ({c.firewall})")
+
+
+# --- GC ---------------------------------------------------------------------------
+def cmd_gc(args: PluginArgs, conf: dict) -> None:
+    """Release what is not in the valid set; keep going after errors (P7)."""
+    c = bconfig.parse(conf, args, with_env=False)
+    items = next((conf[k] for k in VALID_KEYS if k in conf), [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise CNIError(INVALID_NETWORK_CONFIG, "cni.dev/valid-attachments must be a list of objects")
+    valid = {(str(i.get("containerID", "")), str(i.get("ifname", ""))) for i in items}
+    from cni_bridge import firewall, link
+    errors: list[CNIError] = []
+
+    def attempt(fn):
+        try:
+            fn()
+        except CNIError as err:
+            errors.append(err)
+        except Exception as exc:
+            errors.append(CNIError(PLUGIN_FAILURE, f"{type(exc).__name__}: {exc}"))
+
+    attempt(lambda: _ipam(c, args, env_args=False).gc(valid))
+    keep = {firewall.owner_comment(c.network, cid, ifn) for cid, ifn in valid}
+    attempt(lambda: firewall.driver(c.firewall).teardown(c.network, keep=keep))
+    attempt(lambda: link.stale_veths(c.network, valid))
+    if errors:
+        first = errors[0]
+        raise CNIError(first.code, "; ".join(e.msg for e in errors),
+                       "; ".join(e.details for e in errors if e.details))
+
+
+# --- STATUS -------------------------------------------------------------------------
+def cmd_status(args: PluginArgs, conf: dict) -> None:
+    c = bconfig.parse(conf, args, with_env=False)
+    _ipam(c, args, env_args=False).status()
+
+
+HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status}
+
+
+def main() -> None:
+    skel.main(HANDLERS, about=ABOUT)
+
+
+if __name__ == "__main__":
+    main()
