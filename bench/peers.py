@@ -1,0 +1,653 @@
+"""Docker and podman as bench peers, set up and torn down by the bench itself.
+
+    with BenchNetns() as ns, Docker(ns) as docker:
+        samples = docker.time_run(["--network", "bridge", "-p", "8080:80"], runs=20)
+
+Each peer lives in a temporary directory (state, sockets, storage, config) and
+runs every command through `nsenter --net=<bench netns>`, so its bridges,
+veths and iptables rules die with the namespace. Teardown stops what the peer
+started by pid, unmounts what it mounted under the temp dir, removes the dir,
+and undoes the few host-global traces the peers leave outside it (see
+`HostTraces`). When a peer cannot be installed or started, entering it raises
+`PeerUnavailable` with a one-line reason and the bench skips its rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.netns import BenchNetns
+from bench.peers_image import build_rootfs_tar
+from bench.table import median_ms, print_table, time_cmd
+
+IMAGE = "busybox"
+TEMP_BASE = "/var/tmp"
+START_TIMEOUT = 60
+CMD_TIMEOUT = 120
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here; str() is a one-line reason for the bench's note."""
+
+
+# -- installation ------------------------------------------------------------
+
+_apt_updated = False
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return (lines[-1] if lines else "")[:limit]
+
+
+def ensure_installed(binaries: list[str], packages: list[str]) -> None:
+    """apt-get install the packages unless every binary is already there.
+
+    Services stay stopped: the package scripts go through invoke-rc.d, which
+    finds no runlevel (no init system here) and obeys policy-rc.d; any daemon
+    that still appears is killed so only our own, inside the netns, runs.
+    """
+    global _apt_updated
+    if all(Path(b).exists() for b in binaries):
+        return
+    if not shutil.which("apt-get"):
+        raise PeerUnavailable(f"{' '.join(packages)} not installed and no apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", NEEDRESTART_MODE="l")
+    before = _daemon_pids()
+    try:
+        if not _apt_updated:
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
+            _apt_updated = True
+        proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages],
+                              capture_output=True, text=True, timeout=1200, env=env)
+    except subprocess.TimeoutExpired:
+        raise PeerUnavailable(f"apt-get install {' '.join(packages)} timed out") from None
+    finally:
+        for pid in _daemon_pids() - before:
+            _kill_tree(pid)
+    if proc.returncode != 0:
+        raise PeerUnavailable(f"apt-get install {' '.join(packages)} failed: {_one_line(proc.stderr)}")
+    missing = [b for b in binaries if not Path(b).exists()]
+    if missing:
+        raise PeerUnavailable(f"{' '.join(missing)} missing after installing {' '.join(packages)}")
+
+
+def _daemon_pids() -> set[int]:
+    names = {"dockerd", "containerd", "podman", "conmon"}
+    return {pid for pid in _all_pids() if _comm(pid) in names}
+
+
+# -- processes and mounts ------------------------------------------------------
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(pid)
+    return kids
+
+
+def _descendants(pid: int) -> list[int]:
+    kids, out, todo = _children_map(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _signal_wait(pids: list[int], sig: int, grace: float) -> list[int]:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _kill_tree(pid: int, grace: float = 10.0) -> None:
+    """TERM the process (it stops its own children), then KILL what is left."""
+    tree = _descendants(pid)
+    left = _signal_wait([pid], signal.SIGTERM, grace)
+    tree = [p for p in set(tree) | set(_descendants(pid)) if _alive(p)]
+    if left or tree:
+        _signal_wait(tree, signal.SIGKILL, 5.0)
+
+
+def _kill_matching(needle: str) -> None:
+    """Kill every process whose command line names our temp dir (shims, conmon)."""
+    pids = [p for p in _all_pids() if p != os.getpid() and needle in _cmdline(p)]
+    if pids and _signal_wait(pids, signal.SIGTERM, 5.0):
+        _signal_wait(pids, signal.SIGKILL, 5.0)
+
+
+# conmon and containerd's shims daemonize; their orphans go to the nearest
+# subreaper. PID 1 on these machines reaps only now and then, so while a peer
+# is up this process is the subreaper and reaps them itself (`reap_orphans`
+# between commands, never while a subprocess of ours is being waited for).
+PR_SET_CHILD_SUBREAPER = 36
+_subreaper_users = 0
+_protected: set[int] = set()  # Popen pids that their owner waits for
+
+
+def _set_subreaper(on: bool) -> None:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
+
+
+def _state_ppid(pid: int) -> tuple[str, int]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return "", 0
+    return fields[0], int(fields[1])
+
+
+def reap_orphans() -> None:
+    """Reap zombie children of ours that no Popen owns (adopted orphans)."""
+    me = os.getpid()
+    for pid in _all_pids():
+        if pid in _protected:
+            continue
+        state, ppid = _state_ppid(pid)
+        if ppid == me and state == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _mounts_under(root: str) -> list[str]:
+    out = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            target = line.split()[1].replace("\\040", " ")
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                out.append(target)
+    return out
+
+
+def unmount_under(root: str) -> None:
+    """Unmount everything mounted at or below root, deepest first."""
+    for _ in range(5):
+        targets = sorted(set(_mounts_under(root)), key=len, reverse=True)
+        if not targets:
+            return
+        for t in targets:
+            subprocess.run(["umount", t], capture_output=True, timeout=30)
+            if t in _mounts_under(t):
+                subprocess.run(["umount", "-l", t], capture_output=True, timeout=30)
+
+
+# -- host-global traces --------------------------------------------------------
+
+# Paths the peers create outside their temp dir whatever the flags say. Ours
+# alone: removed when they were not there before. Shared (runc's state root,
+# the CNI cache that reference plugins use too): only emptied-out dirs and
+# entries named after our network are removed.
+EXCLUSIVE_PATHS = ("/var/lib/docker", "/run/docker", "/var/lib/containers", "/run/containers",
+                   "/run/libpod", "/run/containerd", "/var/lib/containerd", "/etc/docker/key.json",
+                   "/dev/shm/libpod_lock", "/root/.docker", "/root/.config/containers",
+                   "/root/.local/share/containers")
+SHARED_PATHS = ("/run/runc", "/var/lib/cni")
+# dockerd raises the root key quota on start (a host-global sysctl).
+SYSCTLS = ("/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_NAMES = ("docker", "libpod_parent", "machine.slice")
+
+
+@dataclasses.dataclass
+class HostTraces:
+    """What the host looked like before a peer started, to undo what it adds."""
+
+    network: str  # CNI network name whose cache entries are ours
+    existing: set[str] = dataclasses.field(default_factory=set)
+    sysctls: dict[str, str] = dataclasses.field(default_factory=dict)
+    cgroups: set[str] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def snapshot(cls, network: str) -> "HostTraces":
+        t = cls(network)
+        t.existing = {p for p in EXCLUSIVE_PATHS + SHARED_PATHS if os.path.lexists(p)}
+        for s in SYSCTLS:
+            try:
+                t.sysctls[s] = Path(s).read_text().strip()
+            except OSError:
+                pass
+        t.cgroups = {str(p) for p in _cgroup_candidates()}
+        return t
+
+    def undo(self) -> list[str]:
+        """Remove what appeared since the snapshot; returns what could not be."""
+        problems = []
+        for p in EXCLUSIVE_PATHS:
+            if p not in self.existing and os.path.lexists(p):
+                unmount_under(p)
+                _remove(p)
+        for p in SHARED_PATHS:
+            if os.path.isdir(p):
+                _prune_shared(Path(p), self.network, remove_root=p not in self.existing)
+        for s, value in self.sysctls.items():
+            try:
+                if Path(s).read_text().strip() != value:
+                    Path(s).write_text(value)
+            except OSError as e:
+                problems.append(f"{s}: {e}")
+        for cg in sorted({str(p) for p in _cgroup_candidates()} - self.cgroups):
+            if not _rmdir_tree(Path(cg)):
+                problems.append(f"cgroup {cg} still busy")
+        problems += [f"{p} left" for p in EXCLUSIVE_PATHS
+                     if p not in self.existing and os.path.lexists(p)]
+        return problems
+
+
+def _cgroup_candidates():
+    if not CGROUP_ROOT.is_dir():
+        return
+    for ctrl in CGROUP_ROOT.iterdir():
+        for name in CGROUP_NAMES:
+            if (ctrl / name).is_dir():
+                yield ctrl / name
+
+
+def _rmdir_tree(path: Path) -> bool:
+    """rmdir a cgroup tree bottom-up (cgroup dirs cannot be rmtree'd)."""
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                      reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        path.rmdir()
+    except OSError:
+        return not path.exists()
+    return True
+
+
+def _remove(p: str) -> None:
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def _prune_shared(root: Path, network: str, remove_root: bool) -> None:
+    for entry in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if entry.name.startswith(network + "-") or entry.name == network:
+            _remove(str(entry))
+        elif entry.is_dir():
+            try:
+                entry.rmdir()  # only when empty
+            except OSError:
+                pass
+    if remove_root:
+        try:
+            root.rmdir()
+        except OSError:
+            pass
+
+
+# -- the peers -----------------------------------------------------------------
+
+class Peer:
+    """Common life cycle: install, temp dir, start, import the image; undo it all."""
+
+    name = "peer"
+    binaries: list[str] = []
+    packages: list[str] = []
+    network = "peer"
+
+    def __init__(self, ns: BenchNetns, *, image_tar: Path | None = None):
+        self.ns = ns
+        self.image_tar = image_tar
+        self.tmp: Path | None = None
+        self.traces: HostTraces | None = None
+        self.env = dict(os.environ)
+        self.leftovers: list[str] = []
+
+    # subclasses fill these in
+    def client(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def __enter__(self):
+        global _subreaper_users
+        ensure_installed(self.binaries, self.packages)
+        if _subreaper_users == 0:
+            _set_subreaper(True)
+        _subreaper_users += 1
+        self.traces = HostTraces.snapshot(self.network)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"mdbench-{self.name}-", dir=TEMP_BASE))
+        try:
+            self.start()
+            tar = self.image_tar or build_rootfs_tar(self.tmp / "busybox-rootfs.tar")
+            self.run(["import", str(tar), IMAGE], timeout=CMD_TIMEOUT)
+        except BaseException as e:
+            self.__exit__(None, None, None)
+            if isinstance(e, PeerUnavailable):
+                raise
+            if isinstance(e, (Exception, subprocess.TimeoutExpired)):
+                raise PeerUnavailable(f"{self.name}: {_one_line(str(e))}") from e
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _subreaper_users
+        try:
+            self.stop()
+        finally:
+            if self.tmp:
+                _kill_matching(str(self.tmp))
+                unmount_under(str(self.tmp))
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                if self.tmp.exists():
+                    self.leftovers.append(f"{self.tmp} left")
+            if self.traces:
+                self.leftovers += self.traces.undo()
+            self.tmp = self.traces = None
+            reap_orphans()
+            _subreaper_users -= 1
+            if _subreaper_users == 0:
+                _set_subreaper(False)
+        if self.leftovers:
+            print(f"bench: {self.name} teardown: {'; '.join(self.leftovers)}", file=sys.stderr)
+
+    def cmd(self, args: list[str]) -> list[str]:
+        return self.ns.cmd([*self.client(), *args])
+
+    def run(self, args: list[str], *, timeout=CMD_TIMEOUT, check=True):
+        proc = subprocess.run(self.cmd(args), capture_output=True, text=True,
+                              timeout=timeout, env=self.env)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{self.name} {' '.join(args)}: "
+                               f"{_one_line(proc.stderr or proc.stdout) or proc.returncode}")
+        return proc
+
+    def time_run(self, args: list[str], runs: int = 20) -> list[float]:
+        """Wall-clock seconds of `<peer> run --rm <args> busybox true`, after one warm-up."""
+        argv = self.cmd(["run", "--rm", *args, IMAGE, "true"])
+        time_cmd(argv, 1, env=self.env, timeout=CMD_TIMEOUT)
+        try:
+            return time_cmd(argv, runs, env=self.env, timeout=CMD_TIMEOUT)
+        finally:
+            reap_orphans()
+
+
+class Docker(Peer):
+    """Docker 20.10: a private dockerd (and the containerd it spawns) in the netns."""
+
+    name = "docker"
+    binaries = ["/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/containerd"]
+    packages = ["docker.io"]
+    network = "docker"  # no CNI: nothing of ours in shared CNI dirs
+
+    def __init__(self, ns: BenchNetns, **kw):
+        super().__init__(ns, **kw)
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def sock(self) -> Path:
+        return self.tmp / "docker.sock"
+
+    def client(self) -> list[str]:
+        # /usr/bin/docker, not whatever `docker` is first on PATH: the client
+        # must match the 20.10 daemon.
+        return ["/usr/bin/docker", "-H", f"unix://{self.sock}"]
+
+    def start(self) -> None:
+        t = self.tmp
+        # Our own config file: the host's /etc/docker/daemon.json is never
+        # read, and the trust key (a config key only, no flag) stays in t.
+        (t / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(t / "key.json")}))
+        (t / "client").mkdir()
+        self.env["DOCKER_CONFIG"] = str(t / "client")
+        argv = ["/usr/sbin/dockerd",
+                "--data-root", str(t / "data"), "--exec-root", str(t / "exec"),
+                "--pidfile", str(t / "docker.pid"), "-H", f"unix://{self.sock}",
+                "--config-file", str(t / "daemon.json"),
+                "--iptables=true", "--ip-masq=true", "--storage-driver", "overlay2"]
+        self._log = open(t / "dockerd.log", "wb")
+        self.proc = subprocess.Popen(self.ns.cmd(argv), stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
+        _protected.add(self.proc.pid)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PeerUnavailable(f"dockerd exited {self.proc.returncode}: {self._log_tail()}")
+            if self.sock.exists() and self.run(["version"], timeout=10, check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise PeerUnavailable(f"dockerd did not answer in {START_TIMEOUT}s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = [ln for ln in (self.tmp / "dockerd.log").read_text(errors="replace").splitlines()
+                     if "level=error" in ln or "level=fatal" in ln or "failed" in ln]
+            return _one_line(lines[-1] if lines else "")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        # nsenter execs dockerd, so the Popen pid is dockerd's; containerd,
+        # its shims and docker-proxy are its descendants.
+        containerd_pid = self.tmp / "exec" / "containerd" / "containerd.pid"
+        extra = []
+        if containerd_pid.exists():
+            try:
+                extra.append(int(containerd_pid.read_text().strip()))
+            except ValueError:
+                pass
+        if self.proc.poll() is None:
+            _kill_tree(self.proc.pid, grace=20.0)
+        for pid in extra:
+            if _alive(pid):
+                _kill_tree(pid)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        _protected.discard(self.proc.pid)
+        self.proc = None
+        if self._log:
+            self._log.close()
+        self._remove_network()
+
+    def _remove_network(self) -> None:
+        """docker0 and Docker's chains go now, so the next peer in the same
+        namespace measures against a clean firewall (the netns would drop
+        them too, later)."""
+        self.ns.run(["ip", "link", "del", "docker0"], check=False)
+        for table in ("nat", "filter"):
+            rules = self.ns.run(["iptables", "-t", table, "-S"], check=False).stdout.splitlines()
+            for rule in rules:
+                words = rule.split()
+                if words[:1] == ["-A"] and ("DOCKER" in rule or "docker0" in rule):
+                    self.ns.run(["iptables", "-t", table, "-D", *words[1:]], check=False)
+            for rule in rules:
+                words = rule.split()
+                if words[:1] == ["-N"] and words[1].startswith("DOCKER"):
+                    self.ns.run(["iptables", "-t", table, "-F", words[1]], check=False)
+            for rule in rules:
+                words = rule.split()
+                if words[:1] == ["-N"] and words[1].startswith("DOCKER"):
+                    self.ns.run(["iptables", "-t", table, "-X", words[1]], check=False)
+        self.ns.run(["iptables", "-P", "FORWARD", "ACCEPT"], check=False)
+
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "{tmp}/libpod-tmp"
+volume_path = "{tmp}/storage/volumes"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["/usr/lib/cni"]
+network_config_dir = "{tmp}/cni"
+default_network = "podman"
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{tmp}/storage"
+runroot = "{tmp}/run"
+"""
+
+
+def podman_conflist(tmp: Path) -> dict:
+    """The `podman` CNI network: bridge with masquerade plus portmap for -p."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": "podman",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni-podman0", "isGateway": True, "ipMasq": True,
+             "hairpinMode": True,
+             "ipam": {"type": "host-local", "dataDir": str(tmp / "cni-ipam"),
+                      "routes": [{"dst": "0.0.0.0/0"}],
+                      "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+class Podman(Peer):
+    """podman 4.3 rootful with runc and the CNI backend, all state in the temp dir."""
+
+    name = "podman"
+    binaries = ["/usr/bin/podman", "/usr/bin/conmon", "/usr/sbin/runc"]
+    packages = ["podman", "runc", "conmon", "containernetworking-plugins", "iptables"]
+    network = "podman"
+
+    def client(self) -> list[str]:
+        return ["/usr/bin/podman"]
+
+    def start(self) -> None:
+        t = self.tmp
+        (t / "cni").mkdir()
+        (t / "cni" / "87-podman.conflist").write_text(json.dumps(podman_conflist(t), indent=2))
+        (t / "containers.conf").write_text(CONTAINERS_CONF.format(tmp=t))
+        (t / "storage.conf").write_text(STORAGE_CONF.format(tmp=t))
+        self.env.update(CONTAINERS_CONF=str(t / "containers.conf"),
+                        CONTAINERS_STORAGE_CONF=str(t / "storage.conf"))
+        proc = self.run(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphRoot}}"],
+                        timeout=START_TIMEOUT, check=False)
+        if proc.returncode != 0:
+            raise PeerUnavailable(f"podman info: {_one_line(proc.stderr) or proc.returncode}")
+
+    def stop(self) -> None:
+        if self.tmp and (self.tmp / "storage.conf").exists():
+            # conmon's exit hooks and anything a failed run left behind.
+            self.run(["rm", "--all", "--force", "--time", "0"], timeout=60, check=False)
+
+
+# -- `python -m bench.peers` -----------------------------------------------------
+
+# podman 4 takes `--network bridge` as "the default network" (our `podman`
+# conflist), so the same arguments serve both peers.
+OPERATIONS = [
+    ("run --rm --network none", ["--network", "none"]),
+    ("run --rm --network host", ["--network", "host"]),
+    ("run --rm --network bridge -p 8080:80", ["--network", "bridge", "-p", "8080:80"]),
+]
+
+
+def measure(runs: int, peers=(Docker, Podman)) -> tuple[list, list[str]]:
+    """Rows for print_table and notes for peers that could not run."""
+    rows, notes = [], []
+    with BenchNetns() as ns, tempfile.TemporaryDirectory(prefix="mdbench-image-", dir=TEMP_BASE) as d:
+        tar = build_rootfs_tar(Path(d) / "busybox-rootfs.tar")
+        for cls in peers:
+            try:
+                with cls(ns, image_tar=tar) as peer:
+                    for label, args in OPERATIONS:
+                        ms = median_ms(peer.time_run(args, runs))
+                        rows.append((label, None, cls.name, ms))
+            except PeerUnavailable as e:
+                notes.append(f"{cls.name}: skipped ({e})")
+    return rows, notes
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m bench.peers",
+                                 description="Time `run --rm` for Docker and podman in a throwaway netns.")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--peer", choices=["docker", "podman"], action="append",
+                    help="only this peer (repeatable)")
+    args = ap.parse_args(argv)
+    peers = [c for c in (Docker, Podman) if not args.peer or c.name in args.peer]
+    start = time.monotonic()
+    rows, notes = measure(args.runs, peers)
+    print_table(f"`<peer> run --rm ARGS busybox true`, median of {args.runs} (ms)", rows)
+    for n in notes:
+        print(f"note: {n}")
+    print(f"\n({time.monotonic() - start:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
