@@ -65,9 +65,11 @@ def load_file(path: str | os.PathLike) -> NetworkConfigList:
         raise CNIError(err.code, f"{path}: {err.msg}", err.details) from None
 
 
-def load_dir(directory: str | os.PathLike) -> ConfigDir:
-    """Every valid network of the directory; invalid files are warnings."""
+def load_dir(directory: str | os.PathLike, warn: bool = True) -> ConfigDir:
+    """Every valid network of the directory; invalid files are warnings
+    (logged when `warn`, always collected in `.warnings`)."""
     out = ConfigDir(Path(directory))
+    level = logging.WARNING if warn else logging.DEBUG
     seen: dict[str, Path] = {}
     for path in config_files(directory):
         try:
@@ -75,12 +77,12 @@ def load_dir(directory: str | os.PathLike) -> ConfigDir:
         except CNIError as err:
             msg = f"skipping {err}"
             out.warnings.append(msg)
-            log.warning("%s", msg)
+            log.log(level, "%s", msg)
             continue
         if net.name in seen:
             msg = f"skipping {path}: network {net.name!r} is already defined by {seen[net.name]}"
             out.warnings.append(msg)
-            log.warning("%s", msg)
+            log.log(level, "%s", msg)
             continue
         seen[net.name] = path
         out.networks.append(net)
@@ -88,5 +90,6 @@ def load_dir(directory: str | os.PathLike) -> ConfigDir:
 
 
 def load_network(directory: str | os.PathLike, name: str) -> NetworkConfigList:
-    """The network called `name` (the first file that defines it)."""
-    return load_dir(directory).get(name)
+    """The network called `name` (the first file that defines it); problems
+    of other files are only debug messages here."""
+    return load_dir(directory, warn=False).get(name)
