@@ -227,3 +227,32 @@ def test_cli_ls_validate_version_status_and_errors(ref):
         assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert text in proc.stderr, proc.stderr
     assert ref.cache_names() == [] and ref.node.link_names() == {"lo", "uplink0"}
+
+
+def test_cni_bridge_gc_and_status(ref):
+    """Our own plugin implements GC and STATUS (spec 1.1.0): the executor's GC
+    hands it the valid attachments under both keys, and it releases an
+    attachment whose cache entry is gone (only the plugin knows about it)."""
+    ref.write("10-md.conflist", {"cniVersion": "1.1.0", "name": "mdnet", "plugins": [
+        {"type": "cni-bridge", "bridge": "mdgc0", "isGateway": True, "ipMasq": True,
+         "ipam": ref.ipam("10.88.12.0/24")}]})
+    path = f"{ref.node.cni_path}"
+    assert "ready" in ref.cni("status", "mdnet", CNI_PATH=path).stdout
+    c1, c2, c3 = ref.container("c1"), ref.container("c2"), ref.container("c3")
+    ref.cni("add", "mdnet", c1, "--container-id", "keep", CNI_PATH=path)
+    ref.cni("add", "mdnet", c2, "--container-id", "lost", CNI_PATH=path)
+    ref.cni("add", "mdnet", c3, "--container-id", "stale", CNI_PATH=path)
+    ref.cni("check", "mdnet", c1, "--container-id", "keep", CNI_PATH=path)
+    assert ref.leases("mdnet") == ["10.88.12.2", "10.88.12.3", "10.88.12.4"]
+    # "lost": the runtime forgot it (no cache entry); only plugin GC can find it
+    (ref.node.cni_cache / "results" / "mdnet-lost-eth0").unlink()
+    gc = ref.cni("--log-level", "debug", "gc", "mdnet", "--valid", "keep:eth0", CNI_PATH=path)
+    assert "cni: DEL type=cni-bridge" in gc.stderr and "cni: GC type=cni-bridge" in gc.stderr
+    assert ref.cache_names() == ["mdnet-keep-eth0"]
+    assert ref.leases("mdnet") == ["10.88.12.2"]
+    assert "eth0" not in ref.in_container(c2, "ip", "-br", "link")
+    assert "eth0" not in ref.in_container(c3, "ip", "-br", "link")
+    ref.cni("check", "mdnet", c1, "--container-id", "keep", CNI_PATH=path)
+    ref.cni("del", "mdnet", c1, "--container-id", "keep", CNI_PATH=path)
+    assert ref.leases("mdnet") == [] and ref.cache_names() == []
+    assert not [l for l in ref.node.iptables_save().splitlines() if "mdnet" in l]
