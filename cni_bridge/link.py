@@ -70,9 +70,11 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int, promisc: bool) -> tuple[dict
 def ensure_gateways(nl: Netlink, bridge: dict, gateways: list[tuple[str, int]], force: bool) -> None:
     """Gateway addresses on the bridge, as the reference bridge decides: an
     IPv4 bridge holds one address (replace it only with forceAddress); IPv6
-    addresses may coexist unless their subnets overlap."""
+    addresses may coexist unless their subnets overlap. The gateways of one
+    attachment (several range sets) never conflict with each other."""
     import ipaddress
     existing = nl.addrs(bridge["index"])
+    ours = {ipaddress.ip_interface(f"{gw}/{plen}") for gw, plen in gateways}
     for gw, plen in gateways:
         want = ipaddress.ip_interface(f"{gw}/{plen}")
         present = False
@@ -83,6 +85,8 @@ def ensure_gateways(nl: Netlink, bridge: dict, gateways: list[tuple[str, int]], 
             if have == want:
                 present = True
                 break
+            if have in ours:  # another gateway of this same attachment
+                continue
             if want.version == 4 or have.ip in want.network or want.ip in have.network:
                 if not force:
                     raise CNIError(7, f"{bridge['name']!r} already has an IP address different from {want}")
