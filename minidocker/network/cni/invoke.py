@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
@@ -121,12 +122,7 @@ class Runner:
         start = time.perf_counter()
         try:
             proc = self._spawn(plugin_path, env, plugin, command)
-            timed_out = False
-            try:
-                out, err = proc.communicate(stdin, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                out, err = self._kill(proc)
+            out, err, timed_out = exchange(proc, stdin, timeout)
             call.exit_code = proc.returncode
             call.timed_out = timed_out
         finally:
@@ -156,21 +152,86 @@ class Runner:
                                   plugin=plugin, command=command) from None
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+
+def exchange(proc: subprocess.Popen, data: bytes, timeout: float | None) -> tuple[bytes, bytes, bool]:
+    """Write stdin, read stdout and stderr until EOF and the process has exited.
+
+    Popen.communicate(timeout=...) ends with a wait() that polls with sleeps
+    (up to ~1 ms lost per call); a pidfd in the same poll set tells us the
+    moment the plugin exits. At the deadline the plugin's process group is
+    killed and what it printed so far is returned with timed_out=True.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):    # kernel < 5.3: communicate's way
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            return proc.communicate(timeout=REAP_TIMEOUT)
+            out, err = proc.communicate(data, timeout=timeout)
+            return out, err, False
         except subprocess.TimeoutExpired:
-            # A child that left the group still holds our pipes: stop reading.
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
-            proc.wait()
-            return b"", b""
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, err = proc.communicate()
+            return out, err, True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll()
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    fds: dict[int, list] = {out_fd: [], err_fd: []}
+    stdin_fd = proc.stdin.fileno()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    view, off = memoryview(data), 0
+    if data:
+        poller.register(stdin_fd, select.POLLOUT)
+    else:
+        proc.stdin.close()
+    open_fds = set(fds) | {pidfd} | ({stdin_fd} if data else set())
+    timed_out = killed = False
+    try:
+        while open_fds:
+            wait_ms = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if killed:          # a child left the group and holds our pipes
+                        break
+                    timed_out = killed = True
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    deadline = time.monotonic() + REAP_TIMEOUT
+                    continue
+                wait_ms = max(1, int(left * 1000) + 1)
+            for fd, event in poller.poll(wait_ms):
+                if fd == stdin_fd:
+                    try:
+                        off += os.write(fd, view[off:off + 4096])
+                    except BrokenPipeError:
+                        off = len(view)     # the plugin does not read stdin: fine
+                    if off >= len(view):
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                        proc.stdin.close()
+                elif fd == pidfd:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                else:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        fds[fd].append(chunk)
+                    else:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+    finally:
+        os.close(pidfd)
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if not f.closed:
+                f.close()
+    proc.wait()
+    return b"".join(fds[out_fd]), b"".join(fds[err_fd]), timed_out
 
 
 def _text(data: bytes) -> str:
