@@ -51,9 +51,10 @@ def _one_line(text: str, limit: int = 300) -> str:
 def ensure_installed(binaries: list[str], packages: list[str]) -> None:
     """apt-get install the packages unless every binary is already there.
 
-    Services stay stopped: the package scripts go through invoke-rc.d, which
-    finds no runlevel (no init system here) and obeys policy-rc.d; any daemon
-    that still appears is killed so only our own, inside the netns, runs.
+    Services stay stopped: package scripts go through invoke-rc.d, which finds
+    no runlevel here (no init system) and obeys policy-rc.d (one saying "no"
+    is put in place for the install when there is none); any daemon that
+    still appears is killed, so the only ones running are ours, in the netns.
     """
     global _apt_updated
     if all(Path(b).exists() for b in binaries):
@@ -62,6 +63,11 @@ def ensure_installed(binaries: list[str], packages: list[str]) -> None:
         raise PeerUnavailable(f"{' '.join(packages)} not installed and no apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", NEEDRESTART_MODE="l")
     before = _daemon_pids()
+    policy = Path("/usr/sbin/policy-rc.d")
+    own_policy = not policy.exists()
+    if own_policy:  # "exit 101": package scripts may not start services
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
     try:
         if not _apt_updated:
             subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
@@ -71,6 +77,8 @@ def ensure_installed(binaries: list[str], packages: list[str]) -> None:
     except subprocess.TimeoutExpired:
         raise PeerUnavailable(f"apt-get install {' '.join(packages)} timed out") from None
     finally:
+        if own_policy:
+            policy.unlink(missing_ok=True)
         for pid in _daemon_pids() - before:
             _kill_tree(pid)
     if proc.returncode != 0:
@@ -476,11 +484,11 @@ class Docker(Peer):
 
     def _log_tail(self) -> str:
         try:
-            lines = [ln for ln in (self.tmp / "dockerd.log").read_text(errors="replace").splitlines()
-                     if "level=error" in ln or "level=fatal" in ln or "failed" in ln]
-            return _one_line(lines[-1] if lines else "")
+            lines = (self.tmp / "dockerd.log").read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        errors = [ln for ln in lines if "level=error" in ln or "level=fatal" in ln]
+        return _one_line((errors or lines or [""])[-1])
 
     def stop(self) -> None:
         if self.proc is None:
