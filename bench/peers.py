@@ -17,14 +17,14 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.netns import BenchNetns
+from bench.netns import (BenchNetns, alive, all_pids, comm, kill_matching, kill_tree, protected,
+                         reap_orphans, subreaper_acquire, subreaper_release, unmount_under)
 from bench.peers_image import build_rootfs_tar
 from bench.table import median_ms, print_table, time_cmd
 
@@ -80,7 +80,7 @@ def ensure_installed(binaries: list[str], packages: list[str]) -> None:
         if own_policy:
             policy.unlink(missing_ok=True)
         for pid in _daemon_pids() - before:
-            _kill_tree(pid)
+            kill_tree(pid)
     if proc.returncode != 0:
         raise PeerUnavailable(f"apt-get install {' '.join(packages)} failed: {_one_line(proc.stderr)}")
     missing = [b for b in binaries if not Path(b).exists()]
@@ -90,146 +90,7 @@ def ensure_installed(binaries: list[str], packages: list[str]) -> None:
 
 def _daemon_pids() -> set[int]:
     names = {"dockerd", "containerd", "podman", "conmon"}
-    return {pid for pid in _all_pids() if _comm(pid) in names}
-
-
-# -- processes and mounts ------------------------------------------------------
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(pid)
-    return kids
-
-
-def _descendants(pid: int) -> list[int]:
-    kids, out, todo = _children_map(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _signal_wait(pids: list[int], sig: int, grace: float) -> list[int]:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            break
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
-
-
-def _kill_tree(pid: int, grace: float = 10.0) -> None:
-    """TERM the process (it stops its own children), then KILL what is left."""
-    tree = _descendants(pid)
-    left = _signal_wait([pid], signal.SIGTERM, grace)
-    tree = [p for p in set(tree) | set(_descendants(pid)) if _alive(p)]
-    if left or tree:
-        _signal_wait(tree, signal.SIGKILL, 5.0)
-
-
-def _kill_matching(needle: str) -> None:
-    """Kill every process whose command line names our temp dir (shims, conmon)."""
-    pids = [p for p in _all_pids() if p != os.getpid() and needle in _cmdline(p)]
-    if pids and _signal_wait(pids, signal.SIGTERM, 5.0):
-        _signal_wait(pids, signal.SIGKILL, 5.0)
-
-
-# conmon and containerd's shims daemonize; their orphans go to the nearest
-# subreaper. PID 1 on these machines reaps only now and then, so while a peer
-# is up this process is the subreaper and reaps them itself (`reap_orphans`
-# between commands, never while a subprocess of ours is being waited for).
-PR_SET_CHILD_SUBREAPER = 36
-_subreaper_users = 0
-_protected: set[int] = set()  # Popen pids that their owner waits for
-
-
-def _set_subreaper(on: bool) -> None:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
-
-
-def _state_ppid(pid: int) -> tuple[str, int]:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return "", 0
-    return fields[0], int(fields[1])
-
-
-def reap_orphans() -> None:
-    """Reap zombie children of ours that no Popen owns (adopted orphans)."""
-    me = os.getpid()
-    for pid in _all_pids():
-        if pid in _protected:
-            continue
-        state, ppid = _state_ppid(pid)
-        if ppid == me and state == "Z":
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-
-
-def _mounts_under(root: str) -> list[str]:
-    out = []
-    with open("/proc/mounts") as f:
-        for line in f:
-            target = line.split()[1].replace("\\040", " ")
-            if target == root or target.startswith(root.rstrip("/") + "/"):
-                out.append(target)
-    return out
-
-
-def unmount_under(root: str) -> None:
-    """Unmount everything mounted at or below root, deepest first."""
-    for _ in range(5):
-        targets = sorted(set(_mounts_under(root)), key=len, reverse=True)
-        if not targets:
-            return
-        for t in targets:
-            subprocess.run(["umount", t], capture_output=True, timeout=30)
-            if t in _mounts_under(t):
-                subprocess.run(["umount", "-l", t], capture_output=True, timeout=30)
+    return {pid for pid in all_pids() if comm(pid) in names}
 
 
 # -- host-global traces --------------------------------------------------------
@@ -373,11 +234,8 @@ class Peer:
         pass
 
     def __enter__(self):
-        global _subreaper_users
         ensure_installed(self.binaries, self.packages)
-        if _subreaper_users == 0:
-            _set_subreaper(True)
-        _subreaper_users += 1
+        subreaper_acquire()
         self.traces = HostTraces.snapshot(self.network)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"mdbench-{self.name}-", dir=TEMP_BASE))
         try:
@@ -394,12 +252,11 @@ class Peer:
         return self
 
     def __exit__(self, *exc) -> None:
-        global _subreaper_users
         try:
             self.stop()
         finally:
             if self.tmp:
-                _kill_matching(str(self.tmp))
+                kill_matching(str(self.tmp))
                 unmount_under(str(self.tmp))
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 if self.tmp.exists():
@@ -407,10 +264,7 @@ class Peer:
             if self.traces:
                 self.leftovers += self.traces.undo()
             self.tmp = self.traces = None
-            reap_orphans()
-            _subreaper_users -= 1
-            if _subreaper_users == 0:
-                _set_subreaper(False)
+            subreaper_release()
         if self.leftovers:
             print(f"bench: {self.name} teardown: {'; '.join(self.leftovers)}", file=sys.stderr)
 
@@ -472,7 +326,7 @@ class Docker(Peer):
         self._log = open(t / "dockerd.log", "wb")
         self.proc = subprocess.Popen(self.ns.cmd(argv), stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env)
-        _protected.add(self.proc.pid)
+        protected.add(self.proc.pid)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -503,16 +357,16 @@ class Docker(Peer):
             except ValueError:
                 pass
         if self.proc.poll() is None:
-            _kill_tree(self.proc.pid, grace=20.0)
+            kill_tree(self.proc.pid, grace=20.0)
         for pid in extra:
-            if _alive(pid):
-                _kill_tree(pid)
+            if alive(pid):
+                kill_tree(pid)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        _protected.discard(self.proc.pid)
+        protected.discard(self.proc.pid)
         self.proc = None
         if self._log:
             self._log.close()
