@@ -567,3 +567,30 @@ def test_config_dir_loading(tmp_path):
     assert len(loaded.warnings) == 4
     with pytest.raises(CNIError, match="no network 'nested'"):
         loaded.get("nested")
+
+
+def test_executor_network_lookup_follows_the_directory(st):
+    d = st.ex.conf_dir
+    d.mkdir()
+    _write(d, "10-a.conflist", {"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "noop"}]})
+    first = st.ex.network("a")
+    assert st.ex.network("a") is first                 # unchanged directory: not re-read
+    _write(d, "10-a.conflist", {"cniVersion": "1.1.0", "name": "a", "plugins": [{"type": "noop"}, {"type": "x"}]})
+    assert st.ex.network("a").cni_version == "1.1.0"
+    with pytest.raises(CNIError, match="no network 'b'"):
+        st.ex.network("b")
+
+
+def test_python_m_entry_point(tmp_path):
+    import subprocess
+    import sys
+    d = tmp_path / "net.d"
+    d.mkdir()
+    _write(d, "10-a.conflist", {"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "noop"}]})
+    proc = subprocess.run([sys.executable, "-m", "minidocker.network.cni", "--conf-dir", str(d), "ls"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1].split()[:3] == ["a", "*", "1.0.0"]
+    proc = subprocess.run([sys.executable, "-m", "minidocker.network.cni", "--conf-dir", str(d),
+                           "validate", "--no-plugins", str(d / "10-a.conflist")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "valid" in proc.stdout

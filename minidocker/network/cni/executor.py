@@ -28,6 +28,7 @@ from cni.env import validate_container_id, validate_ifname, validate_network_nam
 from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER)
 from cni.types import Result
 from minidocker import paths
+from minidocker.network.cni import config as _config
 from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
 from minidocker.network.cni.invoke import (Call, PluginError, Runner, VersionProber, find_plugin,
                                            parse_result, plugin_env)
@@ -81,6 +82,25 @@ class CNIExecutor:
         self.runner = runner or Runner([_log_call])
         self.prober = VersionProber(self.runner)
         self._lock_dir_made = False
+        self._conf_key = None
+        self._conf_loaded = None
+
+    def network(self, name: str) -> NetworkConfigList:
+        """A network of `conf_dir`; the directory is re-read only when a file
+        in it changed (so callers may ask per container without a cost)."""
+        files = _config.config_files(self.conf_dir)
+        key = [str(self.conf_dir)]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            key.append((f.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        key = tuple(key)
+        if key != self._conf_key:
+            self._conf_loaded = _config.load_dir(self.conf_dir, warn=False)
+            self._conf_key = key
+        return self._conf_loaded.get(name)
 
     # --- public API ---------------------------------------------------------
     def add(self, net: NetworkConfigList, rt: RuntimeConf) -> Result:

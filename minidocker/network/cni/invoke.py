@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from cni import version as _v
 from cni.env import format_cni_args
-from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG
+from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
 from cni.skel import INTERNAL
 
 log = logging.getLogger("minidocker.cni")
@@ -46,6 +46,11 @@ class PluginError(CNIError):
         self.exit_code = exit_code
         self.timed_out = timed_out
         self.stderr = stderr
+
+    @property
+    def try_again(self) -> bool:
+        """Code 11: the plugin asks to be called again later (R11)."""
+        return self.code == TRY_AGAIN_LATER
 
     def __str__(self) -> str:
         text = super().__str__()
