@@ -127,12 +127,18 @@ def run_cmd(detach, auto_remove, name, env, env_file, workdir, hostname, entrypo
         image=image, cmd=list(command), name=name, env=list(env), env_files=list(env_file),
         workdir=workdir, hostname=hostname, entrypoint=entrypoint, interactive=interactive,
         network=network, runtime=runtime, auto_remove=auto_remove))
-    started = containers.start(record["Id"], attach=not detach)
     if detach:
+        containers.start(record["Id"])
         click.echo(record["Id"])
         return
+    relay = containers.SignalRelay()
+    try:
+        started = containers.start(record["Id"], attach=True)
+    except BaseException:
+        relay.restore()
+        raise
     sys.stdout.flush()
-    sys.exit(containers.wait_attached(started))
+    sys.exit(containers.wait_attached(started, relay))
 
 
 @cli.command("start")
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except MinidockerError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
+        click.echo("Error: " + " ".join(exc.message.split()), err=True)
         sys.exit(exc.code)
     except KeyboardInterrupt:
         sys.exit(130)

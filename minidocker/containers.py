@@ -85,7 +85,7 @@ def _refresh(record: dict) -> dict:
     """A record claiming `running` whose shim is gone (killed, rebooted)."""
     st = record["State"]
     if st.get("Running") and not shim_alive(record):
-        st.update(Running=False, Status="exited", Pid=0, ExitCode=st.get("ExitCode") or 255,
+        st.update(Running=False, Status="exited", ExitCode=st.get("ExitCode") or 255,
                   Error="the container's shim is gone", FinishedAt=st.get("FinishedAt") or now())
     return record
 
@@ -243,8 +243,9 @@ def create(opts: CreateOptions) -> dict:
         else:
             name = _random_name(set(taken))
         record["Name"] = name
-        for sub in ("upper", "work", "rootfs"):
-            state.ensure_dir(cdir(cid) / sub)
+        state.ensure_dir(cdir(cid) / "work")
+        for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
+            state.ensure_dir(cdir(cid) / sub, mode=0o755)
         teardown.save(record)
     return record
 
@@ -390,28 +391,50 @@ def _wait_gone(cid: str, timeout: float = SHIM_TIMEOUT) -> None:
         time.sleep(0.01)
 
 
-def wait_attached(started: Started) -> int:
-    """Foreground `run`: relay SIGINT/SIGTERM to the container until the shim
-    reports the exit code and finishes its teardown."""
-    pid = started.pid
+class SignalRelay:
+    """Foreground `run`: SIGINT/SIGTERM/SIGHUP go to the container. Installed
+    before the container starts; a signal that comes before its pid is known
+    is delivered as soon as it is."""
 
-    def relay(signum, _frame):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.pid = 0
+        self.pending: list[int] = []
+        self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, _frame):
+        if not self.pid:
+            self.pending.append(signum)
+            return
         try:
-            os.kill(pid, signum)
+            os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
 
-    old = {s: signal.signal(s, relay) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            self._handle(self.pending.pop(0), None)
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def wait_attached(started: Started, relay: SignalRelay) -> int:
+    """Foreground `run`: wait until the shim reports the exit code and
+    finishes its teardown (the status pipe closes)."""
+    relay.attach(started.pid)
+    code = None
     try:
-        code = None
         with started.status as fh:
             for line in fh:
                 parts = line.split()
                 if parts and parts[0] == "exit":
                     code = int(parts[1])
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        relay.restore()
     if code is None:
         record = teardown.load(started.record["Id"])
         code = record["State"]["ExitCode"] if record else 125

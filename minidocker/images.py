@@ -274,7 +274,7 @@ def import_rootfs(archive: str, ref: str) -> dict:
         except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(archive):
                 raise ImageError(f"cannot import {archive!r}: no such file") from None
-            raise ImageError(f"cannot import {archive!r}: not a readable tar archive ({exc})") from None
+            raise ImageError(f"cannot import {archive!r}: {_why(exc)}") from None
         digest = _file_digest(archive)
         config = {"architecture": "amd64", "os": "linux", "created": _now(), "config": {},
                   "rootfs": {"type": "layers", "diff_ids": ["sha256:" + digest]},
@@ -371,7 +371,7 @@ def load(archive: str) -> list[dict]:
     try:
         arc = _Archive(archive)
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise ImageError(f"cannot load {archive!r}: not a readable tar archive ({exc})") from None
+        raise ImageError(f"cannot load {archive!r}: {_why(exc)}") from None
     try:
         with arc.tar:
             images = []  # (config blob, config, [layer openers], tags)
@@ -400,7 +400,7 @@ def load(archive: str) -> list[dict]:
     except (KeyError, TypeError, ValueError, tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
         if isinstance(exc, ImageError):
             raise
-        raise ImageError(f"invalid image archive {archive!r}: {type(exc).__name__}: {exc}") from None
+        raise ImageError(f"invalid image archive {archive!r}: {type(exc).__name__}: {_why(exc)}") from None
 
 
 def _load_one(arc: _Archive, blob: bytes, config: dict, layers: list[str], tags: list[str]) -> dict:
@@ -419,6 +419,13 @@ def _load_one(arc: _Archive, blob: bytes, config: dict, layers: list[str], tags:
 
 
 # --- applying one layer ---------------------------------------------------------
+
+def _why(exc: BaseException) -> str:
+    """A tar/gzip failure in a few words (tarfile's own can span lines)."""
+    if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
+        return "not a tar archive (plain, gzip, bzip2 or xz)"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
 
 def _clean_name(name: str, archive: bool = False) -> str:
     what = "archive member" if archive else "member"

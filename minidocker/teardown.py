@@ -40,6 +40,7 @@ def unmount(path: str) -> None:
 def release(record: dict) -> None:
     """Network teardown, unmount, unpin (no lock taken; no removal)."""
     cid = record["Id"]
+    _kill_orphan(record)
     try:
         mode = modes.resolve(record["HostConfig"]["NetworkMode"])
         mode.teardown(record)
@@ -50,6 +51,20 @@ def release(record: dict) -> None:
     settings = record.setdefault("NetworkSettings", {})
     settings["SandboxKey"] = ""
     settings["Networks"] = {}
+
+
+def _kill_orphan(record: dict) -> None:
+    """A container whose shim died (kill -9, OOM) still runs: its pid 1 is
+    recognised by its root being our rootfs, and killed with its namespace."""
+    pid = record.get("State", {}).get("Pid") or 0
+    rootfs = str(paths.container_dir(record["Id"]) / "rootfs")
+    if pid <= 0:
+        return
+    try:
+        if os.readlink(f"/proc/{pid}/root") == rootfs:
+            os.kill(pid, 9)
+    except OSError:
+        pass
 
 
 def remove_files(cid: str) -> None:

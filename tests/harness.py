@@ -174,6 +174,11 @@ class Node:
                     continue
                 if any(marker in part for part in proc.cmdline()):
                     found.append(proc)
+                    continue
+                # A container's processes: their root is a rootfs under this
+                # test's directory (they carry neither its netns nor its env).
+                if os.readlink(f"/proc/{proc.pid}/root").startswith(str(self.root) + "/"):
+                    found.append(proc)
             except (psutil.Error, OSError):
                 continue
         return [p for p in found if p.pid != os.getpid()]

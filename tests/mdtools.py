@@ -1,0 +1,159 @@
+"""Helpers for the runtime tests: image archives built in the test, the OCI
+schema validator, and small waits."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = REPO.parent / "shared" / "oci-runtime-spec"
+APPLETS = ["sh", "echo", "cat", "ls", "env", "pwd", "id", "sleep", "true", "false", "test", "grep", "tr"]
+
+
+def busybox_tree(dest: Path) -> Path:
+    """A tiny rootfs: the host's static busybox and a few applet links."""
+    busybox = shutil.which("busybox")
+    (dest / "bin").mkdir(parents=True)
+    shutil.copy2(busybox, dest / "bin/busybox")
+    for applet in APPLETS:
+        os.symlink("busybox", dest / "bin" / applet)
+    (dest / "etc").mkdir()
+    (dest / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                     "app:x:1000:1000:app:/home/app:/bin/sh\n")
+    (dest / "etc/group").write_text("root:x:0:\napp:x:1000:\n")
+    for d in ("tmp", "proc", "sys", "dev", "home/app"):
+        (dest / d).mkdir(parents=True)
+    return dest
+
+
+def tar_bytes(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], gz: bool = False) -> bytes:
+    """A tar built from explicit members (hostile ones included)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for item in entries:
+            info, data = item if isinstance(item, tuple) else (item, None)
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    blob = raw.getvalue()
+    return gzip.compress(blob) if gz else blob
+
+
+def member(name: str, kind=tarfile.REGTYPE, data: bytes | None = None, mode=0o644, linkname="",
+           devmajor=0, devminor=0):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.linkname = linkname
+    info.devmajor, info.devminor = devmajor, devminor
+    info.mtime = int(time.time())
+    if kind == tarfile.DIRTYPE:
+        info.mode = 0o755
+    return (info, data if data is not None else b"") if kind == tarfile.REGTYPE else info
+
+
+def tree_tar(root: Path, gz: bool = False) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for entry in sorted(root.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return gzip.compress(raw.getvalue()) if gz else raw.getvalue()
+
+
+def image_config(config: dict, layers: list[bytes]) -> bytes:
+    return json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": config,
+        "rootfs": {"type": "layers",
+                   "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(l) if l[:2] == b"\x1f\x8b" else l).hexdigest()
+                                for l in layers]},
+    }).encode()
+
+
+def _outer(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def docker_save(layers: list[bytes], config: dict, tags: list[str]) -> bytes:
+    """A `docker save` archive (manifest.json, <id>.json, <n>/layer.tar)."""
+    cfg = image_config(config, layers)
+    cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+    files = {cfg_name: cfg}
+    names = []
+    for i, layer in enumerate(layers):
+        name = f"{i:064x}/layer.tar"
+        files[name] = layer
+        names.append(name)
+    files["manifest.json"] = json.dumps([{"Config": cfg_name, "RepoTags": tags, "Layers": names}]).encode()
+    files["repositories"] = b"{}"
+    return _outer(files)
+
+
+def oci_layout(layers: list[bytes], config: dict, ref: str, nested: bool = False) -> bytes:
+    """An OCI image-layout archive (oci-layout, index.json, blobs/sha256/...)."""
+    files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}'}
+
+    def blob(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        files[f"blobs/sha256/{digest}"] = data
+        return "sha256:" + digest
+
+    cfg = image_config(config, layers)
+    layer_descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if l[:2] == b"\x1f\x8b" else ""),
+                    "digest": blob(l), "size": len(l)} for l in layers]
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
+        "layers": layer_descs}).encode()
+    desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
+            "size": len(manifest), "platform": {"architecture": "amd64", "os": "linux"}}
+    if nested:
+        inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [desc]}).encode()
+        desc = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": blob(inner),
+                "size": len(inner)}
+    desc["annotations"] = {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]}
+    files["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [desc]}).encode()
+    return _outer(files)
+
+
+def oci_validator():
+    """A validator of config.json against the spec's own JSON schema."""
+    import jsonschema
+    import referencing
+    import referencing.jsonschema
+
+    resources = []
+    for path in SCHEMA_DIR.glob("*.json"):
+        contents = json.loads(path.read_text())
+        resources.append((path.as_uri(), referencing.Resource.from_contents(
+            contents, default_specification=referencing.jsonschema.DRAFT4)))
+    registry = referencing.Registry().with_resources(resources)
+    return jsonschema.Draft4Validator({"$ref": (SCHEMA_DIR / "config-schema.json").as_uri()},
+                                      registry=registry)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {predicate}")
