@@ -594,3 +594,35 @@ def test_python_m_entry_point(tmp_path):
                            "validate", "--no-plugins", str(d / "10-a.conflist")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "valid" in proc.stdout
+
+
+def test_reads_a_cache_file_written_by_libcni(st):
+    """A file as cnitool/containerd write it (Go's field order, HTML escapes,
+    base64 config): DEL takes its result, CNI_ARGS and capability args."""
+    net = st.net("p1", "p2", caps={"p2": {"portMappings": True}})
+    go = ('{"kind":"cniCacheV1","containerId":"c1","config":"' + base64.b64encode(net.bytes).decode()
+          + '","ifName":"eth0","networkName":"testnet","netns":"' + str(st.netns) + '",'
+          '"cniArgs":[["DEBUG","' + str(st.debug) + '"],["K8S_POD_NAME","a\\u0026b"]],'
+          '"capabilityArgs":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]},'
+          '"result":{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:ff"}],'
+          '"ips":[{"interface":0,"address":"10.22.0.5/16","gateway":"10.22.0.1"}],'
+          '"routes":[{"dst":"0.0.0.0/0"}],"dns":{}}}')
+    path = st.cache_file(net)
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_text(go)
+    entry = st.ex.cached(net, RuntimeConf("c1", "", "eth0"))
+    assert entry.cni_args[1] == ("K8S_POD_NAME", "a&b") and entry.config == net.bytes
+    st.ex.delete(net, RuntimeConf("c1", str(st.netns), "eth0"))
+    calls = st.calls()
+    assert [c["tag"] for c in calls] == ["p2", "p1"]
+    assert calls[0]["stdin"]["runtimeConfig"]["portMappings"][0]["hostPort"] == 8080
+    assert calls[0]["stdin"]["prevResult"]["ips"][0]["address"] == "10.22.0.5/16"
+    assert calls[0]["env"]["CNI_ARGS"] == f"DEBUG={st.debug};K8S_POD_NAME=a&b"
+    assert not path.exists()
+    # and what we write has Go's key order, compact, so byte-level diffs stay small
+    st.ex.add(net, st.rt())
+    text = path.read_text()
+    keys = ["kind", "containerId", "config", "ifName", "networkName", "netns", "cniArgs", "result"]
+    assert [text.index(f'"{k}":') for k in keys] == sorted(text.index(f'"{k}":') for k in keys)
+    assert ", " not in text and ": " not in text
+    st.ex.delete(net, st.rt())
