@@ -54,24 +54,24 @@ def cmd_add(args: PluginArgs, conf: dict) -> Result:
             if cnl.link(args.ifname) is not None:
                 raise CNIError(INVALID_ENVIRONMENT, f"container veth name provided ({args.ifname}) already exists")
             ipam_result = ipam.add(args.container_id, args.ifname)
-            created_bridge = False
+            state = {"bridge_created": False}
             try:
                 if not ipam_result.ips:
                     raise CNIError(PLUGIN_FAILURE, "IPAM plugin returned missing IP config")
-                result, created_bridge = _setup(c, args, ipam_result, nl, cnl, fd)
+                result = _setup(c, args, ipam_result, nl, cnl, fd, state)
             except BaseException:
-                _rollback(c, args, ipam, created_bridge)
+                _rollback(c, args, ipam, state["bridge_created"])
                 raise
     finally:
         os.close(fd)
     return result
 
 
-def _setup(c, args, ipam_result: Result, nl, cnl, fd) -> tuple[Result, bool]:
+def _setup(c, args, ipam_result: Result, nl, cnl, fd, state: dict) -> Result:
     import ipaddress
     from cni_bridge import link
     families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
-    bridge, created = link.ensure_bridge(nl, c.bridge, c.mtu, c.promisc)
+    bridge, state["bridge_created"] = link.ensure_bridge(nl, c.bridge, c.mtu, c.promisc)
     gateways = []
     for ip in ipam_result.ips:
         iface = ipaddress.ip_interface(ip.address)
@@ -131,7 +131,7 @@ def _setup(c, args, ipam_result: Result, nl, cnl, fd) -> tuple[Result, bool]:
     for ip in ipam_result.ips:
         ip.interface = base + 2
         result.ips.append(ip)
-    return result, created
+    return result
 
 
 def _flush_udp_conntrack(c) -> None:

@@ -1,0 +1,118 @@
+"""Published ports reachable from everywhere a client can be: the node's
+loopback, the node's own addresses, another container, the container itself
+(hairpin) and the outside world (`ext`); outbound traffic masqueraded."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, Cni, with_prev
+from harness import EXT_ADDR, NODE_ADDR, NODE_ADDR6
+
+
+@pytest.fixture
+def cni(node):
+    c = Cni(node)
+    servers = []
+    c.servers = servers
+    try:
+        yield c
+    finally:
+        for p in servers:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=5)
+        c.close()
+
+
+def serve(cni, ns: str, *socat_args):
+    p = cni.node.popen(["socat", *socat_args], ns=ns, start_new_session=True,
+                       stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
+    cni.servers.append(p)
+    return p
+
+
+def client(cni, ns, host, port, proto="tcp", tries=1) -> str:
+    from harness import run
+    if proto == "tcp":
+        target = f"TCP:[{host}]:{port}" if ":" in host else f"TCP:{host}:{port}"
+        data = ""
+    else:
+        target = f"UDP:[{host}]:{port}" if ":" in host else f"UDP:{host}:{port}"
+        data = "ping\n"
+    for _ in range(tries):
+        out = run(["nsenter", f"--net={ns}", "--", "socat", "-T1", "-", target], check=False, input=data)
+        if out.stdout.strip():
+            return out.stdout.strip()
+        time.sleep(0.05)
+    return ""
+
+
+PORTS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+         {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("version", SPEC_VERSIONS)
+def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
+    node = cni.node
+    conf = cni.conf(version=version, backend=backend, stack=stack, portmaps=PORTS)
+    c1, c2 = cni.container(), cni.container()
+    r1 = cni.call("ADD", conf, c1).ok().json
+    r2 = cni.call("ADD", cni.conf(version=version, backend=backend, stack=stack), c2).ok().json
+    serve(cni, c1.netns, "TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr", "SYSTEM:echo hello")
+    serve(cni, c1.netns, "UDP4-RECVFROM:53,fork", "SYSTEM:echo pong")
+    serve(cni, node.ext_netns, "TCP4-LISTEN:9000,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
+
+    places = {
+        "node loopback": (node.netns, "127.0.0.1"),
+        "node address": (node.netns, NODE_ADDR),
+        "node bridge address": (node.netns, "10.66.0.1"),
+        "other container": (c2.netns, NODE_ADDR),
+        "container itself (hairpin)": (c1.netns, NODE_ADDR),
+        "outside world": (node.ext_netns, NODE_ADDR),
+    }
+    if stack == "dual":
+        places.update({
+            "node address v6": (node.netns, NODE_ADDR6),
+            "other container v6": (c2.netns, NODE_ADDR6),
+            "container itself v6 (hairpin)": (c1.netns, NODE_ADDR6),
+            "outside world v6": (node.ext_netns, NODE_ADDR6),
+        })
+    got = {where: client(cni, ns, host, 8080, tries=20 if i == 0 else 3)
+           for i, (where, (ns, host)) in enumerate(places.items())}
+    assert got == {where: "hello" for where in places}
+    assert client(cni, node.ext_netns, NODE_ADDR, 5353, "udp", tries=3) == "pong"
+    assert client(cni, node.netns, "127.0.0.1", 5353, "udp", tries=3) == "pong"
+    # outbound: masqueraded to the node's address
+    assert client(cni, c1.netns, EXT_ADDR, 9000, tries=20).startswith(NODE_ADDR)
+
+    cni.call("DEL", with_prev(conf, r1), c1).ok()
+    assert client(cni, node.ext_netns, NODE_ADDR, 8080) == ""
+    cni.call("DEL", with_prev(conf, r2), c2).ok()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_host_ip_restricts_the_published_address(cni, backend):
+    node = cni.node
+    conf = cni.conf(backend=backend, portmaps=[{"hostPort": 8088, "containerPort": 80, "hostIP": "10.66.0.1"}])
+    c = cni.container()
+    r = cni.call("ADD", conf, c).ok().json
+    serve(cni, c.netns, "TCP4-LISTEN:80,fork,reuseaddr", "SYSTEM:echo hello")
+    assert client(cni, node.netns, "10.66.0.1", 8088, tries=20) == "hello"
+    assert client(cni, node.ext_netns, NODE_ADDR, 8088) == ""
+    cni.call("DEL", with_prev(conf, r), c).ok()
+
+
+def test_empty_port_mappings_make_no_port_rules(cni):
+    conf = cni.conf(portmaps=[], ipmasq=False)
+    c = cni.container()
+    r = cni.call("ADD", conf, c).ok().json
+    assert "md/" not in cni.node.iptables_save()
+    cni.call("DEL", with_prev(conf, r), c).ok()
