@@ -626,3 +626,13 @@ def test_reads_a_cache_file_written_by_libcni(st):
     assert [text.index(f'"{k}":') for k in keys] == sorted(text.index(f'"{k}":') for k in keys)
     assert ", " not in text and ": " not in text
     st.ex.delete(net, st.rt())
+
+
+def test_a_cache_that_cannot_be_written_undoes_the_add(st):
+    net = st.net("p1", "p2")
+    st.cache_dir.mkdir()
+    (st.cache_dir / "results").write_text("a file where the directory should be")
+    with pytest.raises(CNIError) as exc:
+        st.ex.add(net, st.rt())
+    assert exc.value.code == 5 and "cached result" in str(exc.value)
+    assert st.order() == [("ADD", "p1"), ("ADD", "p2"), ("DEL", "p2"), ("DEL", "p1")]

@@ -108,7 +108,7 @@ class ResultCache:
     def delete(self, network: str, container_id: str, ifname: str) -> None:
         try:
             os.unlink(self.path(network, container_id, ifname))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
 
     def attachments(self, container_id: str = "", network: str = "") -> list[CacheEntry]:

@@ -25,7 +25,8 @@ from pathlib import Path
 from cni import version as _v
 from cni.conf import NetworkConfigList
 from cni.env import validate_container_id, validate_ifname, validate_network_name
-from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER)
+from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, IO_FAILURE,
+                        UNKNOWN_CONTAINER)
 from cni.types import Result
 from minidocker import paths
 from minidocker.network.cni import config as _config
@@ -235,10 +236,14 @@ class CNIExecutor:
                              netns=rt.netns, ifname=rt.ifname, args=rt.args)
             prev = parse_result(out, net.cni_version, plugin["type"])
         assert prev is not None  # a list has at least one plugin
-        self.cache.write(CacheEntry(container_id=rt.container_id, network=net.name, ifname=rt.ifname,
-                                    config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
-                                    capability_args=dict(rt.capability_args),
-                                    result=prev.to_dict(prev.cni_version)))
+        try:
+            self.cache.write(CacheEntry(container_id=rt.container_id, network=net.name, ifname=rt.ifname,
+                                        config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
+                                        capability_args=dict(rt.capability_args),
+                                        result=prev.to_dict(prev.cni_version)))
+        except OSError as exc:   # without a cache entry the DEL would lack its args: undo now
+            raise CNIError(IO_FAILURE, f"failed to set network {net.name!r} cached result",
+                           f"{exc.filename or self.cache_dir}: {exc.strerror}") from None
         return prev
 
     def _undo_add(self, net: NetworkConfigList, rt: RuntimeConf, err: CNIError) -> None:
