@@ -55,16 +55,24 @@ def release(record: dict) -> None:
 
 def _kill_orphan(record: dict) -> None:
     """A container whose shim died (kill -9, OOM) still runs: its pid 1 is
-    recognised by its root being our rootfs, and killed with its namespace."""
+    recognised by its root mount being our overlay, and killed with its
+    pid namespace."""
     pid = record.get("State", {}).get("Pid") or 0
-    rootfs = str(paths.container_dir(record["Id"]) / "rootfs")
-    if pid <= 0:
-        return
-    try:
-        if os.readlink(f"/proc/{pid}/root") == rootfs:
+    if pid > 0 and root_is_container(pid, record["Id"]):
+        try:
             os.kill(pid, 9)
+        except OSError:
+            pass
+
+
+def root_is_container(pid: int, cid: str) -> bool:
+    """True if pid's root mount is this container's overlay."""
+    marker = f"upperdir={paths.container_dir(cid) / 'upper'},"
+    try:
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            return any(line.split()[4] == "/" and marker in line for line in fh)
     except OSError:
-        pass
+        return False
 
 
 def remove_files(cid: str) -> None:

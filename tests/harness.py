@@ -175,13 +175,21 @@ class Node:
                 if any(marker in part for part in proc.cmdline()):
                     found.append(proc)
                     continue
-                # A container's processes: their root is a rootfs under this
-                # test's directory (they carry neither its netns nor its env).
-                if os.readlink(f"/proc/{proc.pid}/root").startswith(str(self.root) + "/"):
+                # A container's processes: their root mount is an overlay of
+                # this test's directory (they carry neither its netns nor its env).
+                if self._root_is_ours(proc.pid):
                     found.append(proc)
             except (psutil.Error, OSError):
                 continue
         return [p for p in found if p.pid != os.getpid()]
+
+    def _root_is_ours(self, pid: int) -> bool:
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields[4] == "/":
+                    return str(self.root) + "/" in line
+        return False
 
     def mounts(self) -> list[str]:
         root = str(self.root)
