@@ -10,3 +10,5 @@ Other parts of minidocker call `CNIExecutor` with a `NetworkConfigList` and a
 `RuntimeConf`.
 """
 from minidocker.network.cni.executor import CNIExecutor, RuntimeConf  # noqa: F401
+from minidocker.network.cni.executor import MultiError  # noqa: F401,E402
+from minidocker.network.cni.invoke import PluginError, PluginNotFound  # noqa: F401,E402

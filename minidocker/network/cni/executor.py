@@ -31,7 +31,7 @@ from cni.types import Result
 from minidocker import paths
 from minidocker.network.cni import config as _config
 from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
-from minidocker.network.cni.invoke import (Call, PluginError, Runner, VersionProber, find_plugin,
+from minidocker.network.cni.invoke import (Call, Runner, VersionProber, find_plugin,
                                            parse_result, plugin_env)
 
 log = logging.getLogger("minidocker.cni")
