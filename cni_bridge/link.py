@@ -50,11 +50,20 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int, promisc: bool) -> tuple[dict
     created = False
     if link is None:
         try:
-            nl.add_bridge(name, mtu=mtu, up=True, promisc=promisc)
+            nl.add_bridge(name, mtu=mtu, up=False, promisc=promisc)
             created = True
         except NetlinkError as err:
             if err.errno != 17:  # EEXIST: a concurrent ADD made it first
                 raise failure(f"could not add bridge {name!r}: {err.strerror}") from None
+        if created:
+            # No DAD on the bridge: while its link-local address is tentative
+            # the node cannot send neighbour solicitations on it for packets
+            # from other interfaces (DNAT from the uplink, the node's own
+            # address), so the first IPv6 connections would stall ~1-2 s.
+            try:
+                sysctl(f"net/ipv6/conf/{name}/accept_dad", "0")
+            except CNIError:
+                pass  # IPv6 disabled: nothing to stall
         link = nl.link(name)
         if link is None:
             raise failure(f"bridge {name!r} vanished while being set up")

@@ -46,7 +46,8 @@ def client(cni, ns, host, port, proto="tcp", tries=1) -> str:
         target = f"UDP:[{host}]:{port}" if ":" in host else f"UDP:{host}:{port}"
         data = "ping\n"
     for _ in range(tries):
-        out = run(["nsenter", f"--net={ns}", "--", "socat", "-T1", "-", target], check=False, input=data)
+        idle = "-T2" if proto == "tcp" else "-T0.3"   # UDP has no EOF: stop after a short silence
+        out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False, input=data)
         if out.stdout.strip():
             return out.stdout.strip()
         time.sleep(0.05)
@@ -80,8 +81,8 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     }
     if stack == "dual":
         places.update({
-            "node address v6": (node.netns, NODE_ADDR6),
             "other container v6": (c2.netns, NODE_ADDR6),
+            "node address v6": (node.netns, NODE_ADDR6),
             "container itself v6 (hairpin)": (c1.netns, NODE_ADDR6),
             "outside world v6": (node.ext_netns, NODE_ADDR6),
         })
