@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -35,11 +36,16 @@ def _run(argv, *, timeout=TIMEOUT, check=True):
     return proc
 
 
+def _raise_exit(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 @dataclasses.dataclass
 class BenchNetns:
     """`with BenchNetns() as ns:` — a fresh `mdbench-<rand>` namespace, lo up."""
 
     name: str = dataclasses.field(default_factory=lambda: PREFIX + secrets.token_hex(4))
+    _saved: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def path(self) -> str:
@@ -57,6 +63,7 @@ class BenchNetns:
         return proc
 
     def __enter__(self) -> "BenchNetns":
+        self._trap_signals()
         _run(["ip", "netns", "add", self.name])
         try:
             self.run(["ip", "link", "set", "lo", "up"])
@@ -66,7 +73,22 @@ class BenchNetns:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.delete()
+        try:
+            self.delete()
+        finally:
+            for sig, handler in self._saved.items():
+                signal.signal(sig, handler)
+            self._saved = {}
+
+    def _trap_signals(self) -> None:
+        """SIGTERM/SIGHUP unwind the `with` blocks (and so tear the peers
+        down) instead of killing the bench with dockerd left running."""
+        self._saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                self._saved[sig] = signal.signal(sig, _raise_exit)
 
     def pids(self) -> list[int]:
         """Processes whose network namespace is this one (ours by construction)."""

@@ -205,6 +205,24 @@ def _prune_shared(root: Path, network: str, remove_root: bool) -> None:
             pass
 
 
+def _delete_runc_state(needle: str, root: Path = Path("/run/runc")) -> None:
+    """`runc delete` containers whose state names our temp dir: a run cut
+    short between `runc create` and start leaves one behind in runc's
+    host-wide state root (podman passes no --root)."""
+    if not root.is_dir():
+        return
+    for state in root.glob("*/state.json"):
+        try:
+            if needle not in state.read_text(errors="replace"):
+                continue
+        except OSError:
+            continue
+        cid = state.parent.name
+        subprocess.run(["runc", "--root", str(root), "delete", "--force", cid],
+                       capture_output=True, timeout=30)
+        shutil.rmtree(state.parent, ignore_errors=True)
+
+
 # -- the peers -----------------------------------------------------------------
 
 class Peer:
@@ -257,6 +275,7 @@ class Peer:
         finally:
             if self.tmp:
                 kill_matching(str(self.tmp))
+                _delete_runc_state(str(self.tmp))
                 unmount_under(str(self.tmp))
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 if self.tmp.exists():
