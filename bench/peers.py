@@ -95,19 +95,12 @@ def _daemon_pids() -> set[int]:
 
 # -- host-global traces --------------------------------------------------------
 
-# Paths the peers create outside their temp dir whatever the flags say. Ours
-# alone: removed when they were not there before. Shared (runc's state root,
-# the CNI cache that reference plugins use too): only emptied-out dirs and
-# entries named after our network are removed.
-EXCLUSIVE_PATHS = ("/var/lib/docker", "/run/docker", "/var/lib/containers", "/run/containers",
-                   "/run/libpod", "/run/containerd", "/var/lib/containerd", "/etc/docker/key.json",
-                   "/dev/shm/libpod_lock", "/root/.docker", "/root/.config/containers",
-                   "/root/.local/share/containers")
+# Paths outside the temp dir that a peer creates whatever the flags say are
+# listed per peer (`Peer.host_paths`) and removed when they were not there
+# before. Shared ones (runc's state root, the CNI cache the reference plugins
+# use too) only lose emptied-out dirs and entries named after our network.
 SHARED_PATHS = ("/run/runc", "/var/lib/cni")
-# dockerd raises the root key quota on start (a host-global sysctl).
-SYSCTLS = ("/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_NAMES = ("docker", "libpod_parent", "machine.slice")
 
 
 @dataclasses.dataclass
@@ -115,26 +108,30 @@ class HostTraces:
     """What the host looked like before a peer started, to undo what it adds."""
 
     network: str  # CNI network name whose cache entries are ours
+    paths: tuple[str, ...] = ()  # ours alone
+    cgroup_names: tuple[str, ...] = ()  # top-level cgroups the peer makes
+    sysctl_paths: tuple[str, ...] = ()  # host-global sysctls the peer changes
     existing: set[str] = dataclasses.field(default_factory=set)
     sysctls: dict[str, str] = dataclasses.field(default_factory=dict)
     cgroups: set[str] = dataclasses.field(default_factory=set)
 
-    @classmethod
-    def snapshot(cls, network: str) -> "HostTraces":
-        t = cls(network)
-        t.existing = {p for p in EXCLUSIVE_PATHS + SHARED_PATHS if os.path.lexists(p)}
-        for s in SYSCTLS:
+    def snapshot(self) -> "HostTraces":
+        self.existing = {p for p in self.paths + SHARED_PATHS if os.path.lexists(p)}
+        for s in self.sysctl_paths:
             try:
-                t.sysctls[s] = Path(s).read_text().strip()
+                self.sysctls[s] = Path(s).read_text().strip()
             except OSError:
                 pass
-        t.cgroups = {str(p) for p in _cgroup_candidates()}
-        return t
+        self.cgroups = set(self._cgroups())
+        return self
+
+    def _cgroups(self):
+        return (str(p) for p in _cgroup_candidates(self.cgroup_names))
 
     def undo(self) -> list[str]:
         """Remove what appeared since the snapshot; returns what could not be."""
         problems = []
-        for p in EXCLUSIVE_PATHS:
+        for p in self.paths:
             if p not in self.existing and os.path.lexists(p):
                 unmount_under(p)
                 _remove(p)
@@ -147,19 +144,19 @@ class HostTraces:
                     Path(s).write_text(value)
             except OSError as e:
                 problems.append(f"{s}: {e}")
-        for cg in sorted({str(p) for p in _cgroup_candidates()} - self.cgroups):
+        for cg in sorted(set(self._cgroups()) - self.cgroups):
             if not _rmdir_tree(Path(cg)):
                 problems.append(f"cgroup {cg} still busy")
-        problems += [f"{p} left" for p in EXCLUSIVE_PATHS
+        problems += [f"{p} left" for p in self.paths
                      if p not in self.existing and os.path.lexists(p)]
         return problems
 
 
-def _cgroup_candidates():
+def _cgroup_candidates(names):
     if not CGROUP_ROOT.is_dir():
         return
     for ctrl in CGROUP_ROOT.iterdir():
-        for name in CGROUP_NAMES:
+        for name in names:
             if (ctrl / name).is_dir():
                 yield ctrl / name
 
@@ -232,6 +229,9 @@ class Peer:
     binaries: list[str] = []
     packages: list[str] = []
     network = "peer"
+    host_paths: tuple[str, ...] = ()
+    cgroup_names: tuple[str, ...] = ()
+    sysctl_paths: tuple[str, ...] = ()
 
     def __init__(self, ns: BenchNetns, *, image_tar: Path | None = None):
         self.ns = ns
@@ -254,7 +254,8 @@ class Peer:
     def __enter__(self):
         ensure_installed(self.binaries, self.packages)
         subreaper_acquire()
-        self.traces = HostTraces.snapshot(self.network)
+        self.traces = HostTraces(self.network, self.host_paths, self.cgroup_names,
+                                 self.sysctl_paths).snapshot()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"mdbench-{self.name}-", dir=TEMP_BASE))
         try:
             self.start()
@@ -315,6 +316,13 @@ class Docker(Peer):
     binaries = ["/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/containerd"]
     packages = ["docker.io"]
     network = "docker"  # no CNI: nothing of ours in shared CNI dirs
+    # dockerd makes /run/docker/plugins and its containerd /run/containerd
+    # whatever --exec-root says; dockerd raises the root key quota (a
+    # host-global sysctl) on start when it is below 1000000.
+    host_paths = ("/var/lib/docker", "/run/docker", "/run/containerd", "/var/lib/containerd",
+                  "/etc/docker/key.json", "/root/.docker")
+    cgroup_names = ("docker",)
+    sysctl_paths = ("/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes")
 
     def __init__(self, ns: BenchNetns, **kw):
         super().__init__(ns, **kw)
@@ -462,6 +470,12 @@ class Podman(Peer):
     binaries = ["/usr/bin/podman", "/usr/bin/conmon", "/usr/sbin/runc"]
     packages = ["podman", "runc", "conmon", "containernetworking-plugins", "iptables"]
     network = "podman"
+    # podman 4.3 keeps its SHM lock (/dev/shm/libpod_lock) and its blob-info
+    # cache (/var/lib/containers/cache) on the host whatever storage.conf says,
+    # runc its state in /run/runc, libcni its results in /var/lib/cni.
+    host_paths = ("/var/lib/containers", "/run/containers", "/run/libpod", "/dev/shm/libpod_lock",
+                  "/root/.config/containers", "/root/.local/share/containers")
+    cgroup_names = ("libpod_parent", "machine.slice")
 
     def client(self) -> list[str]:
         return ["/usr/bin/podman"]
