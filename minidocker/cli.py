@@ -16,19 +16,34 @@ import click
 
 from minidocker import containers, images
 from minidocker.errors import MinidockerError
-from minidocker.network.cni.command import cni as cni_group
 
 RUN_COMMANDS = {"run"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Command groups kept in other modules, imported only when used: their
+    imports would otherwise slow down every `run`. Add a group to LAZY as
+    name -> (module, attribute)."""
+
+    LAZY = {"cni": ("minidocker.network.cni.command", "cni")}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+            module, attr = self.LAZY[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="minidocker")
 def cli():
     """A small container runtime: busybox and imported images, namespaces,
     overlay rootfs, a shim per container, built-in or runc runtime."""
 
-
-cli.add_command(cni_group)
 
 
 # --- images ---------------------------------------------------------------------

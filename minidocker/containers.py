@@ -12,15 +12,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import random
 import re
 import select
 import signal
-import socket
-import subprocess
 import sys
 import time
-import uuid
 
 from minidocker import fsutil, images, paths, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
@@ -162,9 +158,10 @@ def _random_name(taken: set[str]) -> str:
     people = ["hopper", "lovelace", "turing", "ritchie", "thompson", "torvalds", "knuth",
               "liskov", "dijkstra", "hamilton", "noether", "curie", "shannon", "wirth"]
     while True:
-        name = f"/{random.choice(adjectives)}_{random.choice(people)}"
+        a, b, c = os.urandom(3)
+        name = f"/{adjectives[a % len(adjectives)]}_{people[b % len(people)]}"
         if name in taken:
-            name += f"{random.randint(0, 99)}"
+            name += f"{c % 100}"
         if name not in taken:
             return name
 
@@ -200,7 +197,7 @@ def create(opts: CreateOptions) -> dict:
     if not argv:
         raise MinidockerError(f"no command specified: image {opts.image!r} has no Cmd or "
                               "Entrypoint; give a command after the image", 125)
-    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    cid = os.urandom(32).hex()
     record = {
         "Id": cid,
         "Created": now(),
@@ -306,7 +303,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     if mode.own_namespace:
         hostname = cfg["Hostname"]
     else:
-        hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else socket.gethostname()
+        hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
     files = _write_files(record, host_mode=not mode.own_namespace)
     sandbox = None
     if mode.own_namespace:
@@ -327,6 +324,31 @@ class Started:
     record: dict
     pid: int
     status: "object"  # the shim's status pipe (file object), for attached runs
+    shim_pid: int = 0  # attached runs: the shim is our child, to be reaped
+
+
+def _fork_shim(cid: str, w: int) -> int:
+    """The attached shim: a child of `run` in its own session, holding only
+    stdio and the status pipe."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        for s in SignalRelay.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        os.closerange(3, w)
+        os.closerange(w + 1, 65536)
+        from minidocker import shim
+        code = shim.supervise(cid, w, attach=True)
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never return
+        try:
+            os.write(2, f"minidocker shim: {type(exc).__name__}: {exc}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
 
 
 def start(ref: str, attach: bool = False) -> Started:
@@ -345,14 +367,15 @@ def start(ref: str, attach: bool = False) -> Started:
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             _prepare(record, mode)
-            argv = [sys.executable, "-m", "minidocker.shim", cid, str(w)]
             if attach:
-                argv.append("--attach")
-            stdin = None if (attach and record["Config"]["OpenStdin"]) else subprocess.DEVNULL
-            out = None if attach else subprocess.DEVNULL
-            first = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=out, pass_fds=(w,),
-                                     start_new_session=True, close_fds=True)
-            first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+                shim_pid = _fork_shim(cid, w)
+            else:
+                import subprocess
+                argv = [sys.executable, "-m", "minidocker.shim", cid, str(w)]
+                first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, pass_fds=(w,),
+                                         start_new_session=True, close_fds=True)
+                first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
         except BaseException as exc:
             os.close(r)
             os.close(w)
@@ -370,9 +393,11 @@ def start(ref: str, attach: bool = False) -> Started:
         record = teardown.load(cid) or record
         if not attach:
             status.close()
-        return Started(record, int(line[1]), status)
+        return Started(record, int(line[1]), status, shim_pid if attach else 0)
     rest = status.read()
     status.close()
+    if attach:
+        os.waitpid(shim_pid, 0)
     if line[0] == "error":
         code, message = int(line[1]), line[2].strip() if len(line) > 2 else ""
     else:
@@ -435,6 +460,8 @@ def wait_attached(started: Started, relay: SignalRelay) -> int:
                     code = int(parts[1])
     finally:
         relay.restore()
+    if started.shim_pid:
+        os.waitpid(started.shim_pid, 0)
     if code is None:
         record = teardown.load(started.record["Id"])
         code = record["State"]["ExitCode"] if record else 125

@@ -1,7 +1,11 @@
-"""The per-container supervisor, run as `python -m minidocker.shim ID FD [--attach]`.
+"""The per-container supervisor.
 
-It forks once more and lets its parent exit (so it is nobody's child and
-survives the command that started it), becomes a child subreaper, starts the
+Detached (`run -d`, `start`) it is exec'd as `python -m minidocker.shim ID FD`
+and forks once more, letting its parent exit, so it is nobody's child and
+survives the command that started it. Attached (foreground `run`) it is a
+forked child of `run` in a session of its own (no second interpreter to
+start: that is most of a short container's latency). Either way it becomes
+a child subreaper, starts the
 container with the chosen runtime, reports `started PID` (or `error CODE
 MSG`) on FD, then waits: detached, the container writes straight into the
 log file; attached, its output comes through pipes the shim copies to the
@@ -71,10 +75,16 @@ def _copy(src: int, sinks: list[int]) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    """The detached shim: fork once more so that nobody waits for us."""
     cid, status_fd = argv[0], int(argv[1])
     attach = "--attach" in argv[2:]
     if os.fork():
         os._exit(0)
+    return supervise(cid, status_fd, attach)
+
+
+def supervise(cid: str, status_fd: int, attach: bool) -> int:
+    """Start the container, wait for it, record its end, tear down."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     cdir = paths.container_dir(cid)
     record = state.read_json(cdir / RECORD)

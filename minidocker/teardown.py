@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
 
 from minidocker import paths, state, syscalls as sc
@@ -76,6 +75,7 @@ def root_is_container(pid: int, cid: str) -> bool:
 
 
 def remove_files(cid: str) -> None:
+    import shutil
     unmount(str(paths.container_dir(cid) / "rootfs"))
     shutil.rmtree(paths.container_dir(cid), ignore_errors=True)
     try:

@@ -3,12 +3,12 @@ without a process, so networking can be attached before the container's
 process exists (as CNI runtimes do) and removed after it is gone."""
 from __future__ import annotations
 
+import _socket
+import _thread
 import errno
 import fcntl
 import os
-import socket
 import struct
-import threading
 
 from minidocker import syscalls as sc
 
@@ -26,28 +26,37 @@ def pin(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     os.close(fd)
     failure: list[BaseException] = []
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def worker():
         try:
             sc.unshare(sc.CLONE_NEWNET)
-            sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, sc.MS_BIND)
+            sc.mount(f"/proc/self/task/{_thread.get_native_id()}/ns/net", path, None, sc.MS_BIND)
             _lo_up()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             failure.append(exc)
+        finally:
+            done.release()
 
-    t = threading.Thread(target=worker, name="netns-pin")
-    t.start()
-    t.join()
+    # _thread, not threading: this runs on every `run`, and the low-level
+    # modules cost nothing to import.
+    _thread.start_new_thread(worker, ())
+    done.acquire()
     if failure:
         unpin(path)
         raise failure[0]
 
 
 def _lo_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    """SIOCSIFFLAGS on a socket made in the new namespace (no netlink needed)."""
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def unpin(path: str) -> None:

@@ -16,7 +16,7 @@ import json
 import os
 
 from minidocker import fsutil, syscalls as sc
-from minidocker.runtime.oci import cap_mask, rootfs_path
+from minidocker.runtime.caps import cap_mask
 
 OPTION_FLAGS = {
     "ro": (sc.MS_RDONLY, False), "rw": (sc.MS_RDONLY, True),
@@ -42,6 +42,11 @@ class StartError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def rootfs_path(bundle: str, spec: dict) -> str:
+    path = spec["root"]["path"]
+    return path if os.path.isabs(path) else os.path.join(bundle, path)
 
 
 def load_spec(bundle: str) -> dict:

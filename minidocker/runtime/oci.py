@@ -8,7 +8,6 @@ read-only paths, a tmpfs /dev with the usual nodes.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 
 from minidocker import fsutil
@@ -16,22 +15,7 @@ from minidocker.errors import MinidockerError
 
 OCI_VERSION = "1.0.2"
 
-DEFAULT_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-]
-
-CAP_NUMBERS = {name: i for i, name in enumerate([
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"])}
+from minidocker.runtime.caps import CAP_NUMBERS, DEFAULT_CAPS, cap_mask  # noqa: F401 - re-exported
 
 MASKED_PATHS = [
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -237,16 +221,3 @@ def _table(rootfs: str, path: str) -> list[list[str]]:
                     and not line.startswith("#")]
     except OSError:
         return []
-
-
-def cap_mask(names: list[str]) -> int:
-    mask = 0
-    for name in names:
-        if name in CAP_NUMBERS:
-            mask |= 1 << CAP_NUMBERS[name]
-    return mask
-
-
-def rootfs_path(bundle: str, spec: dict) -> str:
-    path = spec["root"]["path"]
-    return path if os.path.isabs(path) else os.path.join(bundle, path)

@@ -1,0 +1,137 @@
+"""`scripts/bench` (run): container start-to-exit latency beside its peers.
+
+Medians over --runs executions (default 20) of
+  minidocker run --rm --network none|host busybox true   (built-in runtime,
+                                                          and --runtime runc)
+beside `runc run` of an equivalent bundle (same busybox rootfs, same
+config builder, runc making the namespaces) and
+`unshare --fork --pid --mount --uts --ipc --net true`, all in one
+invocation; then the shim's resident memory for a running `-d` container.
+Everything happens under a private MINIDOCKER_ROOT/RUN in a temporary
+directory that is removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.table import median_ms, print_table, time_cmd
+
+GOAL_RATIO = 2.0
+GOAL_SHIM_MB = 15.0
+
+
+def _minidocker() -> str:
+    found = Path(sys.executable).parent / "minidocker"
+    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
+
+
+def _runc_bundle(tmp: Path, rootfs: Path) -> Path:
+    """A bundle equivalent to a minidocker container: the busybox rootfs and
+    config from the same builder; runc creates the network namespace."""
+    from minidocker.runtime import oci
+    bundle = tmp / "runc-bundle"
+    shutil.copytree(rootfs, bundle / "rootfs", symlinks=True)
+    spec = oci.build(args=["true"], env=["PATH=/bin:/usr/bin:/sbin:/usr/sbin"], cwd="/",
+                     user=oci.User(), hostname="bench", rootfs=str(bundle / "rootfs"),
+                     netns_path=None, files={}).to_dict()
+    spec["linux"]["namespaces"].append({"type": "network"})
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def _shim_rss(md: str, env: dict) -> tuple[float, float]:
+    """RSS and USS (MB) of the shim of a running `-d` container."""
+    cid = subprocess.run([md, "run", "-d", "--network", "none", "busybox", "sleep", "60"],
+                         env=env, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    try:
+        info = json.loads(subprocess.run([md, "inspect", cid], env=env, capture_output=True,
+                                         text=True, timeout=30, check=True).stdout)[0]
+        shim = psutil.Process(info["State"]["Pid"]).parent()
+        assert "minidocker.shim" in " ".join(shim.cmdline()), shim.cmdline()
+        time.sleep(0.2)
+        mem = shim.memory_full_info()
+        return mem.rss / 1e6, mem.uss / 1e6
+    finally:
+        subprocess.run([md, "rm", "-f", cid], env=env, capture_output=True, timeout=30)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench run", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="executions per measurement (>= 20 for the goal)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: must run as root", file=sys.stderr)
+        return 1
+    md = _minidocker()
+    tmp = Path(tempfile.mkdtemp(prefix="minidocker-bench-"))
+    env = dict(os.environ, MINIDOCKER_ROOT=str(tmp / "lib"), MINIDOCKER_RUN=str(tmp / "run"))
+    runc_root = tmp / "runc-root"
+    try:
+        # warm up: builds the busybox image, loads caches
+        for _ in range(2):
+            subprocess.run([md, "run", "--rm", "busybox", "true"], env=env, check=True,
+                           capture_output=True, timeout=60)
+        images = json.loads((tmp / "lib/images/repositories.json").read_text())
+        rootfs = tmp / "lib/images" / images["busybox:latest"].split(":")[1] / "rootfs"
+        bundle = _runc_bundle(tmp, rootfs)
+        runc_argv = ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), "bench"]
+        unshare_argv = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "true"]
+        n = args.runs
+        samples = {}
+        # interleave the series so drift on the machine hits all of them alike
+        plan = {
+            "none": [md, "run", "--rm", "--network", "none", "busybox", "true"],
+            "host": [md, "run", "--rm", "--network", "host", "busybox", "true"],
+            "none-runc": [md, "run", "--rm", "--network", "none", "--runtime", "runc", "busybox", "true"],
+            "runc": runc_argv,
+            "unshare": unshare_argv,
+        }
+        for key in plan:
+            samples[key] = []
+        for _ in range(n):
+            for key, argv_ in plan.items():
+                samples[key] += time_cmd(argv_, 1, env=env)
+        ms = {k: median_ms(v) for k, v in samples.items()}
+        print(f"minidocker run: medians of {n} runs each, one invocation "
+              f"(private state in {tmp}, removed afterwards)")
+        print_table("container start to exit (`true`)", [
+            ("minidocker run --rm --network none", ms["none"], "runc run", ms["runc"]),
+            ("minidocker run --rm --network host", ms["host"], "runc run", ms["runc"]),
+            ("minidocker run --rm --network none --runtime runc", ms["none-runc"], "runc run", ms["runc"]),
+            ("minidocker run --rm --network none", ms["none"], "unshare (5 ns) true", ms["unshare"]),
+            ("runc run (for scale)", ms["runc"], "unshare (5 ns) true", ms["unshare"]),
+        ])
+        rss, uss = _shim_rss(md, env)
+        print(f"\nshim resident memory (running -d container): RSS {rss:.1f} MB, USS {uss:.1f} MB")
+        ratio = ms["none"] / ms["runc"]
+        print(f"\ngoal: none <= {GOAL_RATIO:.0f}x runc run: {ratio:.2f}x -> "
+              f"{'met' if ratio <= GOAL_RATIO else 'MISSED'}")
+        print(f"goal: shim <= {GOAL_SHIM_MB:.0f} MB resident: {rss:.1f} MB -> "
+              f"{'met' if rss <= GOAL_SHIM_MB else 'MISSED'}")
+        return 0
+    finally:
+        _cleanup(md, env, tmp, runc_root)
+
+
+def _cleanup(md: str, env: dict, tmp: Path, runc_root: Path) -> None:
+    proc = subprocess.run([md, "ps", "-aq"], env=env, capture_output=True, text=True, timeout=30)
+    for cid in proc.stdout.split():
+        subprocess.run([md, "rm", "-f", cid], env=env, capture_output=True, timeout=30)
+    if runc_root.exists():
+        subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", "bench"],
+                       capture_output=True, timeout=30)
+    with open("/proc/self/mountinfo") as fh:
+        left = [l.split()[4] for l in fh if str(tmp) in l.split()[4]]
+    for mnt in sorted(left, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+    shutil.rmtree(tmp, ignore_errors=True)
