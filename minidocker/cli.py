@@ -220,13 +220,13 @@ def ps_cmd(show_all, quiet, fmt):
                 "Ports": "", "ExitCode": r["State"].get("ExitCode", 0),
             }))
         return
-    click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<16} "
-               f"{'STATUS':<24} {'PORTS':<8} NAMES")
+    click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<24} "
+               f"{'STATUS':<34} {'PORTS':<8} NAMES")
     for r in rows:
         cmd = _command(r)
         cmd = json.dumps(cmd if len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False)
         click.echo(f"{r['Id'][:12]:<14} {r['Config']['Image'][:16]:<16} {cmd:<22} "
-                   f"{_age(r['Created']) + ' ago':<16} {_status(r):<24} {'':<8} {r['Name'].lstrip('/')}")
+                   f"{_age(r['Created']) + ' ago':<24} {_status(r):<34} {'':<8} {r['Name'].lstrip('/')}")
 
 
 @cli.command("inspect")
