@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
-from cni.types import Result
 from cni_bridge.errors import bad_config
 from cni_bridge.firewall import BACKENDS, PortMapping
 
@@ -39,7 +38,7 @@ class BridgeConf:
     ipam_type: str = ""
     delegate_ipam: bool = False
     port_mappings: list[PortMapping] = field(default_factory=list)
-    prev_result: Result | None = None
+    prev_result: "Result | None" = None
     raw: dict = field(default_factory=dict)
 
     @property
@@ -117,7 +116,7 @@ def check_cni_args(args: PluginArgs) -> None:
                            "set IgnoreUnknown=1 to ignore unknown CNI_ARGS")
 
 
-def parse(conf: dict, args: PluginArgs, *, with_env: bool = True) -> BridgeConf:
+def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: bool = True) -> BridgeConf:
     version = conf.get("cniVersion") or "0.1.0"
     out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)
     bridge = conf.get("bridge") or DEFAULT_BRIDGE
@@ -175,6 +174,7 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True) -> BridgeConf:
         if rc.get("mac"):
             out.mac = _mac(rc["mac"], "runtimeConfig.mac")
     prev = conf.get("prevResult")
-    if prev is not None:
+    if prev is not None and with_prev:
+        from cni.types import Result
         out.prev_result = Result.from_dict(prev, version)
     return out

@@ -12,17 +12,16 @@ import os
 from cni import skel
 from cni.env import PluginArgs
 from cni.errors import CNIError, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, PLUGIN_FAILURE
-from cni.types import Interface, Result, Route
 from cni_bridge import config as bconfig
 
 ABOUT = "cni-bridge: minidocker's CNI bridge plugin (bridge, veth, host-local IPAM, masquerade, port maps)"
 VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 
-def _ipam(c: bconfig.BridgeConf, args: PluginArgs, env_args=True):
+def _ipam(c: bconfig.BridgeConf, args: PluginArgs, env_args=True, parse=True):
     if c.builtin_ipam:
         from cni_bridge.ipam import Builtin
-        return Builtin(c.raw, args.args if env_args else [], c.network)
+        return Builtin(c.raw, args.args if env_args else [], c.network, parse=parse)
     from cni_bridge.ipam.delegate import Delegate
     return Delegate(c.ipam_type, args, args.stdin, c.cni_version)
 
@@ -40,7 +39,7 @@ def _needs_firewall(c: bconfig.BridgeConf) -> bool:
 
 
 # --- ADD ------------------------------------------------------------------------
-def cmd_add(args: PluginArgs, conf: dict) -> Result:
+def cmd_add(args: PluginArgs, conf: dict):
     c = bconfig.parse(conf, args)
     ipam = _ipam(c, args)
     from cni_bridge import link, netlink
@@ -54,22 +53,29 @@ def cmd_add(args: PluginArgs, conf: dict) -> Result:
             if cnl.link(args.ifname) is not None:
                 raise CNIError(INVALID_ENVIRONMENT, f"container veth name provided ({args.ifname}) already exists")
             ipam_result = ipam.add(args.container_id, args.ifname)
-            state = {"bridge_created": False}
+            state = {"bridge_created": False, "firewall": None}
             try:
                 if not ipam_result.ips:
                     raise CNIError(PLUGIN_FAILURE, "IPAM plugin returned missing IP config")
                 result = _setup(c, args, ipam_result, nl, cnl, fd, state)
             except BaseException:
-                _rollback(c, args, ipam, state["bridge_created"])
+                _rollback(c, args, ipam, state)
                 raise
     finally:
         os.close(fd)
     return result
 
 
-def _setup(c, args, ipam_result: Result, nl, cnl, fd, state: dict) -> Result:
+def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
     import ipaddress
+    from cni.types import Interface, Result, Route
     from cni_bridge import link
+    if _needs_firewall(c):
+        # Started now, waited for at the end: the rule commit runs while the
+        # links are made (its lock is held until then).
+        from cni_bridge import firewall
+        state["firewall"] = firewall.driver(c.firewall).setup(
+            _attachment(c, args.container_id, args.ifname, ipam_result.ips))
     families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
     bridge, state["bridge_created"] = link.ensure_bridge(nl, c.bridge, c.mtu, c.promisc)
     gateways = []
@@ -111,9 +117,9 @@ def _setup(c, args, ipam_result: Result, nl, cnl, fd, state: dict) -> Result:
         except OSError as err:
             if err.errno != 17:
                 raise CNIError(PLUGIN_FAILURE, f"failed to add route {r.dst} via {gw}: {err.strerror}") from None
-    if _needs_firewall(c):
-        from cni_bridge import firewall
-        firewall.driver(c.firewall).setup(_attachment(c, args.container_id, args.ifname, ipam_result.ips))
+    if state["firewall"] is not None:
+        pending, state["firewall"] = state["firewall"], None
+        pending.wait()
         if any(pm.protocol == "udp" for pm in c.port_mappings):
             _flush_udp_conntrack(c)
     bridge = nl.link(c.bridge) or bridge
@@ -137,24 +143,24 @@ def _setup(c, args, ipam_result: Result, nl, cnl, fd, state: dict) -> Result:
 def _flush_udp_conntrack(c) -> None:
     """Stale UDP conntrack entries would keep bypassing the new DNAT (portmap
     does the same); conntrack exits 1 when there was nothing to delete."""
-    import subprocess
+    from cni_bridge.proc import run
     for pm in c.port_mappings:
         if pm.protocol == "udp":
             try:
-                subprocess.run(["conntrack", "-D", "-p", "udp", "--dport", str(pm.host_port)],
-                               capture_output=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+                run(["conntrack", "-D", "-p", "udp", "--dport", str(pm.host_port)], check=False)
+            except CNIError:
                 pass
 
 
-def _rollback(c, args, ipam, created_bridge: bool) -> None:
+def _rollback(c, args, ipam, state: dict) -> None:
     """Undo a failed ADD: links, rules, lease (delegate DEL too: P12), and
     the bridge if this call made it."""
     from cni_bridge import link
-    for step in (lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
-                 lambda: _teardown_rules(c, args.container_id, args.ifname),
+    for step in (lambda: state["firewall"] and state["firewall"].wait(),
+                 lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
+                 lambda: _teardown_rules(c, args.container_id, args.ifname).wait(),
                  lambda: ipam.delete(args.container_id, args.ifname),
-                 lambda: created_bridge and _delete_bridge(c.bridge)):
+                 lambda: state["bridge_created"] and _delete_bridge(c.bridge)):
         try:
             step()
         except Exception:
@@ -169,28 +175,25 @@ def _delete_bridge(name: str) -> None:
             nl.del_link(br["index"])
 
 
-def _teardown_rules(c, cid: str, ifname: str) -> None:
+def _teardown_rules(c, cid: str, ifname: str):
+    """Start removing the attachment's rules; returns a Pending to wait for."""
     from cni_bridge import firewall
-    fams = (4, 6)
-    if c.builtin_ipam:
-        from cni_bridge.ipam import config as ipam_config
-        try:
-            fams = tuple(sorted(ipam_config.parse(c.raw, []).families()))
-        except CNIError:
-            pass
-    firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname),
-                                         families=fams)
+    return firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname))
 
 
 # --- DEL ------------------------------------------------------------------------
 def cmd_del(args: PluginArgs, conf: dict) -> None:
     """Idempotent (P5): a missing namespace, link, lease or rule is fine; the
     lease is always released."""
-    c = bconfig.parse(conf, args, with_env=False)
+    c = bconfig.parse(conf, args, with_env=False, with_prev=False)
     from cni_bridge import link
-    _ipam(c, args, env_args=False).delete(args.container_id, args.ifname)
-    link.delete_attachment(c.network, args.container_id, args.ifname, args.netns)
-    _teardown_rules(c, args.container_id, args.ifname)
+    ipam = _ipam(c, args, env_args=False, parse=False)
+    pending = _teardown_rules(c, args.container_id, args.ifname)   # commits while we work
+    try:
+        ipam.delete(args.container_id, args.ifname)
+        link.delete_attachment(c.network, args.container_id, args.ifname, args.netns)
+    finally:
+        pending.wait()
 
 
 # --- CHECK ----------------------------------------------------------------------
@@ -242,10 +245,12 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
         from cni_bridge import firewall
         att = _attachment(c, args.container_id, args.ifname, ips)
         have = firewall.driver(c.firewall).owned(tuple(sorted(att.families())))
-        want = firewall.expected_count(att, c.firewall)
-        if have.get(att.comment, 0) < want:
+        want, want_net = firewall.expected_count(att, c.firewall)
+        got, got_net = have.get(att.comment, 0), have.get(firewall.network_prefix(c.network), 0)
+        if got < want or got_net < want_net:
             raise CNIError(PLUGIN_FAILURE, f"firewall rules of {args.container_id}/{args.ifname} are missing",
-                           f"found {have.get(att.comment, 0)} of {want} ({c.firewall})")
+                           f"found {got} of {want} attachment rules and {got_net} of {want_net} "
+                           f"network rules ({c.firewall})")
 
 
 # --- GC ---------------------------------------------------------------------------
@@ -269,7 +274,7 @@ def cmd_gc(args: PluginArgs, conf: dict) -> None:
 
     attempt(lambda: _ipam(c, args, env_args=False).gc(valid))
     keep = {firewall.owner_comment(c.network, cid, ifn) for cid, ifn in valid}
-    attempt(lambda: firewall.driver(c.firewall).teardown(c.network, keep=keep))
+    attempt(lambda: firewall.driver(c.firewall).teardown(c.network, keep=keep).wait())
     attempt(lambda: link.stale_veths(c.network, valid))
     if errors:
         first = errors[0]

@@ -81,9 +81,8 @@ def owner_comment(network: str, cid: str, ifname: str) -> str:
 
 
 def plan(att: Attachment) -> list[tuple]:
-    """The attachment's rules, backend-neutral:
+    """The attachment's own rules, backend-neutral:
     ("masq", fam, ip, subnet)            outbound masquerade (ipMasq)
-    ("fwd", fam, ip, bridge)             accept forwarding to/from the container
     ("dnat", fam, proto, hostip, hport, ip, cport)   publish a port
     ("pm_masq", fam, proto, subnet, ip, cport)       same-bridge/hairpin clients
     ("pm_local", 4, proto, ip, cport)                 clients on the host's 127/8
@@ -91,7 +90,6 @@ def plan(att: Attachment) -> list[tuple]:
     out: list[tuple] = []
     for ip, subnet in att.addrs:
         fam = 6 if ":" in ip else 4
-        out.append(("fwd", fam, ip, att.bridge))
         if att.ip_masq:
             out.append(("masq", fam, ip, subnet))
         for pm in att.port_mappings:
@@ -104,8 +102,38 @@ def plan(att: Attachment) -> list[tuple]:
     return out
 
 
-class FirewallError(Exception):
-    pass
+def network_plan(att: Attachment) -> list[tuple]:
+    """Rules the network's attachments share, kept while any attachment of
+    the network has rules: ("fwd", fam, subnet, bridge) accepts forwarding
+    to and from the subnet on its bridge (hosts whose FORWARD policy is DROP).
+    Sharing them keeps DEL to one rule commit (~14 ms each) per family."""
+    seen, out = set(), []
+    for ip, subnet in att.addrs:
+        fam = 6 if ":" in ip else 4
+        if (fam, subnet) not in seen:
+            seen.add((fam, subnet))
+            out.append(("fwd", fam, subnet, att.bridge))
+    return out
+
+
+class Pending:
+    """Rule tools started but not yet waited for; holds the firewall lock
+    until `wait()` so that the kernel's commit overlaps the plugin's netlink
+    work instead of following it."""
+
+    def __init__(self, lock, procs=(), after=None):
+        self.lock, self.procs, self.after = lock, list(procs), after
+
+    def wait(self) -> None:
+        try:
+            for p in self.procs:
+                p.check()
+            if self.after:
+                self.after()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 class Driver:
@@ -113,14 +141,17 @@ class Driver:
 
     name = ""
 
-    def setup(self, att: Attachment) -> None:
-        """setup_network + setup_port_forward, applied as ONE atomic batch."""
+    def setup(self, att: Attachment) -> Pending:
+        """setup_network + setup_port_forward as ONE atomic batch (per family
+        for iptables): the attachment's rules, and the network's shared rules
+        and our chains when missing."""
         raise NotImplementedError
 
     def teardown(self, network: str, keep=None, owner: str | None = None,
-                 families=(4, 6)) -> int:
+                 families=(4, 6)) -> Pending:
         """Remove the rules of `owner` (a comment), or with `keep` (a set of
-        comments) every rule of `network` not in it (GC). Returns how many."""
+        comments) every attachment rule of `network` not in it (GC); then the
+        network's shared rules and our chains if nothing uses them."""
         raise NotImplementedError
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
@@ -129,22 +160,33 @@ class Driver:
 
     # netavark's names, for readers who know that interface.
     def setup_network(self, att: Attachment) -> None:
-        self.setup(Attachment(**{**att.__dict__, "port_mappings": []}))
+        self.setup(Attachment(**{**att.__dict__, "port_mappings": []})).wait()
 
     def setup_port_forward(self, att: Attachment) -> None:
-        self.setup(att)
+        self.setup(att).wait()
 
     def teardown_network(self, att: Attachment) -> None:
-        self.teardown(att.network, owner=att.comment, families=att.families() or (4, 6))
+        self.teardown(att.network, owner=att.comment, families=att.families() or (4, 6)).wait()
 
     teardown_port_forward = teardown_network
 
 
-def expected_count(att: Attachment, backend: str) -> int:
-    n = 0
-    for rule in plan(att):
-        n += 2 if rule[0] == "fwd" or (rule[0] == "dnat" and backend == "nftables") else 1
-    return n
+def expected_count(att: Attachment, backend: str) -> tuple[int, int]:
+    """(rules carrying the attachment's comment, rules carrying the network's)."""
+    n = sum(2 if r[0] == "dnat" and backend == "nftables" else 1 for r in plan(att))
+    return n, 2 * len(network_plan(att))
+
+
+def decide(comment: str | None, prefix: str, owner: str | None, keep) -> str:
+    """What teardown does with a rule: "drop", "net" (a shared rule of the
+    network), "keep"."""
+    if comment is None or not comment.startswith(prefix):
+        return "keep"
+    if comment == prefix:
+        return "net"
+    if owner is not None:
+        return "drop" if comment == owner else "keep"
+    return "drop" if keep is not None and comment not in keep else "keep"
 
 
 def driver(name: str) -> Driver:
@@ -164,12 +206,13 @@ def lock_path() -> str:
     return os.path.join(base, f"firewall-{ino}.lock")
 
 
-class Locked:
-    def __enter__(self):
+class Lock:
+    def __init__(self):
         import fcntl
         self.fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
 
-    def __exit__(self, *exc):
-        os.close(self.fd)
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,163 +1,204 @@
-"""iptables backend: rules in our own chains, changed by one
-`iptables-restore --noflush` batch per address family.
+"""iptables backend: rules in our own chains, read with `iptables-save` and
+changed by one `iptables-restore --noflush` batch per address family.
 
-ADD first tries the batch alone (our chains usually exist); if the kernel
-refuses it (a chain is missing) the same batch is applied again with the
-chains and the jumps into them. DEL reads `iptables-save`, deletes the lines
-that carry its comment, and removes the chains when they become empty.
+Reading first (~2.5 ms) lets the batch create exactly what is missing (our
+chains, the jumps into them, the network's shared rules) and lets DEL find
+its rules by comment whether or not it knows the container's addresses.
+Both families are read and written concurrently.
 """
 from __future__ import annotations
 
 import re
 
 from cni_bridge.firewall import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_POSTROUTING, COMMENT_PREFIX,
-                                 SCAFFOLD_COMMENT, Attachment, Driver, Locked, network_prefix, plan)
-from cni_bridge.firewall.run import tool
+                                 SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending, decide,
+                                 network_plan, network_prefix, plan)
+from cni_bridge.proc import Proc
 
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING), "filter": (CHAIN_FORWARD,)}
-_C = f'-m comment --comment "{SCAFFOLD_COMMENT}"'
-SCAFFOLD = {
-    "nat": [f"-N {CHAIN_DNAT}", f"-N {CHAIN_POSTROUTING}",
-            f"-A PREROUTING -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}",
-            f"-A OUTPUT -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}",
-            f"-A POSTROUTING {_C} -j {CHAIN_POSTROUTING}"],
-    "filter": [f"-N {CHAIN_FORWARD}", f"-I FORWARD {_C} -j {CHAIN_FORWARD}"],
-}
-_COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]+)"?')
+_C = f"-m comment --comment {SCAFFOLD_COMMENT}"
+# Our chains and the jumps into them: (table, chain, jump rule).
+SCAFFOLD = [
+    ("nat", CHAIN_DNAT, [f"-A PREROUTING -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}",
+                         f"-A OUTPUT -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}"]),
+    ("nat", CHAIN_POSTROUTING, [f"-A POSTROUTING {_C} -j {CHAIN_POSTROUTING}"]),
+    ("filter", CHAIN_FORWARD, [f"-I FORWARD {_C} -j {CHAIN_FORWARD}"]),
+]
+_COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]*)"?')
 
 
 def _host(ip: str) -> str:
     return f"{ip}/128" if ":" in ip else f"{ip}/32"
 
 
-def render(rule: tuple, comment: str) -> tuple[str, str]:
-    """A plan entry -> (table, `-A CHAIN ...` line)."""
+def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
+    """A plan entry -> [(table, `-A CHAIN ...` line)]."""
     kind, fam = rule[0], rule[1]
     c = f'-m comment --comment "{comment}"'
     if kind == "masq":
         _, _, ip, subnet = rule
-        return "nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} ! -d {subnet} {c} -j MASQUERADE"
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} ! -d {subnet} {c} -j MASQUERADE")]
     if kind == "dnat":
         _, _, proto, hip, hport, ip, cport = rule
         dst = f"-d {_host(hip)} " if hip and hip not in ("0.0.0.0", "::") else ""
         to = f"[{ip}]:{cport}" if fam == 6 else f"{ip}:{cport}"
-        return "nat", f"-A {CHAIN_DNAT} {dst}-p {proto} -m {proto} --dport {hport} {c} -j DNAT --to-destination {to}"
+        return [("nat", f"-A {CHAIN_DNAT} {dst}-p {proto} -m {proto} --dport {hport} {c} "
+                        f"-j DNAT --to-destination {to}")]
     if kind == "pm_masq":
         _, _, proto, subnet, ip, cport = rule
-        return "nat", (f"-A {CHAIN_POSTROUTING} -s {subnet} -d {_host(ip)} -p {proto} -m {proto} --dport {cport} "
-                       f"-m conntrack --ctstate DNAT {c} -j MASQUERADE")
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s {subnet} -d {_host(ip)} -p {proto} -m {proto} "
+                        f"--dport {cport} -m conntrack --ctstate DNAT {c} -j MASQUERADE")]
     if kind == "pm_local":
         _, _, proto, ip, cport = rule
-        return "nat", (f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -d {_host(ip)} -p {proto} -m {proto} "
-                       f"--dport {cport} {c} -j MASQUERADE")
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -d {_host(ip)} -p {proto} -m {proto} "
+                        f"--dport {cport} {c} -j MASQUERADE")]
+    if kind == "fwd":
+        _, _, subnet, br = rule
+        return [("filter", f"-A {CHAIN_FORWARD} -d {subnet} -o {br} {c} -j ACCEPT"),
+                ("filter", f"-A {CHAIN_FORWARD} -s {subnet} -i {br} {c} -j ACCEPT")]
     raise ValueError(kind)
 
 
-def _lines(att: Attachment) -> dict[int, dict[str, list[str]]]:
-    out: dict[int, dict[str, list[str]]] = {}
-    for rule in plan(att):
-        fam = rule[1]
-        tables = out.setdefault(fam, {})
-        if rule[0] == "fwd":
-            _, _, ip, br = rule
-            c = f'-m comment --comment "{att.comment}"'
-            tables.setdefault("filter", []).extend([
-                f"-A {CHAIN_FORWARD} -d {_host(ip)} -o {br} {c} -j ACCEPT",
-                f"-A {CHAIN_FORWARD} -s {_host(ip)} -i {br} {c} -j ACCEPT"])
-            continue
-        table, line = render(rule, att.comment)
-        tables.setdefault(table, []).append(line)
-    return out
+class Saved:
+    """One family's iptables-save: per table, its chains and `-A` lines."""
+
+    def __init__(self, text: str):
+        self.tables: dict[str, tuple[set[str], list[str]]] = {}
+        cur = None
+        for line in text.splitlines():
+            if line.startswith("*"):
+                cur = self.tables.setdefault(line[1:], (set(), []))
+            elif cur is None:
+                continue
+            elif line.startswith(":"):
+                cur[0].add(line[1:].split(" ", 1)[0])
+            elif line.startswith("-A "):
+                cur[1].append(line)
+
+    def chains(self, table: str) -> set[str]:
+        return self.tables.get(table, (set(), []))[0]
+
+    def lines(self, table: str) -> list[str]:
+        return self.tables.get(table, (set(), []))[1]
 
 
-def _batch(tables: dict[str, list[str]], saved: dict | None = None) -> str:
-    """The restore input; with `saved` (a fresh _save) it also creates
-    whichever of our chains and jumps are missing."""
-    text = []
-    for table in ("nat", "filter"):
-        lines = tables.get(table)
-        if not lines:
-            continue
-        text.append(f"*{table}")
-        if saved is not None:
-            chains, present = saved.get(table, (set(), []))
-            present_specs = {l.split(" ", 2)[1] + " " + l.rsplit("-j ", 1)[-1] for l in present}
-            for cmd in SCAFFOLD[table]:
-                if cmd.startswith("-N "):
-                    if cmd[3:] not in chains:
-                        text.append(cmd)
-                elif cmd.split(" ", 2)[1] + " " + cmd.rsplit("-j ", 1)[-1] not in present_specs:
-                    text.append(cmd)
-        text.extend(lines)
-        text.append("COMMIT")
-    return "\n".join(text) + "\n"
-
-
-def _save(fam: int) -> dict[str, tuple[set[str], list[str]]]:
-    """table -> (its chains, its `-A` lines), from one iptables-save."""
-    out: dict[str, tuple[set[str], list[str]]] = {}
-    cur = None
-    for line in tool([TOOLS[fam][0]], check=False).stdout.splitlines():
-        if line.startswith("*"):
-            cur = out.setdefault(line[1:], (set(), []))
-        elif cur is None:
-            continue
-        elif line.startswith(":"):
-            cur[0].add(line[1:].split(" ", 1)[0])
-        elif line.startswith("-A "):
-            cur[1].append(line)
-    return out
-
-
-def _mine(line: str, prefix: str, owner: str | None, keep) -> bool:
+def _comment(line: str) -> str | None:
     m = _COMMENT_RE.search(line)
-    if m is None or not m.group(1).startswith(prefix):
-        return False
-    return m.group(1) == owner if owner is not None else keep is not None and m.group(1) not in keep
+    return m.group(1) if m else None
+
+
+def _read(families) -> dict[int, Saved]:
+    procs = {fam: Proc([TOOLS[fam][0]]) for fam in families}
+    out = {}
+    for fam, p in procs.items():
+        rc, text, _err = p.wait()
+        out[fam] = Saved(text if rc == 0 else "")
+    return out
+
+
+def _tokens(line: str) -> frozenset:
+    return frozenset(line.replace('"', "").split())
+
+
+def _jump_spec(line: str) -> str:
+    """"-A PREROUTING ... -j X" -> "PREROUTING X": enough to tell our jumps apart."""
+    return line.split(" ", 2)[1] + " " + line.rsplit("-j ", 1)[-1]
 
 
 class IptablesDriver(Driver):
     name = "iptables"
 
-    def setup(self, att: Attachment) -> None:
-        with Locked():
-            for fam, tables in _lines(att).items():
-                restore = [TOOLS[fam][1], "--noflush"]
-                if tool(restore, _batch(tables), check=False).returncode != 0:
-                    tool(restore, _batch(tables, _save(fam)))
-
-    def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> int:
-        prefix = network_prefix(network)
-        removed = 0
-        with Locked():
+    def setup(self, att: Attachment) -> Pending:
+        rules: dict[int, list[tuple[str, str]]] = {}
+        for rule in plan(att):
+            rules.setdefault(rule[1], []).extend(render(rule, att.comment))
+        shared: dict[int, list[tuple[str, str]]] = {}
+        for rule in network_plan(att):
+            shared.setdefault(rule[1], []).extend(render(rule, network_prefix(att.network)))
+        families = sorted(set(rules) | set(shared))
+        lock = Lock()
+        try:
+            saved = _read(families)
+            procs = []
             for fam in families:
-                batch = []
-                for table, (chains, lines) in _save(fam).items():
-                    ours = OUR_CHAINS.get(table)
-                    if not ours:
-                        continue
-                    drop = ["-D" + l[2:] for l in lines if _mine(l, prefix, owner, keep)]
-                    left = sum(1 for l in lines if l.split(" ", 2)[1] in ours) - len(drop)
-                    cmds = list(drop)
-                    if left == 0 and chains & set(ours):
-                        jumps = tuple(f"-j {ch}" for ch in ours)
-                        cmds += ["-D" + l[2:] for l in lines
-                                 if l.split(" ", 2)[1] not in ours and l.endswith(jumps)]
-                        cmds += [f"-X {ch}" for ch in ours if ch in chains]
-                    removed += len(drop)
-                    if cmds:
-                        batch += [f"*{table}", *cmds, "COMMIT"]
+                batch = self._add_batch(saved[fam], rules.get(fam, []), shared.get(fam, []))
                 if batch:
-                    tool([TOOLS[fam][1], "--noflush"], "\n".join(batch) + "\n")
-        return removed
+                    procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
+
+    @staticmethod
+    def _add_batch(saved: Saved, rules: list[tuple[str, str]], shared: list[tuple[str, str]]) -> str:
+        per_table: dict[str, list[str]] = {}
+        for table, chain, jumps in SCAFFOLD:
+            if not any(t == table for t, _ in rules + shared):
+                continue
+            cmds = per_table.setdefault(table, [])
+            if chain not in saved.chains(table):
+                cmds.append(f"-N {chain}")
+            present = {_jump_spec(l) for l in saved.lines(table)}
+            cmds += [j for j in jumps if _jump_spec(j) not in present]
+        for table, line in shared:
+            if _tokens(line) not in {_tokens(l) for l in saved.lines(table)}:
+                per_table.setdefault(table, []).append(line)
+        for table, line in rules:
+            per_table.setdefault(table, []).append(line)
+        text = []
+        for table in ("nat", "filter"):
+            if per_table.get(table):
+                text += [f"*{table}", *per_table[table], "COMMIT"]
+        return "\n".join(text) + "\n" if text else ""
+
+    def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> Pending:
+        prefix = network_prefix(network)
+        lock = Lock()
+        try:
+            saved = _read(families)
+            procs = []
+            for fam in families:
+                batch = self._del_batch(saved[fam], prefix, owner, keep)
+                if batch:
+                    procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
+
+    @staticmethod
+    def _del_batch(saved: Saved, prefix: str, owner, keep) -> str:
+        verdicts = {t: [(l, decide(_comment(l), prefix, owner, keep)) for l in saved.lines(t)]
+                    for t in OUR_CHAINS}
+        # the network's shared rules go when none of its attachments keeps rules
+        network_left = any(v == "keep" and (_comment(l) or "").startswith(prefix)
+                           for t in verdicts for l, v in verdicts[t])
+        text = []
+        for table, ours in OUR_CHAINS.items():
+            cmds, left = [], 0
+            for line, v in verdicts[table]:
+                chain = line.split(" ", 2)[1]
+                if v == "drop" or (v == "net" and not network_left):
+                    cmds.append("-D" + line[2:])
+                elif chain in ours:
+                    left += 1
+            present = saved.chains(table) & set(ours)
+            if left == 0 and present:
+                jumps = tuple(f"-j {ch}" for ch in ours)
+                cmds += ["-D" + l[2:] for l in saved.lines(table)
+                         if l.split(" ", 2)[1] not in ours and l.endswith(jumps)]
+                cmds += [f"-X {ch}" for ch in ours if ch in present]
+            if cmds:
+                text += [f"*{table}", *cmds, "COMMIT"]
+        return "\n".join(text) + "\n" if text else ""
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for fam in families:
-            for _chains, lines in _save(fam).values():
-                for line in lines:
-                    m = _COMMENT_RE.search(line)
-                    if m and m.group(1).startswith(COMMENT_PREFIX):
-                        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+        for saved in _read(families).values():
+            for table in OUR_CHAINS:
+                for line in saved.lines(table):
+                    com = _comment(line)
+                    if com and com.startswith(COMMENT_PREFIX):
+                        counts[com] = counts.get(com, 0) + 1
         return counts

@@ -1,39 +1,36 @@
 """nftables backend: our own `ip minidocker` / `ip6 minidocker` tables,
-changed by one `nft -f -` batch.
+read with `nft -a list table` and changed by one `nft -f -` batch (one
+transaction for both families).
 
-`add table` and `add chain` are idempotent, so ADD is a single exec. DEL lists
-the ruleset with handles, deletes the rules carrying its comment, and deletes
-a table that no longer holds any rule.
+ADD adds the tables and chains (idempotent), the network's shared rules
+when missing, and the attachment's rules. DEL deletes the rules carrying its
+comment by handle, and a table that no longer holds any rule.
 """
 from __future__ import annotations
 
 import re
 
-from cni_bridge.firewall import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Locked,
-                                 network_prefix, plan)
-from cni_bridge.firewall.run import tool
+from cni_bridge.firewall import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
+                                 decide, network_plan, network_prefix, plan)
+from cni_bridge.proc import Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
-_RULE_RE = re.compile(r'comment "([^"]+)".*# handle (\d+)\s*$')
-
-
-def _daddr_kw(fam: int) -> str:
-    return "ip" if fam == 4 else "ip6"
+_COMMENT_RE = re.compile(r'comment "([^"]*)"')
 
 
 def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     """A plan entry -> [(chain, rule expression)]."""
     kind, fam = rule[0], rule[1]
-    a = _daddr_kw(fam)
+    a = FAMILY[fam]
     c = f'comment "{comment}"'
     if kind == "masq":
         _, _, ip, subnet = rule
         mcast = "224.0.0.0/4" if fam == 4 else "ff00::/8"
         return [("postrouting", f"{a} saddr {ip} {a} daddr != {subnet} {a} daddr != {mcast} masquerade {c}")]
     if kind == "fwd":
-        _, _, ip, br = rule
-        return [("forward", f'{a} daddr {ip} oifname "{br}" accept {c}'),
-                ("forward", f'{a} saddr {ip} iifname "{br}" accept {c}')]
+        _, _, subnet, br = rule
+        return [("forward", f'{a} daddr {subnet} oifname "{br}" accept {c}'),
+                ("forward", f'{a} saddr {subnet} iifname "{br}" accept {c}')]
     if kind == "dnat":
         _, _, proto, hip, hport, ip, cport = rule
         dst = f"{a} daddr {hip} " if hip and hip not in ("0.0.0.0", "::") else ""
@@ -50,71 +47,99 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     raise ValueError(kind)
 
 
-def _list() -> dict[int, list[tuple[str, str, int]]]:
-    """family -> [(chain, comment or "", handle)] of our tables, one exec."""
-    out: dict[int, list[tuple[str, str, int]]] = {}
-    proc = tool(["nft", "-a", "list", "ruleset"], check=False)
-    fam = chain = None
-    for raw in proc.stdout.splitlines():
+def _parse(text: str) -> list[tuple[str, str, int, str]]:
+    """[(chain, comment or "", handle, rule text)] of one listed table."""
+    out, chain = [], None
+    for raw in text.splitlines():
         line = raw.strip()
-        if line.startswith("table "):
-            parts = line.split()
-            fam = {"ip": 4, "ip6": 6}.get(parts[1]) if parts[2] == NFT_TABLE else None
-            if fam:
-                out.setdefault(fam, [])
-            chain = None
-        elif fam is None:
-            continue
-        elif line.startswith("chain "):
+        if line.startswith("chain "):
             chain = line.split()[1]
-        elif chain and "# handle" in line and not line.startswith(("type ", "policy ")):
-            m = _RULE_RE.search(line)
-            handle = int(line.rsplit("# handle", 1)[1])
-            out[fam].append((chain, m.group(1) if m else "", handle))
+        elif chain and "# handle" in line and not line.startswith(("type ", "policy ", "table ")):
+            m = _COMMENT_RE.search(line)
+            out.append((chain, m.group(1) if m else "", int(line.rsplit("# handle", 1)[1]), line))
+    return out
+
+
+def _read(families) -> dict[int, list[tuple[str, str, int, str]] | None]:
+    """family -> our table's rules, or None when the table does not exist."""
+    procs = {fam: Proc(["nft", "-a", "list", "table", FAMILY[fam], NFT_TABLE]) for fam in families}
+    out = {}
+    for fam, p in procs.items():
+        rc, text, _err = p.wait()
+        out[fam] = _parse(text) if rc == 0 else None
     return out
 
 
 class NftDriver(Driver):
     name = "nftables"
 
-    def setup(self, att: Attachment) -> None:
-        batch = []
+    def setup(self, att: Attachment) -> Pending:
         rules = plan(att)
-        for fam in sorted({r[1] for r in rules}):
-            t = f"{FAMILY[fam]} {NFT_TABLE}"
-            batch.append(f"add table {t}")
-            for chain, decl in NFT_CHAINS.items():
-                batch.append(f"add chain {t} {chain} {{ {decl} }}")
-            for rule in rules:
-                if rule[1] == fam:
-                    for chain, expr in render(rule, att.comment):
-                        batch.append(f"add rule {t} {chain} {expr}")
-        if batch:
-            with Locked():
-                tool(["nft", "-f", "-"], "\n".join(batch) + "\n")
-
-    def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> int:
-        prefix = network_prefix(network)
-        removed = 0
-        with Locked():
+        shared = network_plan(att)
+        families = sorted({r[1] for r in rules} | {r[1] for r in shared})
+        lock = Lock()
+        try:
+            current = _read(families)
             batch = []
-            for fam, rules in _list().items():
+            for fam in families:
                 t = f"{FAMILY[fam]} {NFT_TABLE}"
-                drop = [(ch, h) for ch, com, h in rules if com.startswith(prefix) and (
-                    com == owner if owner is not None else keep is not None and com not in keep)]
-                removed += len(drop)
-                if len(drop) == len(rules):
+                have = current.get(fam)
+                if have is None:
+                    batch.append(f"add table {t}")
+                    batch += [f"add chain {t} {ch} {{ {decl} }}" for ch, decl in NFT_CHAINS.items()]
+                net_comment = network_prefix(att.network)
+                net_have = {(ch, _norm(text)) for ch, com, _h, text in (have or []) if com == net_comment}
+                for rule in shared:
+                    if rule[1] == fam:
+                        for ch, expr in render(rule, net_comment):
+                            if (ch, _norm(expr)) not in net_have:
+                                batch.append(f"add rule {t} {ch} {expr}")
+                for rule in rules:
+                    if rule[1] == fam:
+                        batch += [f"add rule {t} {ch} {expr}" for ch, expr in render(rule, att.comment)]
+            procs = [Proc(["nft", "-f", "-"], "\n".join(batch) + "\n")] if batch else []
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
+
+    def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> Pending:
+        prefix = network_prefix(network)
+        lock = Lock()
+        try:
+            batch = []
+            current = _read((4, 6))
+            verdicts = {fam: [(ch, h, decide(com or None, prefix, owner, keep), com)
+                              for ch, com, h, _t in rules]
+                        for fam, rules in current.items() if rules is not None}
+            network_left = any(v == "keep" and com.startswith(prefix)
+                               for vs in verdicts.values() for _c, _h, v, com in vs)
+            for fam, vs in verdicts.items():
+                t = f"{FAMILY[fam]} {NFT_TABLE}"
+                drop = [(ch, h) for ch, h, v, _com in vs
+                        if v == "drop" or (v == "net" and not network_left)]
+                if len(drop) == len(vs):
                     batch.append(f"delete table {t}")
                 else:
                     batch += [f"delete rule {t} {ch} handle {h}" for ch, h in drop]
-            if batch:
-                tool(["nft", "-f", "-"], "\n".join(batch) + "\n")
-        return removed
+            procs = [Proc(["nft", "-f", "-"], "\n".join(batch) + "\n")] if batch else []
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for fam, rules in _list().items():
-            for _ch, com, _h in rules:
+        for rules in _read(families).values():
+            for _ch, com, _h, _t in rules or []:
                 if com.startswith(COMMENT_PREFIX):
                     counts[com] = counts.get(com, 0) + 1
         return counts
+
+
+def _norm(expr: str) -> str:
+    """A rule's identity for "is the shared rule there": address and bridge
+    tokens, independent of how nft prints the rest."""
+    expr = expr.split(" # handle", 1)[0]
+    keep = ("daddr", "saddr", "oifname", "iifname")
+    return " ".join(sorted(t.strip('"') for t in expr.split() if "/" in t or t.startswith('"') or t in keep))

@@ -5,16 +5,13 @@ care which one the config chose.
 """
 from __future__ import annotations
 
-import ipaddress
-
-from cni.types import DNS, Result, Route
 from cni_bridge.errors import CNIError, ADDRESS_UNAVAILABLE, PLUGIN_FAILURE
-from cni_bridge.ipam import allocator, config as ipam_config
 from cni_bridge.ipam.store import DiskStore, Store
 
 
-def parse_resolv_conf(path: str) -> DNS:
+def parse_resolv_conf(path: str):
     """nameserver / domain / search / options lines, as host-local reads them."""
+    from cni.types import DNS
     dns = DNS()
     try:
         with open(path) as fh:
@@ -38,16 +35,34 @@ def parse_resolv_conf(path: str) -> DNS:
 
 
 class Builtin:
-    """host-local, in process: same options, same files, same lock."""
+    """host-local, in process: same options, same files, same lock. The
+    options are parsed on first use: DEL and GC need only the store."""
 
-    def __init__(self, conf: dict, cni_args, network: str, store: Store | None = None):
-        self.conf = ipam_config.parse(conf, cni_args)
-        self.store = store or DiskStore(self.conf.data_dir, network)
+    def __init__(self, conf: dict, cni_args, network: str, store: Store | None = None, parse: bool = True):
+        self.raw, self.cni_args = conf, cni_args
+        self._conf = None
+        if parse:
+            self.conf  # validate now: a bad config must fail before side effects
+        if store is None:
+            data_dir = (conf.get("ipam") or {}).get("dataDir") or "/var/lib/cni/networks"
+            if not isinstance(data_dir, str):
+                raise CNIError(7, "ipam.dataDir must be a string")
+            store = DiskStore(data_dir, network)
+        self.store = store
+
+    @property
+    def conf(self):
+        if self._conf is None:
+            from cni_bridge.ipam import config as ipam_config
+            self._conf = ipam_config.parse(self.raw, self.cni_args)
+        return self._conf
 
     def families(self) -> set[int]:
         return self.conf.families()
 
-    def add(self, cid: str, ifname: str) -> Result:
+    def add(self, cid: str, ifname: str):
+        from cni.types import DNS, Result, Route
+        from cni_bridge.ipam import allocator
         dns = parse_resolv_conf(self.conf.resolv_conf) if self.conf.resolv_conf else DNS()
         with self.store:
             ips = allocator.allocate(self.conf, self.store, cid, ifname)
@@ -77,6 +92,8 @@ class Builtin:
 
     def status(self) -> None:
         """Ready unless some range set has no free address (code 50)."""
+        import ipaddress
+        from cni_bridge.ipam import allocator
         leased = {ip for ip, _c, _i in self.store.leases()}
         for i, rs in enumerate(self.conf.range_sets):
             size = sum(r.end - r.start + 1 for r in rs)
