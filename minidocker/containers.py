@@ -497,12 +497,20 @@ def _signal(record: dict, sig: int) -> None:
             pass
 
 
+def _stop_signal(value) -> int:
+    """The image's StopSignal: "SIGQUIT", "QUIT" or "3"; SIGTERM by default."""
+    text = str(value or "SIGTERM").upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    return int(signal.Signals.__members__.get(name, signal.SIGTERM))
+
+
 def stop(ref: str, timeout: float = 10) -> dict:
     """SIGTERM, then SIGKILL after timeout seconds, as `docker stop`."""
     record = find(ref)
     if record["State"].get("Running"):
-        sig = signal.Signals.__members__.get(str(record["Config"].get("StopSignal") or "SIGTERM"),
-                                             signal.SIGTERM)
+        sig = _stop_signal(record["Config"].get("StopSignal"))
         _signal(record, sig)
         if not _wait_shim(record, max(timeout, 0)):
             _signal(record, signal.SIGKILL)

@@ -147,7 +147,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     os.close(log_fd)
     _report(status_fd, f"exit {code}\n")
     from minidocker import teardown
-    teardown.run(cid)
+    teardown.run(cid, reaped=True)
     return 0
 
 
