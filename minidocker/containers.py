@@ -52,6 +52,15 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+NEVER = "0001-01-01T00:00:00Z"
+
+
+def never_started_status(record: dict) -> str:
+    """Status after a failed start: Docker keeps `created` for a container
+    that never ran, `exited` for one that did."""
+    return "created" if record["State"].get("StartedAt", NEVER) == NEVER else "exited"
+
+
 def cdir(cid: str):
     return paths.container_dir(cid)
 
@@ -205,7 +214,7 @@ def create(opts: CreateOptions) -> dict:
         "Args": argv[1:],
         "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
                   "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
-                  "StartedAt": "0001-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z"},
+                  "StartedAt": NEVER, "FinishedAt": NEVER},
         "Image": image["Id"],
         "Name": "",
         "Driver": "overlay",
@@ -336,6 +345,7 @@ def _fork_shim(cid: str, w: int) -> int:
     code = 1
     try:
         os.setsid()
+        os.chdir("/")
         for s in SignalRelay.SIGNALS:
             signal.signal(s, signal.SIG_DFL)
         os.closerange(3, w)
@@ -371,17 +381,17 @@ def start(ref: str, attach: bool = False) -> Started:
                 shim_pid = _fork_shim(cid, w)
             else:
                 import subprocess
-                argv = [sys.executable, "-m", "minidocker.shim", cid, str(w)]
+                # -I: never import from the caller's directory (we are root)
+                argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
                 first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, pass_fds=(w,),
+                                         stderr=subprocess.DEVNULL, pass_fds=(w,), cwd="/",
                                          start_new_session=True, close_fds=True)
                 first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
         except BaseException as exc:
             os.close(r)
             os.close(w)
             teardown.release(record)
-            record["State"].update(Status="exited" if record["State"]["StartedAt"][0] != "0" else "created",
-                                   Error=str(exc))
+            record["State"].update(Status=never_started_status(record), Error=str(exc))
             teardown.save(record)
             if isinstance(exc, OSError):
                 raise MinidockerError(f"cannot start container {cid[:12]}: {exc}", 125) from None

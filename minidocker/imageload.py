@@ -1,5 +1,12 @@
 """Making images: the built-in busybox, `import` and `load`, and applying a
-layer safely (see images.py for the store's layout and rules)."""
+layer safely (images.py describes the store's layout).
+
+Archives come from strangers: member names with `..` or a leading `/`,
+absolute or escaping link targets, writes through symlinks, hard links out of
+the image and device nodes are refused, and a layer is checked before any of
+it is written. Work happens in a temporary directory that is renamed into
+place only on success, so a refused archive leaves the store as it was.
+"""
 from __future__ import annotations
 
 import datetime

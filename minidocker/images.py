@@ -8,12 +8,6 @@ order (whiteouts done), images/<hex>/image.json its id and config. The
 rootfs is the read-only lower layer of every container's overlay, so layers
 are applied once, at load time. Tags live in one index (repositories.json)
 so that moving a tag is a single atomic write.
-
-Archives come from strangers: member names with `..` or a leading `/`,
-absolute or escaping link targets, writes through symlinks and device nodes
-are refused, and a layer is checked before any of it is written. Work happens
-in a temporary directory that is renamed into place only on success, so a
-refused archive leaves the store as it was.
 """
 from __future__ import annotations
 

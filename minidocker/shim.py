@@ -111,8 +111,9 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         code = getattr(exc, "code", 125)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         message = " ".join(message.split())
-        _update(cid, Status="exited" if record["State"]["StartedAt"][0] != "0" else "created",
-                Running=False, Pid=0, ExitCode=code, Error=message, FinishedAt=_now())
+        never = record["State"].get("StartedAt") == "0001-01-01T00:00:00Z"
+        _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
+                ExitCode=code, Error=message, FinishedAt=_now())
         _report(status_fd, f"error {code} {message}\n")
         from minidocker import teardown
         teardown.run(cid)
