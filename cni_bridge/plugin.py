@@ -245,12 +245,10 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
         from cni_bridge import firewall
         att = _attachment(c, args.container_id, args.ifname, ips)
         have = firewall.driver(c.firewall).owned(tuple(sorted(att.families())))
-        want, want_net = firewall.expected_count(att, c.firewall)
-        got, got_net = have.get(att.comment, 0), have.get(firewall.network_prefix(c.network), 0)
-        if got < want or got_net < want_net:
+        want, got = firewall.expected_count(att, c.firewall), have.get(att.comment, 0)
+        if got < want:
             raise CNIError(PLUGIN_FAILURE, f"firewall rules of {args.container_id}/{args.ifname} are missing",
-                           f"found {got} of {want} attachment rules and {got_net} of {want_net} "
-                           f"network rules ({c.firewall})")
+                           f"found {got} of {want} ({c.firewall})")
 
 
 # --- GC ---------------------------------------------------------------------------

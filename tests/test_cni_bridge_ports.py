@@ -117,3 +117,22 @@ def test_empty_port_mappings_make_no_port_rules(cni):
     r = cni.call("ADD", conf, c).ok().json
     assert "md/" not in cni.node.iptables_save()
     cni.call("DEL", with_prev(conf, r), c).ok()
+
+
+def test_forward_policy_drop_gets_accept_rules(cni):
+    """Where FORWARD drops (a Docker host), the iptables backend adds the
+    network's accept rules; the last DEL of the network removes them."""
+    node = cni.node
+    node.sh("iptables", "-P", "FORWARD", "DROP")
+    try:
+        conf = cni.conf(portmaps=[{"hostPort": 8086, "containerPort": 80}])
+        c = cni.container()
+        r = cni.call("ADD", conf, c).ok().json
+        assert "-A MINIDOCKER-FORWARD -d 10.66.0.0/24 -o mdtbr0" in node.iptables_save()
+        serve(cni, c.netns, "TCP4-LISTEN:80,fork,reuseaddr", "SYSTEM:echo hello")
+        assert client(cni, node.ext_netns, NODE_ADDR, 8086, tries=20) == "hello"
+        cni.call("CHECK", with_prev(conf, r), c).ok()
+        cni.call("DEL", with_prev(conf, r), c).ok()
+        assert "MINIDOCKER" not in node.iptables_save()
+    finally:
+        node.sh("iptables", "-P", "FORWARD", "ACCEPT")

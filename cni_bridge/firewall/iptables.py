@@ -65,16 +65,23 @@ class Saved:
 
     def __init__(self, text: str):
         self.tables: dict[str, tuple[set[str], list[str]]] = {}
-        cur = None
+        self.policies: dict[tuple[str, str], str] = {}
+        cur = table = None
         for line in text.splitlines():
             if line.startswith("*"):
-                cur = self.tables.setdefault(line[1:], (set(), []))
+                table = line[1:]
+                cur = self.tables.setdefault(table, (set(), []))
             elif cur is None:
                 continue
             elif line.startswith(":"):
-                cur[0].add(line[1:].split(" ", 1)[0])
+                name, policy = (line[1:].split(" ") + ["-"])[:2]
+                cur[0].add(name)
+                self.policies[(table, name)] = policy
             elif line.startswith("-A "):
                 cur[1].append(line)
+
+    def policy(self, table: str, chain: str) -> str:
+        return self.policies.get((table, chain), "-")
 
     def chains(self, table: str) -> set[str]:
         return self.tables.get(table, (set(), []))[0]
@@ -97,6 +104,16 @@ def _read(families) -> dict[int, Saved]:
     return out
 
 
+def _forward_may_drop(saved: "Saved") -> bool:
+    """Accept rules in FORWARD matter only where something there can drop:
+    a DROP policy (Docker's hosts) or rules of others. On a clean host they
+    would only cost a second commit (~14 ms) on the last DEL of a network."""
+    if saved.policy("filter", "FORWARD") == "DROP":
+        return True
+    return any(l.split(" ", 2)[1] == "FORWARD" and f"-j {CHAIN_FORWARD}" not in l
+               for l in saved.lines("filter")) or bool(saved.chains("filter") & {CHAIN_FORWARD})
+
+
 def _tokens(line: str) -> frozenset:
     return frozenset(line.replace('"', "").split())
 
@@ -113,16 +130,18 @@ class IptablesDriver(Driver):
         rules: dict[int, list[tuple[str, str]]] = {}
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
-        shared: dict[int, list[tuple[str, str]]] = {}
-        for rule in network_plan(att):
-            shared.setdefault(rule[1], []).extend(render(rule, network_prefix(att.network)))
-        families = sorted(set(rules) | set(shared))
+        families = sorted(set(rules) | {r[1] for r in network_plan(att)})
         lock = Lock()
         try:
             saved = _read(families)
             procs = []
             for fam in families:
-                batch = self._add_batch(saved[fam], rules.get(fam, []), shared.get(fam, []))
+                shared = []
+                if _forward_may_drop(saved[fam]):
+                    for rule in network_plan(att):
+                        if rule[1] == fam:
+                            shared += render(rule, network_prefix(att.network))
+                batch = self._add_batch(saved[fam], rules.get(fam, []), shared)
                 if batch:
                     procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
         except BaseException:

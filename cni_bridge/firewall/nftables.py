@@ -2,16 +2,18 @@
 read with `nft -a list table` and changed by one `nft -f -` batch (one
 transaction for both families).
 
-ADD adds the tables and chains (idempotent), the network's shared rules
-when missing, and the attachment's rules. DEL deletes the rules carrying its
-comment by handle, and a table that no longer holds any rule.
+ADD adds the tables and chains (idempotent) and the attachment's rules.
+DEL deletes the rules carrying its comment by handle, and a table that no
+longer holds any rule. No forward accept rules: in nftables an accept in our
+table cannot overrule a drop in another table at the same hook, so they
+would change nothing (the iptables backend adds them where FORWARD drops).
 """
 from __future__ import annotations
 
 import re
 
 from cni_bridge.firewall import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
-                                 decide, network_plan, network_prefix, plan)
+                                 decide, network_prefix, plan)
 from cni_bridge.proc import Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
@@ -27,10 +29,6 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
         _, _, ip, subnet = rule
         mcast = "224.0.0.0/4" if fam == 4 else "ff00::/8"
         return [("postrouting", f"{a} saddr {ip} {a} daddr != {subnet} {a} daddr != {mcast} masquerade {c}")]
-    if kind == "fwd":
-        _, _, subnet, br = rule
-        return [("forward", f'{a} daddr {subnet} oifname "{br}" accept {c}'),
-                ("forward", f'{a} saddr {subnet} iifname "{br}" accept {c}')]
     if kind == "dnat":
         _, _, proto, hip, hport, ip, cport = rule
         dst = f"{a} daddr {hip} " if hip and hip not in ("0.0.0.0", "::") else ""
@@ -75,8 +73,7 @@ class NftDriver(Driver):
 
     def setup(self, att: Attachment) -> Pending:
         rules = plan(att)
-        shared = network_plan(att)
-        families = sorted({r[1] for r in rules} | {r[1] for r in shared})
+        families = sorted({r[1] for r in rules})
         lock = Lock()
         try:
             current = _read(families)
@@ -87,13 +84,6 @@ class NftDriver(Driver):
                 if have is None:
                     batch.append(f"add table {t}")
                     batch += [f"add chain {t} {ch} {{ {decl} }}" for ch, decl in NFT_CHAINS.items()]
-                net_comment = network_prefix(att.network)
-                net_have = {(ch, _norm(text)) for ch, com, _h, text in (have or []) if com == net_comment}
-                for rule in shared:
-                    if rule[1] == fam:
-                        for ch, expr in render(rule, net_comment):
-                            if (ch, _norm(expr)) not in net_have:
-                                batch.append(f"add rule {t} {ch} {expr}")
                 for rule in rules:
                     if rule[1] == fam:
                         batch += [f"add rule {t} {ch} {expr}" for ch, expr in render(rule, att.comment)]
@@ -135,11 +125,3 @@ class NftDriver(Driver):
                 if com.startswith(COMMENT_PREFIX):
                     counts[com] = counts.get(com, 0) + 1
         return counts
-
-
-def _norm(expr: str) -> str:
-    """A rule's identity for "is the shared rule there": address and bridge
-    tokens, independent of how nft prints the rest."""
-    expr = expr.split(" # handle", 1)[0]
-    keep = ("daddr", "saddr", "oifname", "iifname")
-    return " ".join(sorted(t.strip('"') for t in expr.split() if "/" in t or t.startswith('"') or t in keep))
