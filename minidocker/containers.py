@@ -24,15 +24,16 @@ from minidocker.network import modes, netns
 from minidocker.runtime import oci
 
 RUNTIMES = ("builtin", "runc")
-_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-_ENV_KEY_RE = re.compile(r"^[^=\s\x00]+$")
+# Patterns as strings: re compiles (and caches) them only when an option uses them.
+_NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+_ENV_KEY_RE = r"^[^=\s\x00]+$"
 HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
          "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
          "ff02::2\tip6-allrouters\n")
 SHIM_TIMEOUT = 30
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False, eq=False)
 class CreateOptions:
     image: str
     cmd: list[str] = dataclasses.field(default_factory=list)
@@ -132,7 +133,7 @@ def parse_env(items: list[str], source: str = "-e") -> list[str]:
     out = []
     for item in items:
         key, eq, value = item.partition("=")
-        if not _ENV_KEY_RE.match(key):
+        if not re.match(_ENV_KEY_RE, key):
             raise MinidockerError(f"invalid environment variable {item!r} in {source}: "
                                   "expected KEY=VALUE (or KEY to copy it from this shell)", 125)
         if eq:
@@ -180,7 +181,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
-    if opts.name is not None and not _NAME_RE.match(opts.name):
+    if opts.name is not None and not re.match(_NAME_RE, opts.name):
         raise MinidockerError(f"invalid container name {opts.name!r}: use [a-zA-Z0-9] then "
                               "[a-zA-Z0-9_.-], at least 2 characters", 125)
     env = []
@@ -328,7 +329,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     state.write_json(d / "config.json", spec.to_dict())
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False, eq=False)
 class Started:
     record: dict
     pid: int

@@ -35,21 +35,27 @@ ALLOWED_DEVICES = [("c", None, None, "m"), ("b", None, None, "m"),
                    ("c", 10, 200, "rwm")]
 
 
-@dataclass
+# The spec types are built on every `run`; their generated __repr__/__eq__ are
+# never used (specs are compared and shown as dicts, see Spec.to_dict) and
+# cost import time, so they are not generated. User keeps __eq__.
+spec_type = dataclass(repr=False, eq=False)
+
+
+@dataclass(repr=False)
 class User:
     uid: int = 0
     gid: int = 0
     additionalGids: list[int] | None = None
 
 
-@dataclass
+@spec_type
 class Capabilities:
     bounding: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
     effective: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
     permitted: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
 
 
-@dataclass
+@spec_type
 class Process:
     args: list[str]
     env: list[str]
@@ -60,13 +66,13 @@ class Process:
     terminal: bool = False
 
 
-@dataclass
+@spec_type
 class Root:
     path: str
     readonly: bool = False
 
 
-@dataclass
+@spec_type
 class Mount:
     destination: str
     type: str
@@ -74,13 +80,13 @@ class Mount:
     options: list[str] = field(default_factory=list)
 
 
-@dataclass
+@spec_type
 class Namespace:
     type: str
     path: str | None = None
 
 
-@dataclass
+@spec_type
 class Device:
     path: str
     type: str
@@ -91,7 +97,7 @@ class Device:
     gid: int = 0
 
 
-@dataclass
+@spec_type
 class DeviceRule:
     allow: bool
     access: str
@@ -100,12 +106,12 @@ class DeviceRule:
     minor: int | None = None
 
 
-@dataclass
+@spec_type
 class Resources:
     devices: list[DeviceRule] = field(default_factory=list)
 
 
-@dataclass
+@spec_type
 class Linux:
     namespaces: list[Namespace]
     devices: list[Device] = field(default_factory=list)
@@ -115,7 +121,7 @@ class Linux:
     rootfsPropagation: str | None = None
 
 
-@dataclass
+@spec_type
 class Spec:
     process: Process
     root: Root
