@@ -216,7 +216,15 @@ class Node:
         mounts = self.mounts()
         if mounts:
             found.append(f"mounts: {mounts}")
+        runc = self.runc_containers()
+        if runc:
+            found.append(f"runc containers (and their cgroups): {runc}")
         return found
+
+    def runc_containers(self) -> list[str]:
+        """Containers runc still knows under this test's runtime root."""
+        root = self.run_root / "runc"
+        return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
     # --- lifecycle -----------------------------------------------------------
     @classmethod
@@ -253,6 +261,9 @@ class Node:
             except psutil.Error:
                 pass
         time.sleep(0.05)
+        for cid in self.runc_containers():  # runc's cgroups live outside the node
+            subprocess.run(["runc", "--root", str(self.run_root / "runc"), "delete", "--force", cid],
+                           capture_output=True, timeout=30)
         for mnt in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
         for ns in (self.name, self.ext):

@@ -80,13 +80,29 @@ def test_detached_lifecycle(node, runtime):
     node.md("rm", "-f", "web")
     assert node.md("ps", "-aq").stdout == ""
     assert not (node.state_root / "containers" / cid).exists()
-    assert node.mounts() == []
+    assert node.mounts() == [] and node.runc_containers() == []
+    assert not cgroups_of(cid)
+
+
+def cgroups_of(cid: str) -> list[str]:
+    """cgroup v1 directories named after the container (runc makes them)."""
+    out = []
+    for base in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/devices", "/sys/fs/cgroup/freezer"):
+        for dirpath, dirnames, _ in os.walk(base):
+            if cid in dirnames:
+                out.append(os.path.join(dirpath, cid))
+            if dirpath.count("/") > 6:
+                dirnames[:] = []
+    return out
 
 
 def test_stop_timeout_kills_with_sigkill(node, runtime):
-    node.md("run", "-d", "--name", "stubborn", "--runtime", runtime, "busybox", "sleep", "60")
+    cid = node.md("run", "-d", "--name", "stubborn", "--runtime", runtime, "busybox", "sleep", "60").stdout.strip()
+    if runtime == "runc":
+        assert cgroups_of(cid)  # runc put it in cgroups; the teardown must remove them
     node.md("stop", "-t", "0", "stubborn")
     assert inspect(node, "stubborn")["State"]["ExitCode"] == 137
+    assert not cgroups_of(cid) and node.runc_containers() == []
     node.md("rm", "stubborn")
 
 
