@@ -384,16 +384,25 @@ def start(ref: str, attach: bool = False) -> Started:
                 import subprocess
                 # -I: never import from the caller's directory (we are root)
                 argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
-                first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, pass_fds=(w,), cwd="/",
-                                         start_new_session=True, close_fds=True)
+                # the shim's own complaints (never the container's output)
+                errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                 | os.O_CLOEXEC, 0o600)
+                try:
+                    first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=errors, pass_fds=(w,), cwd="/",
+                                             start_new_session=True, close_fds=True)
+                finally:
+                    os.close(errors)
                 first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
         except BaseException as exc:
             os.close(r)
             os.close(w)
             teardown.release(record)
-            record["State"].update(Status=never_started_status(record), Error=str(exc))
-            teardown.save(record)
+            if record["HostConfig"].get("AutoRemove"):
+                teardown.remove_files(cid)
+            else:
+                record["State"].update(Status=never_started_status(record), Error=str(exc))
+                teardown.save(record)
             if isinstance(exc, OSError):
                 raise MinidockerError(f"cannot start container {cid[:12]}: {exc}", 125) from None
             raise

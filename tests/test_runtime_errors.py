@@ -97,3 +97,19 @@ def test_exec_in_stopped_container(node):
 def test_stop_bad_timeout(node):
     proc = node.md("stop", "-t", "soon", "x", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
+
+
+def test_start_failure_before_the_shim(node, tmp_path):
+    """A failure while preparing (here: the image's USER does not exist)
+    leaves no mount or namespace; with --rm no container either."""
+    from mdtools import busybox_tree, docker_save, tree_tar
+    archive = tmp_path / "ghost.tar"
+    archive.write_bytes(docker_save([tree_tar(busybox_tree(tmp_path / "t"))],
+                                    {"User": "ghost", "Cmd": ["true"]}, ["ghost:1"]))
+    node.md("load", "-i", archive)
+    one_line(node.md("run", "--rm", "ghost:1", check=False), 125, "'ghost'")
+    assert node.md("ps", "-aq").stdout == ""
+    one_line(node.md("run", "--name", "kept", "ghost:1", check=False), 125, "'ghost'")
+    assert node.md("ps", "-a", "--format", "json").stdout.count('"State": "created"') == 1
+    assert node.mounts() == [] and not list(node.run_root.glob("netns/*"))
+    node.md("rm", "kept")
