@@ -175,10 +175,25 @@ def _delete_bridge(name: str) -> None:
             nl.del_link(br["index"])
 
 
+def _families(c: bconfig.BridgeConf) -> tuple[int, ...]:
+    """Address families the network can have, from the raw config (cheap:
+    DEL must not pay for reading rules of a family it never used)."""
+    if not c.builtin_ipam:
+        return (4, 6)
+    ipam = c.ipam
+    sets = list(ipam.get("ranges") or []) + list((c.raw.get("runtimeConfig") or {}).get("ipRanges") or [])
+    subnets = [r.get("subnet", "") for rs in sets if isinstance(rs, list) for r in rs if isinstance(r, dict)]
+    if ipam.get("subnet"):
+        subnets.append(ipam["subnet"])
+    fams = {6 if ":" in str(s) else 4 for s in subnets}
+    return tuple(sorted(fams)) or (4, 6)
+
+
 def _teardown_rules(c, cid: str, ifname: str):
     """Start removing the attachment's rules; returns a Pending to wait for."""
     from cni_bridge import firewall
-    return firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname))
+    return firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname),
+                                                families=_families(c))
 
 
 # --- DEL ------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class NftDriver(Driver):
         lock = Lock()
         try:
             batch = []
-            current = _read((4, 6))
+            current = _read(families)
             verdicts = {fam: [(ch, h, decide(com or None, prefix, owner, keep), com)
                               for ch, com, h, _t in rules]
                         for fam, rules in current.items() if rules is not None}

@@ -1,0 +1,135 @@
+"""Unit tests of cni-bridge's pure parts: the allocator over the in-memory
+store, IPAM option parsing, rule comments and the iptables batches."""
+from __future__ import annotations
+
+import pytest
+
+from cni.errors import CNIError
+from cni_bridge import firewall
+from cni_bridge.firewall import iptables as ipt
+from cni_bridge.ipam import Builtin, allocator, config as ipam_config
+from cni_bridge.ipam.store import MemoryStore
+
+
+def _conf(ranges, **ipam):
+    return {"name": "n", "ipam": {"type": "host-local", "ranges": ranges, **ipam}}
+
+
+def _alloc(store, conf, cid, args=()):
+    c = ipam_config.parse(conf, list(args))
+    return [ip.address for ip in allocator.allocate(c, store, cid, "eth0")]
+
+
+def test_allocator_round_robin_skips_gateway_and_wraps():
+    s = MemoryStore()
+    conf = _conf([[{"subnet": "10.0.0.0/29"}]])      # usable .1-.6, gateway .1
+    got = [_alloc(s, conf, f"c{i}")[0] for i in range(5)]
+    assert got == [f"10.0.0.{i}/29" for i in range(2, 7)]
+    with pytest.raises(CNIError) as err:
+        _alloc(s, conf, "c9")
+    assert err.value.code == 101 and "no IP addresses available in range set" in err.value.msg
+    s.release("10.0.0.3")
+    assert _alloc(s, conf, "c9") == ["10.0.0.3/29"]    # wrapped around after .6
+
+
+def test_allocator_multiple_ranges_in_a_set_and_dual_stack():
+    s = MemoryStore()
+    conf = _conf([[{"subnet": "10.0.0.0/30"}, {"subnet": "10.0.1.0/30"}], [{"subnet": "fd00::/120"}]])
+    assert _alloc(s, conf, "a") == ["10.0.0.2/30", "fd00::2/120"]
+    assert _alloc(s, conf, "b") == ["10.0.1.2/30", "fd00::3/120"]
+
+
+def test_allocator_requested_duplicate_and_rollback():
+    s = MemoryStore()
+    conf = _conf([[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]])
+    assert _alloc(s, conf, "a", [("IP", "10.0.0.9")]) == ["10.0.0.9/24", "fd00::2/64"]
+    with pytest.raises(CNIError, match="duplicate allocation is not allowed"):
+        _alloc(s, conf, "a")
+    # the v6 address is taken by someone else: the v4 reservation is rolled back
+    s.reserve("x", "eth0", "fd00::7", 1)
+    with pytest.raises(CNIError, match="not available"):
+        _alloc(s, conf, "b", [("IP", "10.0.0.20,fd00::7")])
+    assert "10.0.0.20" not in s.data
+
+
+def test_args_cni_ips_win_over_cni_args():
+    conf = _conf([[{"subnet": "10.0.0.0/24"}]])
+    conf["args"] = {"cni": {"ips": ["10.0.0.5"]}}
+    assert ipam_config.parse(conf, [("IP", "10.0.0.6")]).requested == ["10.0.0.5"]
+
+
+def test_ip_ranges_capability_prepended_and_legacy_subnet():
+    conf = _conf([[{"subnet": "10.0.0.0/24"}]], subnet="10.9.0.0/24")
+    conf["runtimeConfig"] = {"ipRanges": [[{"subnet": "10.8.0.0/24"}]]}
+    sets = ipam_config.parse(conf, []).range_sets
+    assert [str(rs[0].subnet) for rs in sets] == ["10.8.0.0/24", "10.9.0.0/24", "10.0.0.0/24"]
+
+
+@pytest.mark.parametrize("rng,msg", [
+    ({"subnet": "10.0.0.0/24", "rangeEnd": "10.0.1.1"}, "rangeEnd 10.0.1.1 not in network"),
+    ({"subnet": "fd00::/127"}, "too small"),
+    ({"subnet": "nope"}, "invalid CIDR"),
+])
+def test_range_validation(rng, msg):
+    with pytest.raises(CNIError, match=msg) as err:
+        ipam_config.parse(_conf([[rng]]), [])
+    assert err.value.code == 7
+
+
+def test_builtin_gc_and_status_with_memory_store():
+    s = MemoryStore()
+    b = Builtin(_conf([[{"subnet": "10.0.0.0/30"}]]), [], "n", store=s)   # one usable address (.2)
+    b.status()
+    b.add("keep", "eth0")
+    with pytest.raises(CNIError) as err:
+        b.status()
+    assert err.value.code == 50
+    assert b.gc({("other", "eth0")}) == ["10.0.0.2"]
+    b.status()
+
+
+def test_owner_comment_is_short_and_parseable():
+    c = firewall.owner_comment("net", "a" * 200, "eth0")
+    assert len(c) <= 128 and c.startswith("md/net/") and c.endswith("/eth0")
+    assert firewall.owner_comment("n" * 100, "cid", "eth0").startswith("md/")
+    assert len(firewall.owner_comment("n" * 100, "c" * 100, "weird\"if")) <= 128
+    assert firewall.decide(firewall.owner_comment("net", "c", "eth0"), "md/net/", None, {"md/net/c/eth0"}) == "keep"
+    assert firewall.decide("md/net/d/eth0", "md/net/", None, {"md/net/c/eth0"}) == "drop"
+    assert firewall.decide("md/net/", "md/net/", None, set()) == "net"
+    assert firewall.decide("md/other/d/eth0", "md/net/", "md/net/d/eth0", None) == "keep"
+
+
+SAVE = """*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:MINIDOCKER - [0:0]
+:MINIDOCKER-POSTROUTING - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment minidocker -j MINIDOCKER
+-A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment minidocker -j MINIDOCKER
+-A POSTROUTING -m comment --comment minidocker -j MINIDOCKER-POSTROUTING
+-A MINIDOCKER -p tcp -m tcp --dport 80 -m comment --comment "md/net/a/eth0" -j DNAT --to-destination 10.0.0.2:80
+-A MINIDOCKER-POSTROUTING -s 10.0.0.3/32 ! -d 10.0.0.0/24 -m comment --comment "md/net/b/eth0" -j MASQUERADE
+COMMIT
+"""
+
+
+def test_iptables_delete_batch_keeps_others_and_chains():
+    batch = ipt.IptablesDriver._del_batch(ipt.Saved(SAVE), "md/net/", "md/net/a/eth0", None)
+    assert batch == ("*nat\n-D MINIDOCKER -p tcp -m tcp --dport 80 -m comment --comment \"md/net/a/eth0\" "
+                     "-j DNAT --to-destination 10.0.0.2:80\nCOMMIT\n")
+
+
+def test_iptables_delete_batch_removes_chains_with_the_last_rule():
+    saved = ipt.Saved(SAVE)
+    batch = ipt.IptablesDriver._del_batch(saved, "md/net/", None, set())     # GC, nothing valid
+    assert "-X MINIDOCKER\n" in batch and "-X MINIDOCKER-POSTROUTING" in batch
+    assert "-D PREROUTING -m addrtype" in batch and "-D POSTROUTING -m comment" in batch
+
+
+def test_iptables_add_batch_creates_only_what_is_missing():
+    att = firewall.Attachment("net", "c", "eth0", "br0", addrs=[("10.0.0.4", "10.0.0.0/24")], ip_masq=True)
+    rules = [r for rule in firewall.plan(att) for r in ipt.render(rule, att.comment)]
+    assert "-N" not in ipt.IptablesDriver._add_batch(ipt.Saved(SAVE), rules, [])
+    fresh = ipt.IptablesDriver._add_batch(ipt.Saved("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"), rules, [])
+    assert "-N MINIDOCKER-POSTROUTING" in fresh and "-A POSTROUTING -m comment" in fresh
