@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cni_helpers import Cni, with_prev
+from cni_helpers import SPEC_VERSIONS, Cni, with_prev
 from harness import UPLINK
 
 
@@ -111,11 +111,19 @@ CASES = [
 ]
 
 
+FLOOR = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+
+
+@pytest.mark.parametrize("version", SPEC_VERSIONS)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(cni, case):
+def test_bad_input(cni, case, version):
     _id, command, mutate, env, code, msg = case
     c = cni.container()
-    conf = cni.conf(portmaps=[{"hostPort": 8090, "containerPort": 80}])
+    conf = cni.conf(version=version, portmaps=[{"hostPort": 8090, "containerPort": 80}])
+    sets_version = "version" in _id
+    if command in FLOOR and version < FLOOR[command] and not sets_version and code != 4:
+        # the command does not exist in this version: that is the answer (P3)
+        code, msg = 1, f"does not allow {command}"
     if isinstance(mutate, str):
         stdin = mutate
     else:
@@ -125,7 +133,10 @@ def test_bad_input(cni, case):
     assert r.rc == 1, r
     assert r.code == code, r
     assert msg in r.msg, r
-    assert r.json.get("cniVersion")
+    if not env and not sets_version and not isinstance(mutate, str) and command != "FOO":
+        assert r.json["cniVersion"] == version     # errors about the config speak its version
+    else:
+        assert r.json.get("cniVersion")            # found before the config was read
     # nothing left: no link (not even the bridge), no lease, no rule
     assert cni.node.link_names() == {"lo", UPLINK}
     assert cni.leases() == {}
