@@ -6,7 +6,9 @@ Medians over --runs executions (default 20) of
 beside `runc run` of an equivalent bundle (same busybox rootfs, same
 config builder, runc making the namespaces) and
 `unshare --fork --pid --mount --uts --ipc --net true`, all in one
-invocation; then the shim's resident memory for a running `-d` container.
+invocation, and the floor of any click command line (the interpreter
+starting and importing click); then the shim's resident memory for a
+running `-d` container.
 Everything happens under a private MINIDOCKER_ROOT/RUN in a temporary
 directory that is removed at the end.
 """
@@ -95,6 +97,8 @@ def main(argv: list[str]) -> int:
             "none-runc": [md, "run", "--rm", "--network", "none", "--runtime", "runc", "busybox", "true"],
             "runc": runc_argv,
             "unshare": unshare_argv,
+            # what any click command line costs before it does anything
+            "floor": [sys.executable, "-c", "import click"],
         }
         for key in plan:
             samples[key] = []
@@ -110,6 +114,7 @@ def main(argv: list[str]) -> int:
             ("minidocker run --rm --network none --runtime runc", ms["none-runc"], "runc run", ms["runc"]),
             ("minidocker run --rm --network none", ms["none"], "unshare (5 ns) true", ms["unshare"]),
             ("runc run (for scale)", ms["runc"], "unshare (5 ns) true", ms["unshare"]),
+            ("python -c 'import click' (CLI floor)", ms["floor"], "runc run", ms["runc"]),
         ])
         rss, uss = _shim_rss(md, env)
         print(f"\nshim resident memory (running -d container): RSS {rss:.1f} MB, USS {uss:.1f} MB")
