@@ -304,8 +304,12 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     d = cdir(cid)
     image = images.lookup(record["Image"])
     rootfs = str(d / "rootfs")
-    sc.mount("overlay", rootfs, "overlay", 0,
-             f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}")
+    options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
+    if record["HostConfig"].get("AutoRemove"):
+        # --rm: the upper layer is deleted at exit, so it need not survive a
+        # crash either; `volatile` spares the sync at unmount (~2 ms a run).
+        options += ",volatile"
+    sc.mount("overlay", rootfs, "overlay", 0, options)
     cfg = record["Config"]
     user = oci.resolve_user(rootfs, cfg.get("User", ""))
     cwd = cfg.get("WorkingDir") or "/"
