@@ -327,6 +327,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     teardown.save(record)  # the pin is on record before anything attaches to it
     settings = mode.setup(record) or {}
     record["NetworkSettings"].update(settings)
+    teardown.save(record)  # what setup attached, for inspect and the teardown
     spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,
                      hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
                      annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]})

@@ -44,6 +44,7 @@ def test_detached_lifecycle(node, runtime):
     assert psutil.pid_exists(st["Pid"])
     assert info["HostConfig"]["NetworkMode"] == "none" and info["HostConfig"]["PortBindings"] == {}
     assert info["Config"]["Cmd"] == ["sh", "-c", LOOP]
+    assert list(info["NetworkSettings"]["Networks"]) == ["none"]
     key = info["NetworkSettings"]["SandboxKey"]
     assert key.startswith(str(node.run_root))
     # the pinned namespace is the container's
@@ -126,6 +127,7 @@ def test_network_host_has_no_pinned_namespace(node, runtime):
     node.md("run", "-d", "--name", "hostc", "--network", "host", "--runtime", runtime, "busybox", "sleep", "60")
     info = inspect(node, "hostc")
     assert info["HostConfig"]["NetworkMode"] == "host" and info["NetworkSettings"]["SandboxKey"] == ""
+    assert list(info["NetworkSettings"]["Networks"]) == ["host"]
     assert os.stat(f"/proc/{info['State']['Pid']}/ns/net").st_ino == os.stat(node.netns).st_ino
     assert not list(node.run_root.glob("netns/*"))
     node.md("rm", "-f", "hostc")
