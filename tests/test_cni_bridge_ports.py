@@ -96,6 +96,8 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
 
     cni.call("DEL", with_prev(conf, r1), c1).ok()
     assert client(cni, node.ext_netns, NODE_ADDR, 8080) == ""
+    rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()
+    assert c1.cid not in rules and f"md/mdtnet/{c2.cid}/eth0" in rules   # DEL removed exactly its own
     cni.call("DEL", with_prev(conf, r2), c2).ok()
 
 
