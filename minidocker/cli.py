@@ -13,7 +13,6 @@ import gc
 # end of this module, once the commands are defined.
 gc.disable()
 
-import datetime  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -21,7 +20,7 @@ import time  # noqa: E402
 
 import click  # noqa: E402
 
-from minidocker import containers, images  # noqa: E402
+from minidocker import clock, containers, images  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
 RUN_COMMANDS = {"run"}
@@ -57,10 +56,10 @@ def cli():
 
 def _age(stamp: str) -> str:
     try:
-        then = datetime.datetime.fromisoformat(stamp)
+        then = clock.parse(stamp)
     except ValueError:
         return "?"
-    seconds = max(0, (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+    seconds = max(0.0, time.time() - then)
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"{int(seconds // size)} {unit}"

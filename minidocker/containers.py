@@ -10,7 +10,6 @@ the shim, which reports back on a pipe.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import re
 import select
@@ -18,7 +17,7 @@ import signal
 import sys
 import time
 
-from minidocker import fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker import clock, fsutil, images, paths, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.network import modes, netns
 from minidocker.runtime import oci
@@ -50,10 +49,10 @@ class CreateOptions:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return clock.now()
 
 
-NEVER = "0001-01-01T00:00:00Z"
+NEVER = clock.NEVER
 
 
 def never_started_status(record: dict) -> str:

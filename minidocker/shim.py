@@ -17,19 +17,18 @@ click, pyroute2 or jsonschema); the teardown modules load only at exit.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import select
 import signal
 import sys
 
-from minidocker import paths, state, syscalls as sc
+from minidocker import clock, paths, state, syscalls as sc
 
 RECORD = "container.json"
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return clock.now()
 
 
 def _update(cid: str, **fields) -> dict | None:
@@ -111,7 +110,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         code = getattr(exc, "code", 125)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         message = " ".join(message.split())
-        never = record["State"].get("StartedAt") == "0001-01-01T00:00:00Z"
+        never = record["State"].get("StartedAt") == clock.NEVER
         _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
                 ExitCode=code, Error=message, FinishedAt=_now())
         _report(status_fd, f"error {code} {message}\n")
@@ -125,7 +124,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         os.close(0)
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
     _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
-            StartedAt=_now(), FinishedAt="0001-01-01T00:00:00Z", ShimPid=os.getpid())
+            StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid())
     _report(status_fd, f"started {pid}\n")
     if not attach:
         os.close(status_fd)
