@@ -55,17 +55,31 @@ def cli():
 # --- images ---------------------------------------------------------------------
 
 def _age(stamp: str) -> str:
+    """Docker's human duration since stamp ("3 seconds", "About a minute")."""
     try:
-        then = clock.parse(stamp)
+        seconds = max(0.0, time.time() - clock.parse(stamp))
     except ValueError:
         return "?"
-    seconds = max(0.0, time.time() - then)
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit}"
-    if seconds >= 60:
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return "1 second" if int(seconds) == 1 else f"{int(seconds)} seconds"
+    minutes, hours = int(seconds // 60), int(seconds // 3600)
+    if minutes == 1:
         return "About a minute"
-    return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 14:
+        return f"{hours // 24} days"
+    if hours < 24 * 60:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"
 
 
 def _size(n: int) -> str:
