@@ -301,27 +301,30 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     """Everything before the process: rootfs, files, namespace, network, spec."""
     cid = record["Id"]
     d = cdir(cid)
-    image = images.lookup(record["Image"])
-    rootfs = str(d / "rootfs")
-    options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
-    if record["HostConfig"].get("AutoRemove"):
-        # --rm: the upper layer is deleted at exit, so it need not survive a
-        # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-        options += ",volatile"
-    sc.mount("overlay", rootfs, "overlay", 0, options)
-    cfg = record["Config"]
-    user = oci.resolve_user(rootfs, cfg.get("User", ""))
-    cwd = cfg.get("WorkingDir") or "/"
-    fsutil.mkdir_in_root(rootfs, cwd)
-    if mode.own_namespace:
-        hostname = cfg["Hostname"]
-    else:
-        hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
-    files = _write_files(record, host_mode=not mode.own_namespace)
-    sandbox = None
-    if mode.own_namespace:
-        sandbox = str(paths.netns_path(cid))
-        netns.pin(sandbox)
+    sandbox = str(paths.netns_path(cid)) if mode.own_namespace else None
+    # the namespace is made while the rootfs is mounted (the kernel work overlaps)
+    pinned = netns.start_pin(sandbox) if sandbox else None
+    try:
+        image = images.lookup(record["Image"])
+        rootfs = str(d / "rootfs")
+        options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
+        if record["HostConfig"].get("AutoRemove"):
+            # --rm: the upper layer is deleted at exit, so it need not survive a
+            # crash either; `volatile` spares the sync at unmount (~2 ms a run).
+            options += ",volatile"
+        sc.mount("overlay", rootfs, "overlay", 0, options)
+        cfg = record["Config"]
+        user = oci.resolve_user(rootfs, cfg.get("User", ""))
+        cwd = cfg.get("WorkingDir") or "/"
+        fsutil.mkdir_in_root(rootfs, cwd)
+        if mode.own_namespace:
+            hostname = cfg["Hostname"]
+        else:
+            hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
+        files = _write_files(record, host_mode=not mode.own_namespace)
+    finally:
+        if pinned:
+            pinned()  # the thread is done before anyone may unpin
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
     teardown.save(record)  # the pin is on record before anything attaches to it
     settings = mode.setup(record) or {}

@@ -18,7 +18,14 @@ IFF_UP = 0x1
 
 
 def pin(path: str) -> None:
-    """Create a new network namespace bound at path, with lo up.
+    """Create a new network namespace bound at path, with lo up."""
+    start_pin(path)()
+
+
+def start_pin(path: str):
+    """pin() in the background; returns the function that waits for it (and
+    raises its error). Creating a namespace is kernel work that can overlap
+    the caller's own (mounting the rootfs).
 
     A short-lived thread unshares (the network namespace is per thread), so
     the calling process never leaves its own namespace."""
@@ -42,10 +49,15 @@ def pin(path: str) -> None:
     # _thread, not threading: this runs on every `run`, and the low-level
     # modules cost nothing to import.
     _thread.start_new_thread(worker, ())
-    done.acquire()
-    if failure:
-        unpin(path)
-        raise failure[0]
+
+    def wait() -> None:
+        done.acquire()
+        done.release()  # a second wait() returns at once
+        if failure:
+            unpin(path)
+            raise failure[0]
+
+    return wait
 
 
 def _lo_up() -> None:
