@@ -296,8 +296,20 @@ def cmd_gc(args: PluginArgs, conf: dict) -> None:
 
 
 # --- STATUS -------------------------------------------------------------------------
+TOOLS = {"iptables": ("iptables-save", "iptables-restore"), "nftables": ("nft",)}
+
+
 def cmd_status(args: PluginArgs, conf: dict) -> None:
+    """Ready (exit 0) unless ADD could not succeed: the firewall backend's
+    tools are missing or the address pool is exhausted (code 50)."""
     c = bconfig.parse(conf, args, with_env=False)
+    if _needs_firewall(c):
+        from cni_bridge import proc
+        for tool in TOOLS[c.firewall]:
+            try:
+                proc._which(tool)
+            except CNIError:
+                raise CNIError(50, f"{tool} not found: the {c.firewall} backend cannot add rules") from None
     _ipam(c, args, env_args=False).status()
 
 

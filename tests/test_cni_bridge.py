@@ -303,3 +303,24 @@ def test_python_m_entry_point(cni):
     r = cni.node.run([str(VENV_BIN / "python"), "-m", "cni_bridge"],
                      env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}, input='{"cniVersion":"1.0.0"}')
     assert json.loads(r.stdout)["cniVersion"] == "1.0.0"
+
+
+def test_in_process_dispatch(cni):
+    """The executor's fast path: the same handlers called without exec."""
+    from harness import VENV_BIN
+    c = cni.container()
+    conf = cni.conf(portmaps=[{"hostPort": 8084, "containerPort": 84}])
+    code = (
+        "import json, os, sys\n"
+        "from cni import skel\n"
+        "from cni_bridge.plugin import HANDLERS\n"
+        "env = dict(os.environ, CNI_COMMAND=sys.argv[1])\n"
+        "rc, out = skel.dispatch(HANDLERS, env, sys.stdin.buffer.read())\n"
+        "print(json.dumps(out) if out is not None else ''); sys.exit(rc)\n")
+    env = {**cni.node.env(), "CNI_CONTAINERID": c.cid, "CNI_NETNS": c.netns, "CNI_IFNAME": "eth0"}
+    add = cni.node.run([str(VENV_BIN / "python"), "-c", code, "ADD"], env=env, input=json.dumps(conf))
+    res = json.loads(add.stdout)
+    assert res["ips"][0]["address"] == "10.66.0.2/24"
+    cni.call("CHECK", with_prev(conf, res), c).ok()          # the executable agrees
+    cni.node.run([str(VENV_BIN / "python"), "-c", code, "DEL"], env=env, input=json.dumps(with_prev(conf, res)))
+    assert cni.leases() == {} and "md/" not in cni.node.iptables_save()

@@ -133,3 +133,17 @@ def test_iptables_add_batch_creates_only_what_is_missing():
     assert "-N" not in ipt.IptablesDriver._add_batch(ipt.Saved(SAVE), rules, [])
     fresh = ipt.IptablesDriver._add_batch(ipt.Saved("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"), rules, [])
     assert "-N MINIDOCKER-POSTROUTING" in fresh and "-A POSTROUTING -m comment" in fresh
+
+
+def test_status_without_firewall_tools(monkeypatch):
+    from cni.env import PluginArgs
+    from cni_bridge import plugin, proc
+
+    def missing(name):
+        raise CNIError(100, f"{name} not found in PATH")
+    monkeypatch.setattr(proc, "_which", missing)
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "cni-bridge", "ipMasq": True,
+            "firewallBackend": "nftables", "ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}]]}}
+    with pytest.raises(CNIError) as err:
+        plugin.cmd_status(PluginArgs(command="STATUS"), conf)
+    assert err.value.code == 50 and "nft not found" in err.value.msg
