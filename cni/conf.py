@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
 
 from cni import version as _v
 from cni.env import validate_network_name
@@ -47,18 +46,29 @@ def plugin_version(conf: dict) -> str:
     return ver
 
 
-@dataclass
 class NetworkConfigList:
-    """A .conflist (or a .conf converted to a list), validated (R1, R2)."""
-    name: str
-    cni_version: str
-    plugins: list[dict]
-    cni_versions: list[str] = field(default_factory=list)
-    disable_check: bool = False
-    disable_gc: bool = False
-    raw: dict = field(default_factory=dict)   # the whole object, unknown keys kept
-    bytes: bytes = b""                        # as read, for libcni's cache
-    source: str = ""
+    """A .conflist (or a .conf converted to a list), validated (R1, R2).
+    A plain class: skel imports this module on every plugin call."""
+
+    __slots__ = ("name", "cni_version", "plugins", "cni_versions", "disable_check",
+                 "disable_gc", "raw", "bytes", "source")
+
+    def __init__(self, name: str, cni_version: str, plugins: list[dict],
+                 cni_versions: list[str] | None = None, disable_check: bool = False,
+                 disable_gc: bool = False, raw: dict | None = None, bytes: bytes = b"",
+                 source: str = ""):
+        self.name = name
+        self.cni_version = cni_version
+        self.plugins = plugins
+        self.cni_versions = cni_versions if cni_versions is not None else []
+        self.disable_check = disable_check
+        self.disable_gc = disable_gc
+        self.raw = raw if raw is not None else {}   # the whole object, unknown keys kept
+        self.bytes = bytes                          # as read, for libcni's cache
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"NetworkConfigList({self.name!r}, {self.cni_version!r}, {len(self.plugins)} plugins)"
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "", supported=_v.SUPPORTED) -> "NetworkConfigList":

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable
 
 from cni import version as _v
 from cni.conf import decode_json, plugin_version
 from cni.env import PluginArgs, validate_network_name
 from cni.errors import CNIError, INCOMPATIBLE_VERSION
 
-Handler = Callable[[PluginArgs, dict], object]
+# A handler is called as handler(args: PluginArgs, conf: dict) and returns a
+# Result (ADD) or None.
 
 # The lowest config version that allows each command.
 MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
@@ -29,7 +29,7 @@ def _emit(obj: dict, out) -> None:
     out.flush()
 
 
-def dispatch(handlers: dict[str, Handler], environ, stdin: bytes,
+def dispatch(handlers: dict, environ, stdin: bytes,
              supported: tuple[str, ...] = _v.SUPPORTED) -> tuple[int, dict | None]:
     """Run one command; returns (exit code, object to print or None)."""
     conf_version = _v.CURRENT
@@ -67,7 +67,7 @@ def dispatch(handlers: dict[str, Handler], environ, stdin: bytes,
         return 1, CNIError(INTERNAL, f"{type(exc).__name__}: {exc}").to_dict(conf_version)
 
 
-def main(handlers: dict[str, Handler], supported: tuple[str, ...] = _v.SUPPORTED,
+def main(handlers: dict, supported: tuple[str, ...] = _v.SUPPORTED,
          about: str = "") -> None:
     """Entry point of a plugin executable."""
     environ = os.environ

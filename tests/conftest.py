@@ -14,11 +14,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def host_leak_check():
+def host_leak_check(tmp_path_factory):
     """Session end: the real host holds nothing more of ours than at start."""
-    before = host_snapshot()
+    session_tmp = str(tmp_path_factory.getbasetemp())
+    before = host_snapshot(session_tmp)
     yield
-    after = host_snapshot()
+    after = host_snapshot(session_tmp)
     grown = {k: sorted(set(after[k]) - set(before[k])) for k in after}
     grown = {k: v for k, v in grown.items() if v}
     if grown:

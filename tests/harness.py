@@ -34,6 +34,10 @@ NETNS_DIR = Path("/run/netns")
 # Every namespace the suite makes carries this prefix, so the leak check can
 # find it and so it never collides with other work on the machine.
 NS_PREFIX = "mdt-"
+# This pytest session's own mark: several sessions (developers, CI) may share
+# the machine, and each must check only what it made itself.
+SESSION = uuid.uuid4().hex[:4]
+SESSION_PREFIX = f"{NS_PREFIX}{SESSION}"
 
 # The node <-> ext link. TEST-NET addresses that exist only inside our
 # namespaces.
@@ -229,7 +233,7 @@ class Node:
     # --- lifecycle -----------------------------------------------------------
     @classmethod
     def create(cls, root: Path) -> "Node":
-        node = cls(name=f"{NS_PREFIX}{uuid.uuid4().hex[:8]}", root=root)
+        node = cls(name=f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}", root=root)
         root.mkdir(parents=True, exist_ok=True)
         for d in (node.state_root, node.run_root, node.cni_cache, node.cni_conf):
             d.mkdir(parents=True, exist_ok=True)
@@ -278,17 +282,20 @@ def _cmd(proc: psutil.Process) -> str:
         return "?"
 
 
-def host_snapshot() -> dict:
-    """What the real host holds that a leak could add to."""
-    netns = sorted(p.name for p in NETNS_DIR.glob(NS_PREFIX + "*")) if NETNS_DIR.exists() else []
+def host_snapshot(session_tmp: str) -> dict:
+    """What the real host holds that a leak of this session could add to:
+    this session's namespaces, links and rules naming us, mounts under this
+    session's temporary tree or the default state roots."""
+    netns = sorted(p.name for p in NETNS_DIR.glob(SESSION_PREFIX + "*")) if NETNS_DIR.exists() else []
     links = json.loads(run(["ip", "-j", "link", "show"]).stdout or "[]")
     rules = run(["iptables-save"], check=False).stdout
     with open("/proc/self/mountinfo") as fh:
         mounts = [line.split()[4] for line in fh]
+    defaults = ("/var/lib/minidocker", "/run/minidocker")
     return {
         "netns": netns,
         "links": sorted(l["ifname"] for l in links),
         "rules": sorted(l for l in rules.splitlines()
                         if "minidocker" in l.lower() or "CNI-" in l),
-        "mounts": sorted(m for m in mounts if "minidocker" in m or m.startswith("/tmp/pytest")),
+        "mounts": sorted(m for m in mounts if m.startswith(session_tmp) or m.startswith(defaults)),
     }
