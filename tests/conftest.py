@@ -38,3 +38,15 @@ def node(tmp_path):
         n.destroy()
     if left:
         pytest.fail(f"test left behind in its node: {left}", pytrace=False)
+
+
+@pytest.fixture
+def cni(node):
+    """A runtime's view of the node for plugin tests: runs plugins as a
+    runtime does and DELs whatever the test left attached."""
+    from cni_helpers import Cni
+    c = Cni(node)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -6,16 +6,7 @@ import json
 
 import pytest
 
-from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, Cni, with_prev
-
-
-@pytest.fixture
-def cni(node):
-    c = Cni(node)
-    try:
-        yield c
-    finally:
-        c.close()
+from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, with_prev
 
 
 def _rules(cni, backend) -> str:
@@ -293,7 +284,7 @@ def test_round_robin_and_duplicate(cni):
     rb = cni.call("ADD", conf, b).ok().json
     assert rb["ips"][0]["address"] == "10.66.0.3/24"     # not .2 again: round-robin
     # a second attachment of the same (container, ifname) on another bridge port is refused
-    r = cni.call("ADD", conf, b, ifname="eth1", args=f"IP=10.66.0.3")
+    r = cni.call("ADD", conf, b, ifname="eth1", args="IP=10.66.0.3")
     assert r.rc == 1 and "not available" in r.msg
     cni.call("DEL", with_prev(conf, rb), b).ok()
 

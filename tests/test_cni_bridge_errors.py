@@ -7,17 +7,8 @@ import json
 
 import pytest
 
-from cni_helpers import SPEC_VERSIONS, Cni, with_prev
+from cni_helpers import SPEC_VERSIONS
 from harness import UPLINK
-
-
-@pytest.fixture
-def cni(node):
-    c = Cni(node)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _set(path, value):

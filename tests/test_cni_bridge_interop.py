@@ -10,17 +10,8 @@ import time
 
 import pytest
 
-from cni_helpers import REFERENCE_VERSIONS, Cni, chain, with_prev
+from cni_helpers import REFERENCE_VERSIONS, chain, with_prev
 from harness import NODE_ADDR, run
-
-
-@pytest.fixture
-def cni(node):
-    c = Cni(node)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _clean_reference_portmap(node) -> None:

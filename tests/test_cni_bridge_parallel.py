@@ -6,18 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni_helpers import BACKENDS, Cni, with_prev
+from cni_helpers import BACKENDS, with_prev
 
 N = 30
-
-
-@pytest.fixture
-def cni(node):
-    c = Cni(node)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,9 +1,7 @@
 """The harness itself: a node is isolated, wired to ext, and its leak check bites."""
 import os
 
-import pytest
-
-from harness import EXT_ADDR, NODE_ADDR, Node, UPLINK
+from harness import EXT_ADDR, Node, UPLINK
 
 
 def test_node_reaches_ext_and_is_isolated(node):

@@ -9,7 +9,6 @@ means a free port from the kernel's local port range, chosen at publish time.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
 PROTOCOLS = ("tcp", "udp")
