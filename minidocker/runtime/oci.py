@@ -7,9 +7,6 @@ read-only paths, a tmpfs /dev with the usual nodes.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 from minidocker import fsutil
 from minidocker.errors import MinidockerError
 
@@ -35,110 +32,104 @@ ALLOWED_DEVICES = [("c", None, None, "m"), ("b", None, None, "m"),
                    ("c", 10, 200, "rwm")]
 
 
-# The spec types are built on every `run`; their generated __repr__/__eq__ are
-# never used (specs are compared and shown as dicts, see Spec.to_dict) and
-# cost import time, so they are not generated. User keeps __eq__.
-spec_type = dataclass(repr=False, eq=False)
+REQUIRED = object()
 
 
-@dataclass(repr=False)
-class User:
-    uid: int = 0
-    gid: int = 0
-    additionalGids: list[int] | None = None
+class _Type:
+    """A spec type: FIELDS lists (name, default) in config.json's order; a
+    callable default is a factory, REQUIRED marks a field without one.
+    Plain classes, not dataclasses: importing dataclasses pulls in inspect,
+    several milliseconds of every `run`."""
 
+    FIELDS: tuple = ()
 
-@spec_type
-class Capabilities:
-    bounding: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
-    effective: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
-    permitted: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
-
-
-@spec_type
-class Process:
-    args: list[str]
-    env: list[str]
-    cwd: str = "/"
-    user: User = field(default_factory=User)
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    noNewPrivileges: bool = True
-    terminal: bool = False
-
-
-@spec_type
-class Root:
-    path: str
-    readonly: bool = False
-
-
-@spec_type
-class Mount:
-    destination: str
-    type: str
-    source: str
-    options: list[str] = field(default_factory=list)
-
-
-@spec_type
-class Namespace:
-    type: str
-    path: str | None = None
-
-
-@spec_type
-class Device:
-    path: str
-    type: str
-    major: int
-    minor: int
-    fileMode: int = 0o666
-    uid: int = 0
-    gid: int = 0
-
-
-@spec_type
-class DeviceRule:
-    allow: bool
-    access: str
-    type: str | None = None
-    major: int | None = None
-    minor: int | None = None
-
-
-@spec_type
-class Resources:
-    devices: list[DeviceRule] = field(default_factory=list)
-
-
-@spec_type
-class Linux:
-    namespaces: list[Namespace]
-    devices: list[Device] = field(default_factory=list)
-    resources: Resources = field(default_factory=Resources)
-    maskedPaths: list[str] = field(default_factory=lambda: list(MASKED_PATHS))
-    readonlyPaths: list[str] = field(default_factory=lambda: list(READONLY_PATHS))
-    rootfsPropagation: str | None = None
-
-
-@spec_type
-class Spec:
-    process: Process
-    root: Root
-    hostname: str
-    mounts: list[Mount]
-    linux: Linux
-    annotations: dict[str, str] = field(default_factory=dict)
-    ociVersion: str = OCI_VERSION
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(self.FIELDS):
+            raise TypeError(f"{type(self).__name__}: too many arguments")
+        for i, (name, default) in enumerate(self.FIELDS):
+            if i < len(args):
+                value = args[i]
+            elif name in kwargs:
+                value = kwargs.pop(name)
+            elif default is REQUIRED:
+                raise TypeError(f"{type(self).__name__}: {name} is required")
+            else:
+                value = default() if callable(default) else default
+            setattr(self, name, value)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected {', '.join(sorted(kwargs))}")
 
     def to_dict(self) -> dict:
-        return _prune(dataclasses.asdict(self))
+        """As dataclasses.asdict would, without fields that are None."""
+        return _prune(self)
+
+
+
+class User(_Type):
+    FIELDS = (("uid", 0), ("gid", 0), ("additionalGids", None))
+
+    def __eq__(self, other):
+        return type(other) is User and self.__dict__ == other.__dict__
+
+    def __repr__(self):
+        return f"User(uid={self.uid}, gid={self.gid}, additionalGids={self.additionalGids})"
+
+
+class Capabilities(_Type):
+    FIELDS = (("bounding", lambda: list(DEFAULT_CAPS)), ("effective", lambda: list(DEFAULT_CAPS)),
+              ("permitted", lambda: list(DEFAULT_CAPS)))
+
+
+class Process(_Type):
+    FIELDS = (("args", REQUIRED), ("env", REQUIRED), ("cwd", "/"), ("user", User),
+              ("capabilities", Capabilities), ("noNewPrivileges", True), ("terminal", False))
+
+
+class Root(_Type):
+    FIELDS = (("path", REQUIRED), ("readonly", False))
+
+
+class Mount(_Type):
+    FIELDS = (("destination", REQUIRED), ("type", REQUIRED), ("source", REQUIRED), ("options", list))
+
+
+class Namespace(_Type):
+    FIELDS = (("type", REQUIRED), ("path", None))
+
+
+class Device(_Type):
+    FIELDS = (("path", REQUIRED), ("type", REQUIRED), ("major", REQUIRED), ("minor", REQUIRED),
+              ("fileMode", 0o666), ("uid", 0), ("gid", 0))
+
+
+class DeviceRule(_Type):
+    FIELDS = (("allow", REQUIRED), ("access", REQUIRED), ("type", None), ("major", None),
+              ("minor", None))
+
+
+class Resources(_Type):
+    FIELDS = (("devices", list),)
+
+
+class Linux(_Type):
+    FIELDS = (("namespaces", REQUIRED), ("devices", list), ("resources", Resources),
+              ("maskedPaths", lambda: list(MASKED_PATHS)),
+              ("readonlyPaths", lambda: list(READONLY_PATHS)), ("rootfsPropagation", None))
+
+
+class Spec(_Type):
+    FIELDS = (("process", REQUIRED), ("root", REQUIRED), ("hostname", REQUIRED),
+              ("mounts", REQUIRED), ("linux", REQUIRED), ("annotations", dict),
+              ("ociVersion", OCI_VERSION))
 
 
 def _prune(value):
+    if isinstance(value, _Type):
+        return {name: _prune(v) for name, _ in value.FIELDS
+                if (v := getattr(value, name)) is not None}
     if isinstance(value, dict):
         return {k: _prune(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_prune(v) for v in value]
     return value
 
