@@ -9,7 +9,6 @@ the shim, which reports back on a pipe.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import select
@@ -32,20 +31,35 @@ HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 SHIM_TIMEOUT = 30
 
 
-@dataclasses.dataclass(repr=False, eq=False)
 class CreateOptions:
-    image: str
-    cmd: list[str] = dataclasses.field(default_factory=list)
-    name: str | None = None
-    env: list[str] = dataclasses.field(default_factory=list)
-    env_files: list[str] = dataclasses.field(default_factory=list)
-    workdir: str | None = None
-    hostname: str | None = None
-    entrypoint: str | None = None
-    interactive: bool = False
-    network: str = "none"
-    runtime: str = "builtin"
-    auto_remove: bool = False
+    """What `run` asked for: image, then keyword options. A plain class, not a
+    dataclass (importing dataclasses pulls in inspect: ms on every `run`).
+    Add an option as one line of DEFAULTS; a callable default is a factory."""
+
+    DEFAULTS = {
+        "cmd": list,
+        "name": None,
+        "env": list,
+        "env_files": list,
+        "workdir": None,
+        "hostname": None,
+        "entrypoint": None,
+        "interactive": False,
+        "network": "none",
+        "runtime": "builtin",
+        "auto_remove": False,
+    }
+
+    def __init__(self, image: str, **options):
+        unknown = set(options) - set(self.DEFAULTS)
+        if unknown:
+            raise TypeError(f"CreateOptions: unknown options {', '.join(sorted(unknown))}")
+        self.image = image
+        for key, default in self.DEFAULTS.items():
+            if key in options:
+                setattr(self, key, options[key])
+            else:
+                setattr(self, key, default() if callable(default) else default)
 
 
 def now() -> str:
@@ -336,12 +350,15 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     state.write_json(d / "config.json", spec.to_dict())
 
 
-@dataclasses.dataclass(repr=False, eq=False)
 class Started:
-    record: dict
-    pid: int
-    status: "object"  # the shim's status pipe (file object), for attached runs
-    shim_pid: int = 0  # attached runs: the shim is our child, to be reaped
+    """A started container: its record and pid; status is the shim's status
+    pipe (file object) and shim_pid the shim to reap, for attached runs."""
+
+    def __init__(self, record: dict, pid: int, status, shim_pid: int = 0):
+        self.record = record
+        self.pid = pid
+        self.status = status
+        self.shim_pid = shim_pid
 
 
 def _fork_shim(cid: str, w: int) -> int:
