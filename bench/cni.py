@@ -126,7 +126,7 @@ def _net(tmp: Path, *, ptype: str, bridge: str, dual: bool, backend: str = "ipta
     ranges = [[{"subnet": "10.123.0.0/24"}]] + ([[{"subnet": "fd00:123::/64"}]] if dual else [])
     conf = {"cniVersion": "1.0.0", "name": f"bench-{bridge}", "type": ptype, "bridge": bridge,
             "isGateway": True, "isDefaultGateway": True, "ipMasq": True,
-            "ipam": {"type": "host-local", "dataDir": str(tmp / "ipam"), "ranges": ranges}}
+            "ipam": {"type": "cni-bridge" if ptype == "cni-bridge" else "host-local", "dataDir": str(tmp / "ipam"), "ranges": ranges}}
     if ptype == "cni-bridge":
         conf["firewallBackend"] = backend
     return conf

@@ -11,7 +11,9 @@ from cni_bridge.errors import bad_config
 from cni_bridge.firewall import BACKENDS, PortMapping
 
 DEFAULT_BRIDGE = "cni0"
-BUILTIN_IPAM = ("host-local", "cni-bridge", "")
+# ipam.type values served by the built-in IPAM (host-local's files and options);
+# any other type, host-local included, is a plugin to delegate to (spec section 4).
+BUILTIN_IPAM = ("cni-bridge", "")
 KNOWN_CNI_ARGS = {"IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NAME",
                   "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"}
 # Options of the reference bridge this plugin does not implement: refused
@@ -36,14 +38,13 @@ class BridgeConf:
     firewall: str = "iptables"
     ipam: dict = field(default_factory=dict)
     ipam_type: str = ""
-    delegate_ipam: bool = False
     port_mappings: list[PortMapping] = field(default_factory=list)
     prev_result: "Result | None" = None
     raw: dict = field(default_factory=dict)
 
     @property
     def builtin_ipam(self) -> bool:
-        return self.ipam_type in BUILTIN_IPAM and not self.delegate_ipam
+        return self.ipam_type in BUILTIN_IPAM
 
 
 def _bool(conf: dict, key: str) -> bool:
@@ -129,8 +130,7 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: boo
     out.bridge = bridge
     for key, attr in (("isGateway", "is_gateway"), ("isDefaultGateway", "is_default_gateway"),
                       ("forceAddress", "force_address"), ("ipMasq", "ip_masq"),
-                      ("hairpinMode", "hairpin"), ("promiscMode", "promisc"),
-                      ("delegateIPAM", "delegate_ipam")):
+                      ("hairpinMode", "hairpin"), ("promiscMode", "promisc")):
         setattr(out, attr, _bool(conf, key))
     if out.is_default_gateway:
         out.is_gateway = True

@@ -76,7 +76,7 @@ class Cni:
         return c
 
     def conf(self, *, version="1.1.0", backend="iptables", stack="v4", bridge="mdtbr0", name="mdtnet",
-             ipam_type="host-local", ipmasq=True, portmaps=None, **extra) -> dict:
+             ipam_type="cni-bridge", ipmasq=True, portmaps=None, **extra) -> dict:
         ranges = [[{"subnet": SUBNET4}]]
         if stack == "dual":
             ranges.append([{"subnet": SUBNET6}])

@@ -84,7 +84,7 @@ def test_chained_with_reference_portmap(cni, version):
 @pytest.mark.parametrize("version", REFERENCE_VERSIONS)
 def test_reference_host_local_as_delegated_ipam(cni, version):
     c = cni.container()
-    conf = cni.conf(version=version, stack="dual", delegateIPAM=True)
+    conf = cni.conf(version=version, stack="dual", ipam_type="host-local")
     res = cni.call("ADD", conf, c).ok().json
     assert [ip["address"] for ip in res["ips"]] == ["10.66.0.2/24", "fd00:66::2/64"]
     assert set(cni.leases()) == {"10.66.0.2", "fd00:66::2"}       # written by host-local
@@ -100,7 +100,7 @@ def test_delegate_released_when_add_fails_later(cni):
     gets a DEL before the error is returned."""
     c = cni.container()
     cni.node.sh("ip", "link", "add", "mdtbr0", "type", "veth", "peer", "name", "mdtbr0p")
-    r = cni.call("ADD", cni.conf(version="1.0.0", delegateIPAM=True), c)
+    r = cni.call("ADD", cni.conf(version="1.0.0", ipam_type="host-local"), c)
     assert r.rc == 1 and "not a bridge" in r.msg
     assert cni.leases() == {}
     cni.node.sh("ip", "link", "del", "mdtbr0")
@@ -108,7 +108,7 @@ def test_delegate_released_when_add_fails_later(cni):
 
 def test_delegate_error_passed_through(cni):
     c = cni.container()
-    conf = cni.conf(version="1.0.0", delegateIPAM=True)
+    conf = cni.conf(version="1.0.0", ipam_type="host-local")
     conf["ipam"]["ranges"] = [[{"subnet": "10.66.0.0/24"}]]
     r = cni.call("ADD", conf, c, args="IgnoreUnknown=1;IP=10.99.0.1")
     assert r.rc == 1 and "failed to allocate all requested IPs" in r.msg   # host-local's own message

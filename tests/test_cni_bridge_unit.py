@@ -12,7 +12,7 @@ from cni_bridge.ipam.store import MemoryStore
 
 
 def _conf(ranges, **ipam):
-    return {"name": "n", "ipam": {"type": "host-local", "ranges": ranges, **ipam}}
+    return {"name": "n", "ipam": {"type": "cni-bridge", "ranges": ranges, **ipam}}
 
 
 def _alloc(store, conf, cid, args=()):

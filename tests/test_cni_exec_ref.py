@@ -235,7 +235,7 @@ def test_cni_bridge_gc_and_status(ref):
     attachment whose cache entry is gone (only the plugin knows about it)."""
     ref.write("10-md.conflist", {"cniVersion": "1.1.0", "name": "mdnet", "plugins": [
         {"type": "cni-bridge", "bridge": "mdgc0", "isGateway": True, "ipMasq": True,
-         "ipam": ref.ipam("10.88.12.0/24")}]})
+         "ipam": dict(ref.ipam("10.88.12.0/24"), type="cni-bridge")}]})
     path = f"{ref.node.cni_path}"
     assert "ready" in ref.cni("status", "mdnet", CNI_PATH=path).stdout
     c1, c2, c3 = ref.container("c1"), ref.container("c2"), ref.container("c3")
