@@ -31,7 +31,8 @@ class LazyGroup(click.Group):
     imports would otherwise slow down every `run`. Add a group to LAZY as
     name -> (module, attribute)."""
 
-    LAZY = {"cni": ("minidocker.network.cni.command", "cni")}
+    LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
+            "network": ("minidocker.network.command", "network")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -94,8 +94,10 @@ def _lock():
 
 
 def _builtin(name: str) -> Network:
-    # Stable ids for the two that have no record, so `ls` and `inspect` agree.
-    return Network(name=name, id=("%064x" % (0xA5 if name == "host" else 0x5A)),
+    # Stable ids for the two that have no record, so `ls` and `inspect` agree
+    # (a hash of the name: their 12-character short ids differ too).
+    import hashlib
+    return Network(name=name, id=hashlib.sha256(f"minidocker/{name}".encode()).hexdigest(),
                    driver=BUILTIN_DRIVERS[name])
 
 
@@ -283,27 +285,32 @@ def remove_endpoint(net: Network, container_id: str) -> None:
         pass
 
 
-def remove(ref: str) -> Network:
-    """Forget a network; refused for the built-ins and while containers are attached.
-    The caller removes the kernel objects (the bridge) it returns."""
+def remove(ref: str, stale=None) -> Network:
+    """Forget a network; refused for the built-ins and while containers are
+    attached. `stale(container_id)` may say an endpoint's container is gone
+    (its record was deleted without a teardown): such endpoints do not hold
+    the network. The caller removes the kernel objects of the returned network."""
     if ref in BUILTIN_DRIVERS:
         raise MinidockerError(f"{ref} is a pre-defined network and cannot be removed")
     with _lock():
         net = get(ref)
+        if net.name in BUILTIN_DRIVERS:
+            raise MinidockerError(f"{net.name} is a pre-defined network and cannot be removed")
         attached = endpoints(net)
+        for cid in [c for c in attached if stale and stale(c)]:
+            remove_endpoint(net, cid)
+            del attached[cid]
         if attached:
             names = ", ".join(sorted(e.get("Name", cid[:12]) for cid, e in attached.items()))
             raise Conflict(f"network {net.name} has active endpoints ({names}); "
                            "stop or disconnect them first")
         record = _record_path(net.id)
-        for path in (record,):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        for path in (_endpoint_dir(net), record.parent):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+        try:
+            os.unlink(record)
+        except FileNotFoundError:
+            pass
+        # the record is gone, so the rest of the directory (endpoints, the
+        # IPAM data dir when it lives here) is no one's any more
+        import shutil
+        shutil.rmtree(record.parent, ignore_errors=True)
         return net

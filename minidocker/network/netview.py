@@ -1,0 +1,118 @@
+"""What `network ls` and `network inspect` show, in Docker's field names.
+
+Native networks come from the store, CNI file networks from the conf dir;
+`resolve` finds either by name, full id or unique id prefix (native first,
+as `--network NAME` does). Inspect adds, per container, a live `Debug` block
+read from the kernel, which Docker does not have.
+"""
+from __future__ import annotations
+
+from minidocker import paths, state
+from minidocker.errors import MinidockerError, NotFound
+from minidocker.network import confnets, kernel, store
+from minidocker.network.confnets import ConfNetwork
+from minidocker.network.store import Network
+
+
+def listing() -> list[Network | ConfNetwork]:
+    """bridge, host, none, user networks (oldest first), then CNI files."""
+    store.ensure_default()  # so `bridge` has its id from the first `ls` on
+    native = store.all_networks()
+    names = {n.name for n in native}
+    # a CNI file whose name a native network has is shadowed, as for `--network NAME`
+    return [*native, *(c for c in confnets.load() if c.name not in names)]
+
+
+def resolve(ref: str) -> Network | ConfNetwork:
+    try:
+        return store.get(ref)
+    except NotFound:
+        pass
+    confs = confnets.load()
+    for conf in confs:
+        if conf.name == ref or conf.id == ref:
+            return conf
+    hits = [c for c in confs if ref and c.id.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise MinidockerError(f"network id prefix {ref!r} is ambiguous; give more characters")
+    raise NotFound(f"network {ref!r} not found; see `minidocker network ls`")
+
+
+def ls_row(net: Network | ConfNetwork) -> dict:
+    """One line of `network ls --format json` (Docker's keys)."""
+    native = isinstance(net, Network)
+    return {"ID": net.short_id, "Name": net.name, "Driver": net.driver, "Scope": "local",
+            "IPv6": str(native and net.ipv6).lower(), "Internal": str(native and net.internal).lower(),
+            "CreatedAt": net.created if native else "", "Labels": ""}
+
+
+def _container_record(cid: str) -> dict:
+    data = state.read_json(paths.container_dir(cid) / "container.json")
+    return data if isinstance(data, dict) else {}
+
+
+def _pick(d: dict, *keys, default=""):
+    for k in keys:
+        if d.get(k):
+            return d[k]
+    return default
+
+
+def _with_prefix(addr, net: Network, version: int) -> str:
+    """Docker shows addresses with their prefix length (10.0.0.2/24)."""
+    if not addr:
+        return ""
+    addr = addr[0] if isinstance(addr, list) else str(addr)
+    if "/" in addr:
+        return addr
+    import ipaddress
+    for cfg in net.ipam:
+        sub = ipaddress.ip_network(cfg.subnet)
+        if sub.version == version and ipaddress.ip_address(addr) in sub:
+            return f"{addr}/{sub.prefixlen}"
+    return addr
+
+
+def _containers(net: Network, debug: bool, rules) -> dict:
+    out = {}
+    for cid, ep in store.endpoints(net).items():
+        rec = _container_record(cid)
+        ifname = _pick(ep, "Ifname", "ifname", "IfName", "ContainerIfname", default="eth0")
+        sandbox = _pick(ep, "SandboxKey", "netns", "Netns") or \
+            rec.get("NetworkSettings", {}).get("SandboxKey", "")
+        entry = {
+            "Name": _pick(ep, "Name", "name") or rec.get("Name", "").lstrip("/"),
+            "EndpointID": _pick(ep, "EndpointID", "endpoint_id"),
+            "MacAddress": _pick(ep, "MacAddress", "mac"),
+            "IPv4Address": _with_prefix(_pick(ep, "IPv4Address", "IPAddress", "ipv4", "ip"), net, 4),
+            "IPv6Address": _with_prefix(_pick(ep, "IPv6Address", "GlobalIPv6Address", "ipv6", "ip6"),
+                                        net, 6),
+        }
+        if debug:
+            entry["Debug"] = kernel.endpoint_debug(net, cid, ifname, sandbox, rules)
+        out[cid] = entry
+    return out
+
+
+def inspect(net: Network | ConfNetwork, debug: bool = True) -> dict:
+    """`network inspect`'s object for one network."""
+    if isinstance(net, ConfNetwork):
+        return confnets.docker(net)
+    builtin = net.name in ("host", "none")
+    rules = kernel.Rules() if debug and not builtin else None
+    out = {
+        "Name": net.name, "Id": net.id, "Created": net.created, "Scope": "local",
+        "Driver": net.driver, "EnableIPv6": net.ipv6, "Internal": net.internal,
+        "Attachable": False, "Ingress": False, "ConfigOnly": False,
+        "IPAM": {"Driver": "default", "Options": {},
+                 "Config": [c.docker() for c in net.ipam]},
+        "Options": dict(net.options), "Labels": {},
+        "Containers": {} if builtin else _containers(net, debug, rules),
+    }
+    if net.name == store.DEFAULT_NETWORK:
+        out["Options"].setdefault(store.OPT_BRIDGE_NAME, net.bridge)
+    if rules is not None:
+        out["Debug"] = kernel.network_debug(net, rules)
+    return out
