@@ -33,6 +33,10 @@ class NetworkMode:
     def validate(self) -> None:
         """Reject impossible settings before anything exists."""
 
+    def check(self, container: dict) -> None:
+        """Create time, before the record is written: the container's own
+        network settings (host ports free, addresses usable)."""
+
     def setup(self, container: dict) -> dict:
         """Attach networking; returns what goes into NetworkSettings."""
         return {}
@@ -77,13 +81,24 @@ def register_fallback(finder: Callable[[str], NetworkMode | None]) -> None:
     _FALLBACK.append(finder)
 
 
+def _load_plugins() -> None:
+    """The attaching modes (bridge, user and CNI networks, container:<id>)
+    register when first needed; none and host never pay for importing them."""
+    if "bridge" not in _EXACT or "container:" not in _PREFIX:
+        from minidocker.network import bridge
+        bridge.register()
+
+
 def accepted() -> list[str]:
+    _load_plugins()
     return sorted(_EXACT) + [p + "<id>" for p in sorted(_PREFIX)]
 
 
 def resolve(spec: str) -> NetworkMode:
     """The NetworkMode for a `--network` value, validated."""
     mode = None
+    if spec not in _EXACT:
+        _load_plugins()
     if spec in _EXACT:
         mode = _EXACT[spec](spec)
     else:
