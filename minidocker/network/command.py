@@ -112,15 +112,20 @@ def _stale(cid: str) -> bool:
 
 
 def remove_network(ref: str) -> store.Network:
-    """Refuse CNI files, forget the record, then remove the kernel objects."""
-    if ref not in store.BUILTIN_DRIVERS:
-        target = netview.resolve(ref)
-        if isinstance(target, ConfNetwork):
-            raise MinidockerError(f"network {target.name} is defined by the CNI configuration "
-                                  f"file {target.path} and cannot be removed here; "
-                                  "remove or edit that file instead")
-    net = store.remove(ref, stale=_stale)
-    problems = kernel.remove_objects(net)
+    """Refuse built-ins and CNI files, forget the record, then remove the
+    kernel objects."""
+    if ref in store.BUILTIN_DRIVERS:
+        return store.remove(ref)  # refuses, naming the pre-defined network
+    target = netview.resolve(ref)
+    if isinstance(target, ConfNetwork):
+        raise MinidockerError(f"network {target.name} is defined by the CNI configuration "
+                              f"file {target.path} and cannot be removed here; "
+                              "remove or edit that file instead")
+    # attach's per-network lock, taken alone: no ADD is half-way (bridge made,
+    # endpoint not yet recorded) while endpoints are checked and the bridge goes
+    with kernel.network_lock(target):
+        net = store.remove(target.id, stale=_stale)
+        problems = kernel.remove_objects(net)
     if problems:
         raise MinidockerError(f"network {net.name} was removed, but: " + "; ".join(problems))
     return net

@@ -43,6 +43,15 @@ def ipam_dirs(net: Network) -> list[str]:
     return [os.path.join(str(base), cni_name(net))]
 
 
+def network_lock(net: Network):
+    """attach.py's per-network lock, exclusive (ADDs take it shared)."""
+    fn = getattr(_attach(), "_net_lock", None)
+    if fn:
+        return fn(net, shared=False)
+    from minidocker import state
+    return state.locked(paths.locks_dir() / f"network-{net.id[:24]}.lock")
+
+
 # --- removal -------------------------------------------------------------------
 
 def remove_objects(net: Network) -> list[str]:

@@ -1,0 +1,102 @@
+"""`network connect / disconnect`: a running container gains or loses an
+interface (eth1, eth2, ...) on a network, through network/attach.py.
+
+Both run under the container's lock, the one its teardown takes, so a
+container that exits meanwhile is either torn down before (and refused here
+as not running) or after (and its teardown detaches the new endpoint too).
+The container record's NetworkSettings.Networks follows, so `inspect` of the
+container agrees with `network inspect`.
+"""
+from __future__ import annotations
+
+import re
+
+from minidocker import containers, state, teardown
+from minidocker.errors import Conflict, MinidockerError
+from minidocker.network import netview
+from minidocker.network.confnets import ConfNetwork
+
+SHARED_MODES = ("host", "none")
+
+
+def _target(network_ref: str):
+    """The network (native or CNI file) and the reference attach() takes."""
+    net = netview.resolve(network_ref)
+    if net.name in SHARED_MODES and not isinstance(net, ConfNetwork):
+        raise MinidockerError(f"cannot connect a container to network {net.name!r}: it is a "
+                              "network mode (`run --network host|none`), not a network")
+    return net, (net.name if isinstance(net, ConfNetwork) else net.id)
+
+
+def _endpoint_on(attach, cid: str, net) -> dict | None:
+    for ep in attach.endpoints_of(cid):
+        if ep.get("NetworkID") == net.id or (isinstance(net, ConfNetwork) and ep.get("Network") == net.name
+                                             and ep.get("Driver") == "cni"):
+            return ep
+    return None
+
+
+def _next_ifname(attach, cid: str) -> str:
+    """The lowest ethN the container does not have yet."""
+    used = set()
+    for ep in attach.endpoints_of(cid):
+        m = re.fullmatch(r"eth(\d+)", ep.get("IfName") or "")
+        if m:
+            used.add(int(m.group(1)))
+    n = 0
+    while n in used:
+        n += 1
+    return f"eth{n}"
+
+
+def _name(record: dict) -> str:
+    return record["Name"].lstrip("/")
+
+
+def _settings(ep: dict, net) -> dict:
+    """Docker's NetworkSettings.Networks entry for one endpoint (the shape
+    `run` records for its first network)."""
+    v4, v6 = ep.get("IPv4Address") or "", ep.get("IPv6Address") or ""
+    return {"IPAMConfig": None, "Links": None, "Aliases": ep.get("Aliases") or None,
+            "NetworkID": net.id, "EndpointID": ep.get("EndpointID", ""),
+            "Gateway": ep.get("Gateway", ""), "IPAddress": v4.split("/")[0],
+            "IPPrefixLen": int(v4.split("/")[1]) if "/" in v4 else 0,
+            "IPv6Gateway": ep.get("IPv6Gateway", ""), "GlobalIPv6Address": v6.split("/")[0],
+            "GlobalIPv6PrefixLen": int(v6.split("/")[1]) if "/" in v6 else 0,
+            "MacAddress": ep.get("MacAddress", "")}
+
+
+def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
+            aliases=(), mac=None) -> dict:
+    net, ref = _target(network_ref)
+    cid = containers.find(container_ref)["Id"]
+    with state.locked(teardown.lock_path(cid)):
+        record = containers.find(cid)
+        if not record["State"].get("Running"):
+            raise MinidockerError(f"container {_name(record)} is not running; start it before "
+                                  "connecting it to a network")
+        mode = record["HostConfig"].get("NetworkMode", "")
+        if mode in SHARED_MODES or mode.startswith("container:"):
+            raise MinidockerError(f"container {_name(record)} runs with --network {mode}: it has "
+                                  "no network namespace of its own to connect")
+        if _endpoint_on(attach, cid, net):
+            raise Conflict(f"container {_name(record)} is already connected to network {net.name}")
+        ep = attach.attach(record, ref, ifname=_next_ifname(attach, cid), ip=ip, ip6=ip6,
+                           aliases=list(aliases), mac=mac)
+        record.setdefault("NetworkSettings", {}).setdefault("Networks", {})[net.name] = \
+            _settings(ep, net)
+        teardown.save(record)
+        return ep
+
+
+def disconnect(attach, network_ref: str, container_ref: str) -> None:
+    net, ref = _target(network_ref)
+    cid = containers.find(container_ref)["Id"]
+    with state.locked(teardown.lock_path(cid)):
+        record = containers.find(cid)
+        if _endpoint_on(attach, cid, net) is None:
+            raise MinidockerError(f"container {_name(record)} is not connected to network {net.name}")
+        attach.detach(record, ref)
+        networks = record.setdefault("NetworkSettings", {}).setdefault("Networks", {})
+        if networks.pop(net.name, None) is not None:
+            teardown.save(record)
