@@ -45,9 +45,18 @@ class CreateOptions:
         "hostname": None,
         "entrypoint": None,
         "interactive": False,
-        "network": "none",
+        "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
+        # networking (network/bridge.py reads them back from the record)
+        "publish": list,         # -p values, parsed here
+        "publish_all": False,    # -P
+        "ip": None,
+        "ip6": None,
+        "dns": list,
+        "add_hosts": list,
+        "aliases": list,         # --network-alias
+        "mac": None,
     }
 
     def __init__(self, image: str, **options):
@@ -201,7 +210,8 @@ def create(opts: CreateOptions) -> dict:
     for f in opts.env_files:
         env += read_env_file(f)
     env += parse_env(opts.env)
-    modes.resolve(opts.network)
+    mode = modes.resolve(opts.network)
+    netcfg = _network_options(opts, mode)
     if opts.workdir is not None and not opts.workdir.startswith("/"):
         raise MinidockerError(f"invalid working directory {opts.workdir!r}: it must be an "
                               "absolute path", 125)
@@ -248,11 +258,15 @@ def create(opts: CreateOptions) -> dict:
             "OpenStdin": opts.interactive,
             "Labels": icfg.get("Labels") or {},
         },
-        "HostConfig": {"NetworkMode": opts.network, "PortBindings": {},
+        "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
+                       "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
+                       "ExtraHosts": netcfg["ExtraHosts"],
                        "AutoRemove": opts.auto_remove, "Runtime": opts.runtime},
+        "NetworkingConfig": {"EndpointsConfig": netcfg["EndpointsConfig"]},
         "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
         "ShimPid": 0,
     }
+    mode.check(record)  # host ports free, addresses usable: before anything is written
     with _global_lock():
         taken = {r["Name"]: r["Id"] for r in all_records()}
         if opts.name:
@@ -270,14 +284,26 @@ def create(opts: CreateOptions) -> dict:
     return record
 
 
+def _network_options(opts: CreateOptions, mode: modes.NetworkMode) -> dict:
+    """-p/-P, --ip, --dns, --add-host... checked, in the record's shape."""
+    if not (opts.publish or opts.publish_all or opts.ip or opts.ip6 or opts.dns or opts.add_hosts
+            or opts.aliases or opts.mac):
+        return {"PortBindings": {}, "Dns": [], "ExtraHosts": [], "EndpointsConfig": {}}
+    from minidocker.network import runopts
+    return runopts.parse(opts, mode)
+
+
 # --- start ---------------------------------------------------------------------
 
-def _resolv_conf(host_mode: bool) -> str:
+def _resolv_conf(host_mode: bool, dns: list | None = None) -> str:
     try:
         with open("/etc/resolv.conf") as fh:
             text = fh.read()
     except OSError:
         text = ""
+    if dns:
+        text = "".join(f"nameserver {ip}\n" for ip in dns) + "".join(
+            l + "\n" for l in text.splitlines() if not l.strip().startswith("nameserver"))
     if host_mode:
         return text
     lines = [l for l in text.splitlines()
@@ -298,8 +324,12 @@ def _write_files(record: dict, host_mode: bool) -> dict[str, str]:
             hosts = HOSTS
     else:
         hosts = HOSTS
+    hc = record["HostConfig"]
+    for entry in hc.get("ExtraHosts") or []:
+        name, _, ip = entry.partition(":")
+        hosts += f"{ip}\t{name}\n"
     files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n",
-             "/etc/resolv.conf": _resolv_conf(host_mode)}
+             "/etc/resolv.conf": _resolv_conf(host_mode, hc.get("Dns"))}
     out = {}
     for dest, text in files.items():
         path = d / os.path.basename(dest)
@@ -315,9 +345,10 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     """Everything before the process: rootfs, files, namespace, network, spec."""
     cid = record["Id"]
     d = cdir(cid)
-    sandbox = str(paths.netns_path(cid)) if mode.own_namespace else None
+    join = getattr(mode, "join", None)  # container:<id> enters that one's namespace
+    sandbox = join(record) if join else (str(paths.netns_path(cid)) if mode.own_namespace else None)
     # the namespace is made while the rootfs is mounted (the kernel work overlaps)
-    pinned = netns.start_pin(sandbox) if sandbox else None
+    pinned = netns.start_pin(sandbox) if sandbox and not join else None
     try:
         image = images.lookup(record["Image"])
         rootfs = str(d / "rootfs")

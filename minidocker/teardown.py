@@ -52,6 +52,7 @@ def release(record: dict, reaped: bool = False) -> None:
     settings = record.setdefault("NetworkSettings", {})
     settings["SandboxKey"] = ""
     settings["Networks"] = {}
+    settings["Ports"] = {}
 
 
 def _kill_orphan(record: dict) -> None:
