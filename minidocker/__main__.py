@@ -1,3 +1,3 @@
-from minidocker.cli import main
+from minidocker.entry import main
 
 main()

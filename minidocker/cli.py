@@ -14,13 +14,12 @@ import gc
 gc.disable()
 
 import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import click  # noqa: E402
 
-from minidocker import clock, containers, images  # noqa: E402
+from minidocker import clock, containers, entry, images, runcmd  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
 RUN_COMMANDS = {"run"}
@@ -141,40 +140,21 @@ def load_cmd(archive):
 
 # --- containers -------------------------------------------------------------------
 
+def _run_options(f):
+    """run's options come from runcmd.OPTIONS, declared once there: the fast
+    parser of plain `run` invocations (entry.py) reads the same table."""
+    for opt in reversed(runcmd.OPTIONS):
+        f = click.option(*opt.decls, opt.dest, **opt.click_kwargs())(f)
+    return f
+
+
 @cli.command("run", context_settings={"allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
-@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
-@click.option("--name", help="Container name.")
-@click.option("-e", "--env", multiple=True, help="KEY=VALUE (or KEY: copied from here).")
-@click.option("--env-file", multiple=True, help="File of KEY=VALUE lines.")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("--hostname", help="Container host name.")
-@click.option("--entrypoint", help="Override the image's entrypoint.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
-@click.option("--network", "--net", "network", default="none", show_default=True,
-              help="none | host")
-@click.option("--runtime", default="builtin", show_default=True, help="builtin | runc")
+@_run_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(detach, auto_remove, name, env, env_file, workdir, hostname, entrypoint,
-            interactive, network, runtime, image, command):
+def run_cmd(image, command, **options):
     """Create and start a container."""
-    record = containers.create(containers.CreateOptions(
-        image=image, cmd=list(command), name=name, env=list(env), env_files=list(env_file),
-        workdir=workdir, hostname=hostname, entrypoint=entrypoint, interactive=interactive,
-        network=network, runtime=runtime, auto_remove=auto_remove))
-    if detach:
-        containers.start(record["Id"])
-        click.echo(record["Id"])
-        return
-    relay = containers.SignalRelay()
-    try:
-        started = containers.start(record["Id"], attach=True)
-    except BaseException:
-        relay.restore()
-        raise
-    sys.stdout.flush()
-    sys.exit(containers.wait_attached(started, relay))
+    sys.exit(runcmd.run(image, command, options))
 
 
 @cli.command("start")
@@ -300,27 +280,15 @@ def exec_cmd(interactive, ref, command):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command line and exit without interpreter finalisation: all
-    state is written and closed by then, and tearing down the modules would
-    add several milliseconds to every `run`."""
-    code = _run(sys.argv[1:] if argv is None else argv)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    """Run the command line and exit without interpreter finalisation (see
+    entry.finish)."""
+    entry.finish(_run(sys.argv[1:] if argv is None else argv))
 
 
 def _run(argv: list[str]) -> int:
     try:
         cli.main(args=argv, prog_name="minidocker", standalone_mode=False)
         return 0
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        click.echo(str(exc.code), err=True)
-        return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -330,20 +298,8 @@ def _run(argv: list[str]) -> int:
         return 125 if in_run else exc.exit_code
     except click.exceptions.Abort:
         return 130
-    except MinidockerError as exc:
-        click.echo("Error: " + " ".join(exc.message.split()), err=True)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 141
-    except Exception as exc:  # noqa: BLE001 - users get one line, developers a traceback
-        if os.environ.get("MINIDOCKER_DEBUG"):
-            import traceback
-            traceback.print_exc()
-        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
-                   "(MINIDOCKER_DEBUG=1 for the traceback)", err=True)
-        return 1
+    except BaseException as exc:  # noqa: BLE001 - one line for users; the fast `run` path shares it
+        return entry.exit_code(exc)
 
 
 gc.enable()

@@ -1,0 +1,97 @@
+"""The fast `run` parser (runcmd.parse) against click: the same parameters
+for every plain invocation, None (click parses) for everything else."""
+from __future__ import annotations
+
+import pytest
+
+from minidocker import cli, containers, runcmd
+
+PLAIN = [
+    "run busybox",
+    "run busybox true",
+    "run --rm busybox true",
+    "run --rm --network none busybox true",
+    "run --rm --network=host busybox true",
+    "run --net none busybox",
+    "run -d --name web busybox httpd -f -p 8080",
+    "run --name=web -i busybox sh",
+    "run -e A=1 -e B --env C=3 --env=D= busybox env",
+    "run --env-file /x --env-file=/y busybox env",
+    "run -w /tmp --hostname h --entrypoint /bin/sh busybox -c 'echo hi'",
+    "run --entrypoint= busybox",
+    "run --name  busybox true",  # an empty value (two spaces: '' after split(' '))
+    "run --runtime runc busybox true",
+    "run --rm --rm busybox true",
+    "run -d -i busybox",
+    "run busybox --rm -e X",  # after the image everything is the command
+    "run busybox -- true",
+    "run busybox -",
+    "run +x",
+    "run - busybox",  # "-" is an image name to click too
+]
+
+TO_CLICK = [
+    "",
+    "ps",
+    "images",
+    "--help",
+    "run",
+    "run --rm",
+    "run --help",
+    "run -h",
+    "run --bogus busybox",
+    "run -x busybox",
+    "run -di busybox",
+    "run -eA=1 busybox",
+    "run -e=A=1 busybox",
+    "run -e",
+    "run --name",
+    "run --name -x busybox",
+    "run --rm=1 busybox",
+    "run --name a --name b busybox",
+    "run -- busybox true",
+    "run --netw none busybox",
+]
+
+
+def _argv(line: str) -> list[str]:
+    return line.split(" ") if line else []
+
+
+def _click_params(argv: list[str]) -> dict:
+    ctx = cli.run_cmd.make_context("run", argv[1:])
+    return dict(ctx.params)
+
+
+@pytest.mark.parametrize("line", PLAIN)
+def test_plain_invocations_parse_as_click_does(line):
+    argv = _argv(line)
+    fast = runcmd.parse(argv)
+    assert fast is not None, f"{line!r} fell back to click"
+    assert fast == _click_params(argv)
+
+
+@pytest.mark.parametrize("line", TO_CLICK)
+def test_everything_else_is_left_to_click(line):
+    assert runcmd.parse(_argv(line)) is None
+
+
+def test_completion_is_left_to_click(monkeypatch):
+    monkeypatch.setenv(runcmd.COMPLETE_VAR, "bash_complete")
+    assert runcmd.parse(["run", "busybox"]) is None
+
+
+def test_the_click_command_is_built_from_the_table():
+    """An option added to run_cmd by hand would be missed by the fast parser."""
+    names = {p.name for p in cli.run_cmd.params}
+    assert names == {o.dest for o in runcmd.OPTIONS} | {"image", "command"}
+    declared = {d for p in cli.run_cmd.params for d in p.opts} - {"image", "command"}
+    assert declared == {d for o in runcmd.OPTIONS for d in o.decls}
+
+
+def test_every_option_reaches_create_options():
+    dests = {o.dest for o in runcmd.OPTIONS} - {"detach"}
+    assert dests <= set(containers.CreateOptions.DEFAULTS)
+    opts = containers.CreateOptions("busybox", **{o.dest: o.empty() for o in runcmd.OPTIONS
+                                                  if o.dest != "detach"})
+    assert opts.image == "busybox"
