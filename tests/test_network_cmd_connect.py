@@ -79,3 +79,34 @@ def test_connect_reach_disconnect(node):
     assert _leases(node, "back") == []
     node.md("network", "rm", "back")
     assert node.link_names() == {"lo", "uplink0"}
+
+
+def test_connect_to_a_cni_file_network(node):
+    """A network of the CNI directory: connect, inspect (Containers with the
+    live Debug block), disconnect; rm of it stays refused."""
+    conf = {"cniVersion": "1.0.0", "name": "filenet", "plugins": [{
+        "type": "cni-bridge", "bridge": "cnibr9", "isGateway": True, "ipMasq": True,
+        "ipam": {"type": "cni-bridge", "dataDir": str(node.root / "fileipam"),
+                 "ranges": [[{"subnet": "10.90.0.0/24"}]]}}]}
+    (node.cni_conf / "50-filenet.conflist").write_text(json.dumps(conf))
+    node.md("run", "-d", "--name", "cx", "--network", "bridge", "busybox", "sleep", "300")
+    node.md("run", "-d", "--name", "cy", "--network", "filenet", "busybox", "sleep", "300")
+    try:
+        x_id = json.loads(node.md("inspect", "cx").stdout)[0]["Id"]
+        y_ip = _addr(node, "cy", "eth0").split("/")[0]
+        node.md("network", "connect", "filenet", "cx")
+        assert _addr(node, "cx", "eth1").startswith("10.90.0.")
+        node.md("exec", "cx", "ping", "-c1", "-W2", y_ip)
+        net = inspect(node, "filenet")[0]
+        assert net["Driver"] == "cni" and sorted(c["Name"] for c in net["Containers"].values()) == ["cx", "cy"]
+        dbg = net["Containers"][x_id]["Debug"]
+        assert dbg["ContainerIfname"] == "eth1" and dbg["HostVethIfindex"] > 0
+        assert any(f"md/filenet/{x_id}/eth1" in r for r in dbg["Rules"])
+        fails(node, "connect", "filenet", "cx", words=["already connected", "filenet"])
+        fails(node, "rm", "filenet", words=["CNI configuration file"])
+        node.md("network", "disconnect", "filenet", "cx")
+        assert _addr(node, "cx", "eth1") == "" and dbg["HostVeth"] not in node.link_names()
+        assert x_id not in inspect(node, "filenet")[0]["Containers"]
+    finally:
+        node.md("rm", "-f", "cx", "cy", check=False)
+        node.sh("ip", "link", "del", "cnibr9", check=False)  # the admin's bridge

@@ -181,16 +181,22 @@ def _tool(argv: list[str]) -> str:
     return proc.stdout if proc.returncode == 0 else ""
 
 
-def endpoint_debug(net: Network, cid: str, ifname: str, sandbox: str, rules: Rules) -> dict:
+def endpoint_debug(name: str, cid: str, ifname: str, sandbox: str, rules: Rules,
+                   recorded_veth: str = "") -> dict:
     """What a person debugging would dig out by hand: the host veth and the
-    container interface it is paired with, the namespace, the rules."""
+    container interface it is paired with, the namespace, the rules.
+    `name` is the CNI network name; cni-bridge's veth is found by its name
+    and alias, another plugin's by the name the endpoint recorded."""
     from cni_bridge.firewall import owner_comment
     from cni_bridge.link import host_veth_name, veth_alias
-    name = cni_name(net)
     veth = host_veth_name(name, cid, ifname)
     link = _link(veth)
     if link.get("alias") != veth_alias(name, cid, ifname):
         link = {}  # gone, or a stranger's link of that name
+        if recorded_veth:
+            other = _link(recorded_veth)
+            if other.get("kind") == "veth" and _container_ifname(sandbox, other["peer"]) == ifname:
+                veth, link = recorded_veth, other
     peer = link.get("peer", 0)
     return {
         "HostVeth": veth if link else "",

@@ -53,13 +53,6 @@ def _container_record(cid: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _pick(d: dict, *keys, default=""):
-    for k in keys:
-        if d.get(k):
-            return d[k]
-    return default
-
-
 def _with_prefix(addr, net: Network, version: int) -> str:
     """Docker shows addresses with their prefix length (10.0.0.2/24)."""
     if not addr:
@@ -75,31 +68,45 @@ def _with_prefix(addr, net: Network, version: int) -> str:
     return addr
 
 
-def _containers(net: Network, debug: bool, rules) -> dict:
+def _containers(eps: dict[str, dict], cni_name: str, net: Network | None, rules) -> dict:
+    """Docker's Containers map (plus Debug when `rules` were read)."""
     out = {}
-    for cid, ep in store.endpoints(net).items():
+    for cid, ep in eps.items():
         rec = _container_record(cid)
-        ifname = _pick(ep, "Ifname", "ifname", "IfName", "ContainerIfname", default="eth0")
-        sandbox = _pick(ep, "SandboxKey", "netns", "Netns") or \
-            rec.get("NetworkSettings", {}).get("SandboxKey", "")
+        ifname = ep.get("IfName") or "eth0"
+        sandbox = ep.get("SandboxKey") or rec.get("NetworkSettings", {}).get("SandboxKey", "")
+        v4, v6 = ep.get("IPv4Address", ""), ep.get("IPv6Address", "")
         entry = {
-            "Name": _pick(ep, "Name", "name") or rec.get("Name", "").lstrip("/"),
-            "EndpointID": _pick(ep, "EndpointID", "endpoint_id"),
-            "MacAddress": _pick(ep, "MacAddress", "mac"),
-            "IPv4Address": _with_prefix(_pick(ep, "IPv4Address", "IPAddress", "ipv4", "ip"), net, 4),
-            "IPv6Address": _with_prefix(_pick(ep, "IPv6Address", "GlobalIPv6Address", "ipv6", "ip6"),
-                                        net, 6),
+            "Name": ep.get("Name") or rec.get("Name", "").lstrip("/"),
+            "EndpointID": ep.get("EndpointID", ""),
+            "MacAddress": ep.get("MacAddress", ""),
+            "IPv4Address": _with_prefix(v4, net, 4) if net else v4,
+            "IPv6Address": _with_prefix(v6, net, 6) if net else v6,
         }
-        if debug:
-            entry["Debug"] = kernel.endpoint_debug(net, cid, ifname, sandbox, rules)
+        if rules is not None:
+            entry["Debug"] = kernel.endpoint_debug(cni_name, cid, ifname, sandbox, rules,
+                                                   recorded_veth=ep.get("HostVeth", ""))
         out[cid] = entry
     return out
+
+
+def _conf_endpoints(conf: ConfNetwork) -> dict[str, dict]:
+    """Endpoints attach.py recorded for a network of the CNI directory."""
+    try:
+        from minidocker.network import attach
+    except ImportError:
+        return {}
+    return {cid: ep for _nid, cid, ep in attach.all_endpoints()
+            if ep.get("Driver") == "cni" and ep.get("Network") == conf.name}
 
 
 def inspect(net: Network | ConfNetwork, debug: bool = True) -> dict:
     """`network inspect`'s object for one network."""
     if isinstance(net, ConfNetwork):
-        return confnets.docker(net)
+        out = confnets.docker(net)
+        out["Containers"] = _containers(_conf_endpoints(net), net.name, None,
+                                        kernel.Rules() if debug else None)
+        return out
     builtin = net.name in ("host", "none")
     rules = kernel.Rules() if debug and not builtin else None
     out = {
@@ -109,7 +116,8 @@ def inspect(net: Network | ConfNetwork, debug: bool = True) -> dict:
         "IPAM": {"Driver": "default", "Options": {},
                  "Config": [c.docker() for c in net.ipam]},
         "Options": dict(net.options), "Labels": {},
-        "Containers": {} if builtin else _containers(net, debug, rules),
+        "Containers": {} if builtin else _containers(store.endpoints(net), kernel.cni_name(net),
+                                                     net, rules),
     }
     if net.name == store.DEFAULT_NETWORK:
         out["Options"].setdefault(store.OPT_BRIDGE_NAME, net.bridge)
