@@ -3,6 +3,7 @@ Docker's output, CNI file networks, bad input (nothing changes), and one
 name created concurrently."""
 import json
 import os
+import re
 
 import pytest
 
@@ -10,16 +11,21 @@ from harness import MINIDOCKER
 
 
 def snapshot(node) -> dict:
-    """Everything bad input must leave as it was: network records, links, rules."""
-    base = node.state_root / "networks"
+    """Everything bad input must leave as it was: network records and
+    endpoints, leases, containers' network settings, links, rules."""
     files = {}
-    if base.is_dir():
+    for sub in ("networks", "ipam"):
+        base = node.state_root / sub
         for dirpath, _dirs, names in os.walk(base):
             for name in names:
                 path = os.path.join(dirpath, name)
-                with open(path) as fh:
-                    files[os.path.relpath(path, base)] = fh.read()
-    return {"files": files, "links": sorted(node.link_names()), "rules": node.iptables_save(),
+                with open(path, "rb") as fh:
+                    files[os.path.relpath(path, node.state_root)] = fh.read()
+    for path in (node.state_root / "containers").glob("*/container.json"):
+        files[str(path)] = json.loads(path.read_text()).get("NetworkSettings")
+    rules = [re.sub(r"\[\d+:\d+\]", "", l) for l in node.iptables_save().splitlines()
+             if not l.startswith("#")]  # no time stamps or packet counters
+    return {"files": files, "links": sorted(node.link_names()), "rules": rules,
             "nft": node.nft_ruleset()}
 
 

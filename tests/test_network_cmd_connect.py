@@ -70,10 +70,16 @@ def test_connect_reach_disconnect(node):
         settings = json.loads(node.md("inspect", "ca").stdout)[0]["NetworkSettings"]["Networks"]
         assert "back" not in settings and "bridge" in settings
         fails(node, "disconnect", "back", "ca", words=["not connected"])
+        before = snapshot(node)
+        fails(node, "connect", "--ip", "10.99.0.5", "back", "ca", words=["10.99.0.5", "10.80.0.0/24"])
+        fails(node, "connect", "--ip", "10.80.0.1", "back", "ca", words=["10.80.0.1", "gateway"])
+        fails(node, "connect", "--ip", b_ip, "back", "ca", words=[b_ip, "already in use"])
+        fails(node, "connect", "--ip", "nonsense", "back", "ca", words=["'nonsense'", "IPv4"])
+        assert snapshot(node) == before
 
         # connected again, then the container's exit takes eth1 along too
-        node.md("network", "connect", "back", "ca")
-        assert _addr(node, "ca", "eth1").startswith("10.80.0.")
+        node.md("network", "connect", "--ip", "10.80.0.50", "back", "ca")
+        assert _addr(node, "ca", "eth1") == "10.80.0.50/24"
     finally:
         node.md("rm", "-f", "ca", "cb", "lonely", "stopped", check=False)
     assert _leases(node, "back") == []

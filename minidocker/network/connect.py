@@ -81,8 +81,12 @@ def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
                                   "no network namespace of its own to connect")
         if _endpoint_on(attach, cid, net):
             raise Conflict(f"container {_name(record)} is already connected to network {net.name}")
-        ep = attach.attach(record, ref, ifname=_next_ifname(attach, cid), ip=ip, ip6=ip6,
-                           aliases=list(aliases), mac=mac)
+        try:
+            ep = attach.attach(record, ref, ifname=_next_ifname(attach, cid), ip=ip, ip6=ip6,
+                               aliases=list(aliases), mac=mac)
+        except MinidockerError as exc:
+            exc.code = 1  # attach speaks for `run` (125); here Docker exits 1
+            raise
         record.setdefault("NetworkSettings", {}).setdefault("Networks", {})[net.name] = \
             _settings(ep, net)
         teardown.save(record)
