@@ -269,6 +269,25 @@ def logs_cmd(follow, ref):
             time.sleep(0.1)
 
 
+@cli.command("port")
+@click.argument("ref")
+@click.argument("port", required=False)
+def port_cmd(ref, port):
+    """List a container's published ports (or the host side of PORT[/PROTO])."""
+    record = containers.find(ref)
+    published = record.get("NetworkSettings", {}).get("Ports") or {}
+    if port:
+        key = port if "/" in port else port + "/tcp"
+        if key not in published:
+            raise MinidockerError(f"no public port {key!r} published for {ref}; "
+                                  f"published: {', '.join(sorted(published)) or 'none'}")
+        published = {key: published[key]}
+    for key in sorted(published, key=lambda k: (int(k.split("/")[0]), k)):
+        for b in published[key] or []:
+            host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
+            click.echo(f"{host}:{b['HostPort']}" if port else f"{key} -> {host}:{b['HostPort']}")
+
+
 @cli.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
 @click.argument("ref")

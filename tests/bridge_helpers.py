@@ -1,0 +1,152 @@
+"""Helpers for the bridge-networking tests: an image with socat (TCP and UDP
+servers in containers), clients in the node and in `ext`, and a check that
+nothing of a container's network is left."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from harness import Node, run
+from mdtools import busybox_tree, docker_save
+
+TOOLS = "mdtools:1"
+EXPOSED = {"80/tcp": {}, "53/udp": {}}
+
+
+def _add_binary(root: Path, binary: str) -> None:
+    """binary and its shared libraries (ldd), as regular files (no absolute
+    symlinks: the image loader refuses them)."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=10, check=True).stdout
+    files = [binary]
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            files.append(parts[2])
+        elif parts and parts[0].startswith("/"):
+            files.append(parts[0])
+    for f in files:
+        dest = root / f.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.realpath(f), dest)
+        os.chmod(dest, 0o755)
+
+
+def tools_archive(dest: Path) -> Path:
+    """A `docker save` archive of busybox + socat, exposing 80/tcp and 53/udp."""
+    archive = dest / "mdtools.tar"
+    if archive.exists():
+        return archive
+    root = busybox_tree(dest / "rootfs")
+    busybox = root / "bin/busybox"
+    for applet in ("nc", "ping", "ip", "hostname", "wget", "httpd", "sleep", "cat", "timeout"):
+        link = root / "bin" / applet
+        if not link.exists():
+            os.symlink("busybox", link)
+    assert busybox.exists()
+    _add_binary(root, shutil.which("socat"))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for entry in sorted(root.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    archive.write_bytes(docker_save([raw.getvalue()], {"Cmd": ["sh"], "ExposedPorts": EXPOSED}, [TOOLS]))
+    return archive
+
+
+def load_tools(node: Node, archive: Path) -> None:
+    node.md("load", "-i", archive)
+
+
+# --- servers in containers, clients anywhere ------------------------------------
+
+def tcp_server(reply: str) -> list[str]:
+    """socat argv for a dual-stack TCP echo-once server on port 80."""
+    return ["socat", "TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
+
+
+def udp_server(reply: str) -> list[str]:
+    return ["socat", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
+
+
+def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None) -> str:
+    """A detached container serving TCP 80 (and UDP 53 when udp is given)."""
+    cmd = " & ".join(" ".join(f"'{a}'" for a in argv)
+                     for argv in [tcp_server(tcp)] + ([udp_server(udp)] if udp else []))
+    cid = node.md("run", "-d", "--name", name, *opts, TOOLS, "sh", "-c", cmd + " & wait").stdout.strip()
+    return cid
+
+
+def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
+    """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
+    target = f"{proto.upper()}:[{host}]:{port}" if ":" in host else f"{proto.upper()}:{host}:{port}"
+    idle = "-T2" if proto == "tcp" else "-T0.5"
+    for i in range(tries):
+        out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False,
+                  input="ping\n" if proto == "udp" else "", timeout=20)
+        if out.stdout.strip():
+            return out.stdout.strip()
+        if i + 1 < tries:
+            time.sleep(0.1)
+    return ""
+
+
+def in_container(node: Node, ref: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
+    """The same client run inside a container (exec socat)."""
+    target = f"{proto.upper()}:[{host}]:{port}" if ":" in host else f"{proto.upper()}:{host}:{port}"
+    idle = "-T2" if proto == "tcp" else "-T0.5"
+    for i in range(tries):
+        out = node.md("exec", "-i", ref, "socat", idle, "-", target, check=False,
+                      input="ping\n" if proto == "udp" else "", timeout=20)
+        if out.stdout.strip():
+            return out.stdout.strip()
+        if i + 1 < tries:
+            time.sleep(0.1)
+    return ""
+
+
+def inspect(node: Node, ref: str) -> dict:
+    return json.loads(node.md("inspect", ref).stdout)[0]
+
+
+def ext_server(node: Node, port: int = 9000):
+    """An upstream TCP server in `ext` that answers with the client's address."""
+    return node.popen(["socat", f"TCP4-LISTEN:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"],
+                      ns=node.ext_netns, start_new_session=True, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+
+
+def stop_server(proc) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=5)
+
+
+def network_traces(node: Node, cid: str) -> list[str]:
+    """What of container cid's network the node still holds: veth (alias),
+    rules (comment), leases (files naming it), netns pin, CNI cache entry."""
+    found = []
+    for link in node.links():
+        if cid in (link.get("ifalias") or ""):
+            found.append(f"link {link['ifname']}")
+    rules = node.iptables_save() + node.nft_ruleset()
+    if cid in rules:
+        found.append("firewall rules")
+    ipam = node.state_root / "ipam"
+    if ipam.is_dir():
+        for p in ipam.rglob("*"):
+            if p.is_file() and cid in p.read_text(errors="replace"):
+                found.append(f"lease {p.name}")
+    if (node.run_root / "netns" / cid).exists():
+        found.append("pinned netns")
+    cache = node.cni_cache / "results"
+    if cache.is_dir() and any(cid in p.name for p in cache.iterdir()):
+        found.append("cni cache entry")
+    return found
