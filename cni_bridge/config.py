@@ -39,6 +39,9 @@ class BridgeConf:
     ipam: dict = field(default_factory=dict)
     ipam_type: str = ""
     port_mappings: list[PortMapping] = field(default_factory=list)
+    isolation: bool = False
+    internal: bool = False
+    icc: bool = True
     prev_result: "Result | None" = None
     raw: dict = field(default_factory=dict)
 
@@ -132,6 +135,10 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: boo
                       ("forceAddress", "force_address"), ("ipMasq", "ip_masq"),
                       ("hairpinMode", "hairpin"), ("promiscMode", "promisc")):
         setattr(out, attr, _bool(conf, key))
+    # minidocker's network options: see firewall.plan() for the rules they make
+    for key in ("isolation", "internal"):
+        setattr(out, key, _bool(conf, key))
+    out.icc = conf.get("icc") is None or _bool(conf, "icc")
     if out.is_default_gateway:
         out.is_gateway = True
     if out.hairpin and out.promisc:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
 CHAIN_FORWARD = "MINIDOCKER-FORWARD"       # filter: accept to/from containers
-CHAIN_ISOLATION = "MINIDOCKER-ISOLATION"   # filter: reserved for inter-network isolation
+CHAIN_ISOLATION = "MINIDOCKER-ISOLATION"   # filter: drops between isolated networks' bridges
 NFT_TABLE = "minidocker"                   # `table ip minidocker`, `table ip6 minidocker`
 NFT_CHAINS = {  # nft chain -> its base-chain declaration
     "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "forward": "type filter hook forward priority filter; policy accept;",
+    "isolation": None,  # a regular chain: jumped to from forward
 }
 COMMENT_PREFIX = "md/"
 SCAFFOLD_COMMENT = "minidocker"
@@ -51,6 +53,9 @@ class Attachment:
     addrs: list[tuple[str, str]] = field(default_factory=list)  # (ip, subnet cidr)
     ip_masq: bool = False
     port_mappings: list[PortMapping] = field(default_factory=list)
+    isolation: bool = False   # no traffic to other isolated networks' bridges
+    internal: bool = False    # no traffic between the bridge and anything else
+    icc: bool = True          # container-to-container traffic on the bridge
 
     @property
     def comment(self) -> str:
@@ -85,10 +90,25 @@ def plan(att: Attachment) -> list[tuple]:
     ("dnat", fam, proto, hostip, hport, ip, cport)   publish a port
     ("pm_masq", fam, proto, subnet, ip, cport)       same-bridge/hairpin clients
     ("pm_local", 4, proto, ip, cport)                 clients on the host's 127/8
+    ("iso", fam, ip, bridge)     from ip out of its bridge, not DNAT'ed: to the
+                                 isolation chain (dropped there towards the
+                                 bridge of another isolated network)
+    ("icc", fam, ip, bridge)     from ip to its own bridge, not DNAT'ed: drop
+    ("int_out", fam, ip, bridge) / ("int_in", ...)    internal: drop from ip
+                                 leaving its bridge, and to ip from elsewhere
+    Published ports keep working across networks and with icc off: DNAT'ed
+    connections are exempt (the exemption follows the connection both ways).
     """
     out: list[tuple] = []
     for ip, subnet in att.addrs:
         fam = 6 if ":" in ip else 4
+        if att.internal:
+            out.append(("int_out", fam, ip, att.bridge))
+            out.append(("int_in", fam, ip, att.bridge))
+        elif att.isolation:
+            out.append(("iso", fam, ip, att.bridge))
+        if not att.icc:
+            out.append(("icc", fam, ip, att.bridge))
         if att.ip_masq:
             out.append(("masq", fam, ip, subnet))
         for pm in att.port_mappings:
@@ -113,6 +133,16 @@ def network_plan(att: Attachment) -> list[tuple]:
             seen.add((fam, subnet))
             out.append(("fwd", fam, subnet, att.bridge))
     return out
+
+
+def isolation_plan(att: Attachment) -> list[tuple]:
+    """The network's shared isolation rule, one per family: ("iso_net", fam,
+    bridge) drops, in the isolation chain, whatever another isolated
+    network sends towards this bridge. Always present while the network
+    has rules (unlike the forward accepts)."""
+    if not att.isolation or att.internal:
+        return []
+    return [("iso_net", fam, att.bridge) for fam in sorted(att.families())]
 
 
 class Pending:

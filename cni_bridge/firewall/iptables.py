@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 
-from cni_bridge.firewall import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_POSTROUTING, COMMENT_PREFIX,
-                                 SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending, decide,
-                                 network_plan, network_prefix, plan)
+from cni_bridge.firewall import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
+                                 COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
+                                 decide, isolation_plan, network_plan, network_prefix, plan)
 from cni_bridge.proc import Proc
 
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
-OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING), "filter": (CHAIN_FORWARD,)}
+OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING), "filter": (CHAIN_FORWARD, CHAIN_ISOLATION)}
 _C = f"-m comment --comment {SCAFFOLD_COMMENT}"
 # Our chains and the jumps into them: (table, chain, jump rule).
 SCAFFOLD = [
@@ -24,7 +24,9 @@ SCAFFOLD = [
                          f"-A OUTPUT -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}"]),
     ("nat", CHAIN_POSTROUTING, [f"-A POSTROUTING {_C} -j {CHAIN_POSTROUTING}"]),
     ("filter", CHAIN_FORWARD, [f"-I FORWARD {_C} -j {CHAIN_FORWARD}"]),
+    ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-FORWARD only
 ]
+_NOT_DNAT = "-m conntrack ! --ctstate DNAT"
 _COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]*)"?')
 
 
@@ -53,6 +55,18 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
         _, _, proto, ip, cport = rule
         return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -d {_host(ip)} -p {proto} -m {proto} "
                         f"--dport {cport} {c} -j MASQUERADE")]
+    if kind in ("iso", "icc", "int_out", "int_in"):
+        # inserted: they must come before the forward accepts of MINIDOCKER-FORWARD
+        _, _, ip, br = rule
+        match = {"iso": f"-s {_host(ip)} -i {br} ! -o {br} {_NOT_DNAT}",
+                 "icc": f"-s {_host(ip)} -i {br} -o {br} {_NOT_DNAT}",
+                 "int_out": f"-s {_host(ip)} -i {br} ! -o {br}",
+                 "int_in": f"-d {_host(ip)} -o {br} ! -i {br}"}[kind]
+        target = CHAIN_ISOLATION if kind == "iso" else "DROP"
+        return [("filter", f"-I {CHAIN_FORWARD} {match} {c} -j {target}")]
+    if kind == "iso_net":
+        _, _, br = rule
+        return [("filter", f"-A {CHAIN_ISOLATION} -o {br} {c} -j DROP")]
     if kind == "fwd":
         _, _, subnet, br = rule
         return [("filter", f"-A {CHAIN_FORWARD} -d {subnet} -o {br} {c} -j ACCEPT"),
@@ -141,6 +155,9 @@ class IptablesDriver(Driver):
                     for rule in network_plan(att):
                         if rule[1] == fam:
                             shared += render(rule, network_prefix(att.network))
+                for rule in isolation_plan(att):
+                    if rule[1] == fam:
+                        shared += render(rule, network_prefix(att.network))
                 batch = self._add_batch(saved[fam], rules.get(fam, []), shared)
                 if batch:
                     procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from cni_bridge.firewall import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
-                                 decide, network_prefix, plan)
+                                 decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
@@ -42,6 +42,16 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     if kind == "pm_local":
         _, _, proto, ip, cport = rule
         return [("postrouting", f"ip saddr 127.0.0.0/8 ip daddr {ip} {proto} dport {cport} masquerade {c}")]
+    if kind in ("iso", "icc", "int_out", "int_in"):
+        _, _, ip, br = rule
+        match = {"iso": f'iifname "{br}" oifname != "{br}" {a} saddr {ip} ct status & dnat == 0 jump isolation',
+                 "icc": f'iifname "{br}" oifname "{br}" {a} saddr {ip} ct status & dnat == 0 drop',
+                 "int_out": f'iifname "{br}" oifname != "{br}" {a} saddr {ip} drop',
+                 "int_in": f'oifname "{br}" iifname != "{br}" {a} daddr {ip} drop'}[kind]
+        return [("forward", f"{match} {c}")]
+    if kind == "iso_net":
+        _, _, br = rule
+        return [("isolation", f'oifname "{br}" drop {c}')]
     raise ValueError(kind)
 
 
@@ -73,7 +83,7 @@ class NftDriver(Driver):
 
     def setup(self, att: Attachment) -> Pending:
         rules = plan(att)
-        families = sorted({r[1] for r in rules})
+        families = sorted({r[1] for r in rules} | {r[1] for r in isolation_plan(att)})
         lock = Lock()
         try:
             current = _read(families)
@@ -83,10 +93,16 @@ class NftDriver(Driver):
                 have = current.get(fam)
                 if have is None:
                     batch.append(f"add table {t}")
-                    batch += [f"add chain {t} {ch} {{ {decl} }}" for ch, decl in NFT_CHAINS.items()]
+                    batch += [f"add chain {t} {ch} {{ {decl} }}" if decl else f"add chain {t} {ch}"
+                              for ch, decl in NFT_CHAINS.items()]
                 for rule in rules:
                     if rule[1] == fam:
                         batch += [f"add rule {t} {ch} {expr}" for ch, expr in render(rule, att.comment)]
+                shared = network_prefix(att.network)
+                for rule in isolation_plan(att):
+                    if rule[1] == fam and not any(ch == "isolation" and com == shared
+                                                  for ch, com, _h, _t in have or []):
+                        batch += [f"add rule {t} {ch} {expr}" for ch, expr in render(rule, shared)]
             procs = [Proc(["nft", "-f", "-"], "\n".join(batch) + "\n")] if batch else []
         except BaseException:
             lock.release()
