@@ -81,9 +81,14 @@ def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None) -> str:
     return cid
 
 
+def _target(host: str, port: int, proto: str) -> str:
+    addr = f"[{host}]" if ":" in host else host
+    return f"{proto.upper()}:{addr}:{port}" + (",connect-timeout=2" if proto == "tcp" else "")
+
+
 def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
     """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
-    target = f"{proto.upper()}:[{host}]:{port}" if ":" in host else f"{proto.upper()}:{host}:{port}"
+    target = _target(host, port, proto)
     idle = "-T2" if proto == "tcp" else "-T0.5"
     for i in range(tries):
         out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False,
@@ -97,7 +102,7 @@ def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) ->
 
 def in_container(node: Node, ref: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
     """The same client run inside a container (exec socat)."""
-    target = f"{proto.upper()}:[{host}]:{port}" if ":" in host else f"{proto.upper()}:{host}:{port}"
+    target = _target(host, port, proto)
     idle = "-T2" if proto == "tcp" else "-T0.5"
     for i in range(tries):
         out = node.md("exec", "-i", ref, "socat", idle, "-", target, check=False,

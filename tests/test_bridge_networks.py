@@ -1,0 +1,153 @@
+"""User networks through `run`: names and aliases (containers started later
+too), isolation between networks unless connected to both, --internal,
+enable_icc=false, a dual-stack network, a network of the CNI configuration
+directory running its own chain with -p as portMappings; and a node that
+holds nothing of ours once everything is removed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, load_tools,
+                            network_traces, run_server, stop_server, tools_archive)
+from harness import EXT_ADDR, EXT_ADDR6, NODE_ADDR, NODE_ADDR6, REFERENCE_CNI, UPLINK
+
+
+@pytest.fixture(scope="session")
+def tools(tmp_path_factory):
+    return tools_archive(tmp_path_factory.mktemp("tools"))
+
+
+@pytest.fixture
+def tnode(node, tools):
+    load_tools(node, tools)
+    return node
+
+
+def _ip(node, ref, net, key="IPAddress"):
+    return inspect(node, ref)["NetworkSettings"]["Networks"][net][key]
+
+
+def test_names_isolation_internal_and_icc(tnode):
+    node = tnode
+    node.md("network", "create", "front")
+    node.md("network", "create", "back")
+    run_server(node, "web1", "--network", "front", tcp="web1")
+    run_server(node, "web2", "--network", "front", "--network-alias", "api", tcp="web2")
+    run_server(node, "db", "--network", "back", "-p", "8085:80", tcp="db")
+    node.md("run", "-d", "--name", "cli", "--network", "front", TOOLS, "sleep", "300")
+    # by name and by alias
+    assert in_container(node, "cli", "web1", 80, tries=30) == "web1"
+    assert in_container(node, "cli", "api", 80, tries=3) == "web2"
+    assert in_container(node, "web2", "cli", 80) == ""  # cli serves nothing, but resolves:
+    hosts = node.md("exec", "web2", "cat", "/etc/hosts").stdout
+    assert "\tcli " in hosts and "\tweb1 " in hosts and "db" not in hosts
+    # a container started later is found by the earlier ones
+    run_server(node, "late", "--network", "front", tcp="late")
+    assert in_container(node, "cli", "late", 80, tries=30) == "late"
+    # the other network: not directly, but through its published port
+    db_ip = _ip(node, "db", "back")
+    assert in_container(node, "cli", db_ip, 80) == ""
+    assert in_container(node, "cli", NODE_ADDR, 8085, tries=20) == "db"
+    # connected to both: reaches db directly; disconnected: not any more
+    node.md("network", "connect", "back", "cli")
+    assert in_container(node, "cli", "db", 80, tries=30) == "db"
+    node.md("network", "disconnect", "back", "cli")
+    assert in_container(node, "cli", db_ip, 80) == ""
+    # leaving a network takes the name off the others' hosts files
+    late = inspect(node, "late")["Id"]
+    node.md("rm", "-f", "late")
+    assert "late" not in node.md("exec", "cli", "cat", "/etc/hosts").stdout
+    assert network_traces(node, late) == []
+
+    # --internal: peers yes, outside no
+    upstream = ext_server(node)
+    try:
+        node.md("network", "create", "--internal", "vault")
+        run_server(node, "safe", "--network", "vault", tcp="safe")
+        node.md("run", "-d", "--name", "inside", "--network", "vault", TOOLS, "sleep", "300")
+        assert in_container(node, "inside", "safe", 80, tries=30) == "safe"
+        assert in_container(node, "inside", EXT_ADDR, 9000, tries=2) == ""
+        assert in_container(node, "cli", EXT_ADDR, 9000, tries=20) == NODE_ADDR  # front: masqueraded
+    finally:
+        stop_server(upstream)
+    # enable_icc=false: no neighbour traffic, published ports still answer
+    node.md("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
+    run_server(node, "q1", "--network", "quiet", "-p", "8086:80", tcp="q1")
+    node.md("run", "-d", "--name", "q2", "--network", "quiet", TOOLS, "sleep", "300")
+    q1_ip = _ip(node, "q1", "quiet")
+    assert client(node.netns, q1_ip, 80, tries=30) == "q1"       # the host still reaches it
+    assert in_container(node, "q2", q1_ip, 80) == ""
+    assert in_container(node, "q2", NODE_ADDR, 8086, tries=20) == "q1"
+
+    ids = node.md("ps", "-aq").stdout.split()
+    node.md("rm", "-f", *ids)
+    for net in ("front", "back", "vault", "quiet"):
+        node.md("network", "rm", net)
+    assert node.link_names() == {"lo", UPLINK}
+    assert "MINIDOCKER" not in node.iptables_save()
+    leases = [p for p in (node.state_root / "ipam").rglob("*") if p.is_file()
+              and p.name[0].isdigit() or ":" in p.name]
+    assert leases == []
+
+
+def test_dual_stack_network(tnode):
+    node = tnode
+    node.md("network", "create", "--ipv6", "--subnet", "10.77.0.0/24", "--subnet", "fd00:77::/64", "ds")
+    run_server(node, "v6web", "--network", "ds", "-p", "8080:80", "-p", "5353:53/udp",
+               "--ip6", "fd00:77::50", udp="pong6")
+    node.md("run", "-d", "--name", "v6cli", "--network", "ds", TOOLS, "sleep", "300")
+    assert _ip(node, "v6web", "ds", "GlobalIPv6Address") == "fd00:77::50"
+    assert client(node.netns, NODE_ADDR6, 8080, tries=30) == "hello"
+    assert client(node.ext_netns, NODE_ADDR6, 8080, tries=3) == "hello"
+    assert client(node.ext_netns, NODE_ADDR6, 5353, "udp", tries=3) == "pong6"
+    assert client(node.ext_netns, NODE_ADDR, 8080, tries=3) == "hello"
+    assert in_container(node, "v6cli", NODE_ADDR6, 8080, tries=3) == "hello"
+    assert in_container(node, "v6web", NODE_ADDR6, 8080, tries=3) == "hello"   # hairpin
+    assert in_container(node, "v6cli", "fd00:77::50", 80, tries=3) == "hello"  # neighbours
+    upstream = node.popen(["socat", "TCP6-LISTEN:9000,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"],
+                          ns=node.ext_netns, start_new_session=True)
+    try:
+        seen = in_container(node, "v6cli", EXT_ADDR6, 9000, tries=20)
+        import ipaddress
+        assert ipaddress.ip_address(seen.strip("[]")) == ipaddress.ip_address(NODE_ADDR6)  # masqueraded
+    finally:
+        stop_server(upstream)
+    _refused = node.md("run", "--network", "ds", "--ip6", "fd00:99::5", TOOLS, "true", check=False)
+    assert _refused.returncode == 125 and "fd00:99::5 is outside" in _refused.stderr
+    cid = inspect(node, "v6web")["Id"]
+    node.md("rm", "-f", "v6web", "v6cli")
+    assert network_traces(node, cid) == []
+    node.md("network", "rm", "ds")
+
+
+def test_network_from_the_cni_directory(tnode, tmp_path):
+    """A conflist of the reference plugins (bridge + portmap): run executes
+    its chain and passes -p as the portMappings capability."""
+    node = tnode
+    conf = {"cniVersion": "1.0.0", "name": "refnet", "plugins": [
+        {"type": "bridge", "bridge": "mdtref0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+                  "ranges": [[{"subnet": "10.78.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+    (node.cni_conf / "50-refnet.conflist").write_text(json.dumps(conf))
+    cid = run_server(node, "ref", "--network", "refnet", "-p", "8087:80")
+    assert "10.78.0." in _ip(node, "ref", "refnet")
+    assert client(node.ext_netns, NODE_ADDR, 8087, tries=30) == "hello"
+    assert "CNI-HOSTPORT" in node.iptables_save()                 # the portmap plugin did it
+    node.md("rm", "-f", "ref")
+    assert network_traces(node, cid) == [] and "CNI-DN" not in node.iptables_save()
+    # the reference plugins leave their bridge and shared chains: not ours to remove
+    node.sh("ip", "link", "del", "mdtref0")
+    import shlex
+    rules = node.sh("iptables", "-t", "nat", "-S").stdout.splitlines()
+    for line in rules:
+        if line.startswith("-A ") and "CNI-" in line and not line.split()[1].startswith("CNI-"):
+            node.sh("iptables", "-t", "nat", "-D", *shlex.split(line)[1:])
+    chains = [l.split()[1] for l in rules if l.startswith("-N CNI-")]
+    for chain in chains:
+        node.sh("iptables", "-t", "nat", "-F", chain)
+    for chain in chains:
+        node.sh("iptables", "-t", "nat", "-X", chain)
+    assert REFERENCE_CNI
