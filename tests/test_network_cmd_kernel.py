@@ -10,7 +10,9 @@ from test_network_cmd import fails, inspect, snapshot
 
 def _add(node, cni, net_name, subnet, backend):
     info = inspect(node, net_name)[0]
-    conf = cni.conf(name=net_name, bridge=info["Debug"]["Bridge"], backend=backend)
+    # as attach.py's list for a user network, icc off: every kind of rule
+    conf = cni.conf(name=net_name, bridge=info["Debug"]["Bridge"], backend=backend,
+                    isolation=True, icc=False)
     conf["ipam"] = {"type": "cni-bridge", "dataDir": str(node.state_root / "ipam"),
                     "ranges": [[{"subnet": subnet}]]}
     c = cni.container()
@@ -40,6 +42,10 @@ def test_inspect_debug_then_rm_leaves_nothing(node, cni, backend):
     bridge = info["Debug"]["Bridge"]
     _endpoint(node, net_id, c, result, with_container=True)
     assert (node.state_root / "ipam" / "rmnet").is_dir()
+    if backend == "iptables":
+        assert "MINIDOCKER-ISOLATION" in node.iptables_save()
+    else:
+        assert "isolation" in node.nft_ruleset()
 
     net = inspect(node, "rmnet")[0]
     entry = net["Containers"][c.cid]
