@@ -100,16 +100,17 @@ def test_builtins_inspect_and_cni_file_networks(node):
     assert filenet["Driver"] == "cni" and filenet["ConfigFile"] == str(path)
     assert filenet["Plugins"] == ["bridge", "portmap"]
     assert filenet["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.1"}]
-    assert filenet["Id"].startswith(rows[-1][0])
-    # the id is a hash of the file: stable while it is unchanged, new when edited
-    assert inspect(node, "filenet")[0]["Id"] == filenet["Id"]
+    assert filenet["Id"].startswith(rows[-1][0]) and filenet["ConfigDigest"].startswith("sha256:")
+    assert inspect(node, rows[-1][0])[0]["Name"] == "filenet"
     before = snapshot(node)
     fails(node, "rm", "filenet", words=["filenet", str(path), "cannot be removed"])
     fails(node, "create", "filenet", words=["'filenet'", "already exists"])
     assert snapshot(node) == before and path.exists()
     conf["plugins"][1]["capabilities"]["bandwidth"] = True
     path.write_text(json.dumps(conf))
-    assert inspect(node, "filenet")[0]["Id"] != filenet["Id"]
+    # the id stays (endpoints are recorded under it); the digest tells the edit
+    edited = inspect(node, "filenet")[0]
+    assert edited["Id"] == filenet["Id"] and edited["ConfigDigest"] != filenet["ConfigDigest"]
 
 
 def test_prune_keeps_builtins_and_needs_confirmation(node):

@@ -103,3 +103,9 @@ def test_rm_refused_while_attached_then_allowed():
     for builtin in ("bridge", "host", "none"):
         with pytest.raises(MinidockerError, match="pre-defined"):
             store.remove(builtin)
+
+
+def test_builtins_found_by_id():
+    host = store.get("host")
+    assert store.get(host.id).name == "host" and store.get(store.get("none").id[:12]).name == "none"
+    assert host.id[:12] != store.get("none").id[:12]

@@ -1,9 +1,11 @@
 """Networks of the CNI configuration directory, as `network ls / inspect` see them.
 
 They are files the administrator owns: minidocker lists and inspects them
-(driver `cni`) but never creates or removes them. Their id is a hash of the
-file's bytes, so it is stable while the file is unchanged and tells an edited
-file apart.
+(driver `cni`) but never creates or removes them. Their id is attach.py's (a
+hash of the network's name, which picks the file in the directory), so `ls`,
+`run --network ID` and containers' NetworkID agree, and endpoints recorded
+under it survive an edit of the file; `ConfigDigest` (a hash of the file's
+bytes) tells an edited file apart.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from minidocker import paths
 class ConfNetwork:
     name: str
     id: str
+    digest: str
     path: str
     cni_version: str
     plugins: list[str]
@@ -36,10 +39,16 @@ def load() -> list[ConfNetwork]:
     out = []
     for conf in config.load_dir(paths.cni_conf_dir(), warn=False).networks:
         plugins = [str(p.get("type", "?")) for p in conf.plugins]
-        out.append(ConfNetwork(name=conf.name, id=hashlib.sha256(conf.bytes).hexdigest(),
+        out.append(ConfNetwork(name=conf.name, id=network_id(conf.name),
+                               digest="sha256:" + hashlib.sha256(conf.bytes).hexdigest(),
                                path=conf.source, cni_version=conf.cni_version, plugins=plugins,
                                ipam=_ipam_config(conf.plugins)))
     return out
+
+
+def network_id(name: str) -> str:
+    from minidocker.network.attach import _cni_id  # one definition of the id
+    return _cni_id(name)
 
 
 def _ipam_config(plugins: list[dict]) -> list[dict]:
@@ -69,6 +78,6 @@ def docker(net: ConfNetwork) -> dict:
         "IPAM": {"Driver": "cni", "Config": net.ipam},
         "Options": {"cni.config_file": net.path, "cni.version": net.cni_version,
                     "cni.plugins": ",".join(net.plugins)},
-        "ConfigFile": net.path, "Plugins": net.plugins,
+        "ConfigFile": net.path, "ConfigDigest": net.digest, "Plugins": net.plugins,
         "Containers": {},
     }

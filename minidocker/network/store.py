@@ -130,6 +130,9 @@ def get(ref: str) -> Network:
     """A network by name, full id or unique id prefix."""
     if ref in ("host", "none"):
         return _builtin(ref)
+    for name in ("host", "none"):  # by id, as `network ls` shows it
+        if len(ref) >= 12 and _builtin(name).id.startswith(ref):
+            return _builtin(name)
     if ref == DEFAULT_NETWORK:
         return ensure_default()
     recs = records()
