@@ -41,6 +41,12 @@ def test_inspect_debug_then_rm_leaves_nothing(node, cni, backend):
     info, c, result = _add(node, cni, "rmnet", "10.70.0.0/24", backend)
     bridge = info["Debug"]["Bridge"]
     _endpoint(node, net_id, c, result, with_container=True)
+    results = node.cni_cache / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for net_name in ("rmnet", "rmnet-other"):  # the cache entry a DEL would have removed
+        (results / f"{net_name}-{c.cid}-eth0").write_text(json.dumps(
+            {"kind": "cniCacheV1", "containerId": c.cid, "config": "", "ifName": "eth0",
+             "networkName": net_name}))
     assert (node.state_root / "ipam" / "rmnet").is_dir()
     if backend == "iptables":
         assert "MINIDOCKER-ISOLATION" in node.iptables_save()
@@ -80,6 +86,7 @@ def test_inspect_debug_then_rm_leaves_nothing(node, cni, backend):
     assert "minidocker" not in node.nft_ruleset()
     assert not (node.state_root / "ipam" / "rmnet").exists()
     assert not (node.state_root / "networks" / net_id).exists()
+    assert sorted(p.name for p in results.iterdir()) == [f"rmnet-other-{c.cid}-eth0"]
     for tool in ("iptables", "ip6tables"):
         node.sh(tool, "-P", "FORWARD", "ACCEPT")
 

@@ -70,7 +70,18 @@ def remove_objects(net: Network) -> list[str]:
         problems.append(f"links of network {net.name}: {exc}")
     for d in ipam_dirs(net):
         shutil.rmtree(d, ignore_errors=True)
+    _forget_cached_results(name)
     return problems
+
+
+def _forget_cached_results(name: str) -> None:
+    """libcni cache entries of the network (left by containers that went
+    without a teardown): a later network of the same name must not DEL
+    with their config."""
+    from minidocker.network.cni.cache import ResultCache
+    cache = ResultCache(paths.cni_cache_dir())
+    for entry in cache.attachments(network=name):
+        cache.delete(entry.network, entry.container_id, entry.ifname)
 
 
 def _firewall_teardown(backend: str, name: str) -> None:
