@@ -132,6 +132,9 @@ def test_bad_input_changes_nothing(node):
     cases = [
         (["create", "--", "-bad"], ["invalid network name '-bad'"]),
         (["create", "_x"], ["invalid network name '_x'", "letters, digits"]),
+        (["create", "n" * 129], ["invalid network name", "at most 128"]),
+        (["create", "-o", "com.docker.network.bridge.name=uplink0", "x"], ["'uplink0'", "veth", "exists"]),
+        (["create", "--subnet", "10.61.0.0/24", "--gateway", "abc", "x"], ["invalid gateway 'abc'"]),
         (["create", "a/b"], ["invalid network name"]),
         (["create", "taken"], ["'taken'", "already exists"]),
         (["create", "bridge"], ["'bridge'", "reserved"]),
@@ -185,3 +188,20 @@ def test_concurrent_create_of_one_name(node):
     names = [json.loads(p.read_text())["name"] for p in records]
     assert sorted(names) == ["bridge", "same"] or names == ["same"]
     assert [l.split()[1] for l in node.md("network", "ls").stdout.splitlines()[1:]].count("same") == 1
+
+
+def test_prune_and_rm_see_through_endpoints_of_removed_containers(node):
+    """An endpoint whose container record is gone (no teardown ran) does not
+    keep a network; one whose container exists does."""
+    ids = {n: node.md("network", "create", n).stdout.strip() for n in ("used", "orphaned")}
+    for name, cid in (("used", "c1" * 32), ("orphaned", "c2" * 32)):
+        d = node.state_root / "networks" / ids[name] / "endpoints"
+        d.mkdir(parents=True)
+        (d / f"{cid}.json").write_text(json.dumps({"Name": name + "-ctr", "IfName": "eth0"}))
+    cdir = node.state_root / "containers" / ("c1" * 32)
+    cdir.mkdir(parents=True)
+    (cdir / "container.json").write_text(json.dumps({"Id": "c1" * 32, "Name": "/used-ctr"}))
+    assert node.md("network", "prune", "-f").stdout.splitlines() == ["Deleted Networks:", "orphaned"]
+    fails(node, "rm", "used", words=["used", "active endpoints (used-ctr)"])
+    cdir.joinpath("container.json").unlink()
+    assert node.md("network", "rm", "used").stdout.split() == ["used"]

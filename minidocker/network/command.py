@@ -40,6 +40,18 @@ def network():
     pass
 
 
+def _check_bridge_name(name: str | None) -> None:
+    """A bridge name that is already a link of another kind cannot be ours."""
+    if not name or not store._IFNAME_RE.match(name):
+        return  # store.create refuses a malformed name with its own message
+    from cni_bridge.netlink import Netlink
+    with Netlink() as nl:
+        link = nl.link(name)
+    if link is not None and link["kind"] != "bridge":
+        raise Conflict(f"invalid {store.OPT_BRIDGE_NAME} {name!r}: a {link['kind'] or 'device'} "
+                       "of that name exists on this host; give a free name or a bridge")
+
+
 @network.command("create")
 @click.option("-d", "--driver", default="bridge", show_default=True, help="Only bridge.")
 @click.option("--subnet", multiple=True, help="CIDR, e.g. 10.5.0.0/24 (IPv6 with --ipv6).")
@@ -56,9 +68,11 @@ def create_cmd(driver, subnet, gateway, ip_range, internal, ipv6, opt, name):
     if any(c.name == name for c in confnets.load()):
         raise Conflict(f"network with name {name!r} already exists (a CNI configuration file "
                        "defines it)")
+    options = _options(opt)
+    _check_bridge_name(options.get(store.OPT_BRIDGE_NAME))
     net = store.create(store.CreateRequest(
         name=name, driver=driver, subnets=list(subnet), gateways=list(gateway),
-        ip_ranges=list(ip_range), internal=internal, ipv6=ipv6, options=_options(opt)))
+        ip_ranges=list(ip_range), internal=internal, ipv6=ipv6, options=options))
     click.echo(net.id)
 
 
@@ -159,7 +173,7 @@ def prune_cmd(force):
             return
     removed, failed = [], 0
     for net in store.records():
-        if net.name in store.BUILTIN_DRIVERS or store.endpoints(net):
+        if net.name in store.BUILTIN_DRIVERS or any(not _stale(c) for c in store.endpoints(net)):
             continue
         try:
             remove_network(net.id)

@@ -29,6 +29,8 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC)
 
+# The name becomes a lease directory, a veth alias and part of rule comments.
+MAX_NAME = 128
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -213,9 +215,10 @@ def _plan_ipam(req: CreateRequest, taken: list) -> list[IPAMConfig]:
 
 def create(req: CreateRequest) -> Network:
     """Create a native bridge network; one name wins under concurrency."""
-    if not _NAME_RE.match(req.name or ""):
-        raise MinidockerError(f"invalid network name {req.name!r}: letters, digits and '_.-', "
-                              "starting with a letter or digit")
+    if not _NAME_RE.match(req.name or "") or len(req.name) > MAX_NAME:
+        shown = req.name if len(req.name or "") <= 40 else req.name[:40] + "..."
+        raise MinidockerError(f"invalid network name {shown!r}: letters, digits and '_.-', "
+                              f"starting with a letter or digit, at most {MAX_NAME} characters")
     if req.driver != "bridge":
         raise MinidockerError(f"unsupported network driver {req.driver!r}; accepted: bridge")
     if req.name in BUILTIN_DRIVERS:
