@@ -26,6 +26,9 @@ PLAIN = [
     "run busybox --rm -e X",  # after the image everything is the command
     "run busybox -- true",
     "run busybox -",
+    "run -p 8080:80 -p 53:53/udp -P busybox",
+    "run --ip 10.1.0.5 --ip6 fd00::5 --dns 1.1.1.1 --add-host a:1.2.3.4 busybox",
+    "run --network-alias web --mac-address 02:42:ac:11:00:02 busybox",
     "run +x",
     "run - busybox",  # "-" is an image name to click too
 ]
