@@ -27,8 +27,8 @@ def inspect(node, ref) -> dict:
 
 
 def test_detached_lifecycle(node, runtime):
-    cid = node.md("run", "-d", "--name", "web", "--runtime", runtime, "busybox",
-                  "sh", "-c", LOOP).stdout.strip()
+    cid = node.md("run", "-d", "--name", "web", "--network", "none", "--runtime", runtime,
+                  "busybox", "sh", "-c", LOOP).stdout.strip()
     assert len(cid) == 64
     wait_for(lambda: "hello" in node.md("logs", "web").stdout)
     # ps, -q, --format json

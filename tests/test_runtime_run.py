@@ -31,7 +31,7 @@ def test_exit_code_and_streams(node, runtime):
 
 
 def test_network_none_only_lo_up(node, runtime):
-    out = sh(node, runtime, "ip -o link show; ip -o addr show").stdout
+    out = sh(node, runtime, "ip -o link show; ip -o addr show", "--network", "none").stdout
     links = [l.split(":")[1].strip() for l in out.splitlines() if ": <" in l]
     assert links == ["lo"], out
     assert "UP" in out.splitlines()[0] and "127.0.0.1/8" in out
