@@ -1,5 +1,11 @@
 """`scripts/bench` (run): container start-to-exit latency beside its peers.
 
+Then `run --rm --network none|host|bridge -p 8080:80 busybox true` for
+minidocker, Docker and podman (CNI backend), each set up by the bench in a
+throwaway network namespace (peers that cannot start are skipped with a
+note), with ratios; and the bridge row with cni-bridge exec'd instead of
+called in-process.
+
 Medians over --runs executions (default 20) of
   minidocker run --rm --network none|host busybox true   (built-in runtime,
                                                           and --runtime runc)
@@ -119,6 +125,7 @@ def main(argv: list[str]) -> int:
             ("python -c pass (interpreter start)", ms["python"], "runc run", ms["runc"]),
             ("python -c 'import click' (other commands)", ms["floor"], "runc run", ms["runc"]),
         ])
+        _peer_rows(md, env, tmp, n)
         rss, uss = _shim_rss(md, env)
         print(f"\nshim resident memory (running -d container): RSS {rss:.1f} MB, USS {uss:.1f} MB")
         ratio = ms["none"] / ms["runc"]
@@ -129,6 +136,51 @@ def main(argv: list[str]) -> int:
         return 0
     finally:
         _cleanup(md, env, tmp, runc_root)
+
+
+GOAL_BRIDGE_VS_DOCKER = 0.5
+
+
+def _peer_rows(md: str, env: dict, tmp: Path, n: int) -> None:
+    """`run --rm` with --network none / host / bridge -p 8080:80 for
+    minidocker, Docker and podman (CNI), each inside a throwaway network
+    namespace (bench/netns.py), so no bridge or rule lands on this host."""
+    from bench.netns import BenchNetns
+    from bench.peers import OPERATIONS, measure
+    cni_env = dict(env, MINIDOCKER_CNI_CACHE=str(tmp / "cni-cache"), MINIDOCKER_CNI_CONF=str(tmp / "net.d"),
+                   CNI_PATH=f"{Path(md).parent}:/usr/lib/cni")
+    ours: dict[str, float] = {}
+    with BenchNetns() as ns:
+        argvs = {label: ns.cmd([md, "run", "--rm", *args, "busybox", "true"]) for label, args in OPERATIONS}
+        for argv in argvs.values():
+            time_cmd(argv, 1, env=cni_env)  # warm up (the bridge network's record)
+        samples: dict[str, list] = {label: [] for label in argvs}
+        for _ in range(n):
+            for label, argv in argvs.items():
+                samples[label] += time_cmd(argv, 1, env=cni_env)
+        ours = {label: median_ms(v) for label, v in samples.items()}
+        exec_argv = ns.cmd([md, "run", "--rm", "--network", "bridge", "-p", "8080:80", "busybox", "true"])
+        ours["exec"] = median_ms(time_cmd(exec_argv, n, env=dict(cni_env, MINIDOCKER_CNI_EXEC="1")))
+    rows, notes = measure(n)
+    table = []
+    for label, _args in OPERATIONS:
+        peer_rows = [r for r in rows if r[0] == label]
+        table += [(f"{label}", ours[label], peer, ms) for _l, _o, peer, ms in peer_rows] or \
+            [(label, ours[label], "(no peer ran)", None)]
+    label = "run --rm --network bridge -p 8080:80"
+    table.append((label + " [cni-bridge exec'd]", ours["exec"], "minidocker in-process",
+                  ours[label]))
+    print_table(f"`run --rm ARGS busybox true` beside the peers, in a throwaway netns "
+                f"(medians of {n})", table)
+    for note in notes:
+        print(f"note: {note}")
+    docker = next((ms for l, _o, peer, ms in rows if l == label and peer == "docker"), None)
+    if docker:
+        ratio = ours[label] / docker
+        print(f"goal: bridge -p <= {GOAL_BRIDGE_VS_DOCKER}x docker: {ratio:.2f}x -> "
+              f"{'met' if ratio <= GOAL_BRIDGE_VS_DOCKER else 'MISSED'}")
+    else:
+        print("goal: bridge -p <= 0.5x docker: docker did not run (see the note)")
 
 
 def _cleanup(md: str, env: dict, tmp: Path, runc_root: Path) -> None:

@@ -21,10 +21,12 @@ def tnode(node, tools):
     return node
 
 
-@pytest.mark.parametrize("backend", ["iptables", "nftables"])
-def test_published_ports_answer_everywhere(tnode, backend):
+@pytest.mark.parametrize("backend,cni_exec", [("iptables", "0"), ("nftables", "0"), ("iptables", "1")],
+                         ids=["iptables", "nftables", "iptables-exec"])
+def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
+    """cni_exec=1: the plugin exec'd from CNI_PATH instead of called in-process."""
     node = tnode
-    env = node.env(MINIDOCKER_FIREWALL=backend)
+    env = node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_CNI_EXEC=cni_exec)
     cid = node.md("run", "-d", "--name", "web", "-p", "8080:80", "-p", "5353:53/udp", TOOLS, "sh", "-c",
                   "socat TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr 'SYSTEM:echo hello' & "
                   "socat UDP6-RECVFROM:53,ipv6only=0,fork 'SYSTEM:echo pong' & wait",

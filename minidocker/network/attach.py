@@ -48,8 +48,11 @@ def executor():
     """One executor per process (it caches the config directory and VERSION probes)."""
     global _EXECUTOR
     if _EXECUTOR is None:
+        from minidocker.network import inprocess
         from minidocker.network.cni import CNIExecutor
-        _EXECUTOR = CNIExecutor()
+        from minidocker.network.cni.executor import _log_call
+        runner = inprocess.InProcessRunner([_log_call]) if inprocess.enabled() else None
+        _EXECUTOR = CNIExecutor(runner=runner)
     return _EXECUTOR
 
 
