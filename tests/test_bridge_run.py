@@ -183,3 +183,26 @@ def test_dns_add_host_and_container_mode(tnode):
     node.md("stop", "-t", "0", "base")
     _refused(node, "--network", "container:base", TOOLS, "true", expect="is not running")
     node.md("rm", "base")
+
+
+def test_concurrent_runs_never_share_a_host_port(tnode):
+    """Random host ports are chosen under a lock held until the endpoint is
+    recorded; of two runs asking for the same fixed port exactly one wins."""
+    node = tnode
+    from harness import MINIDOCKER
+    procs = [node.popen([MINIDOCKER, "run", "-d", "-p", "80", TOOLS, "sleep", "60"]) for _ in range(4)]
+    procs += [node.popen([MINIDOCKER, "run", "-d", "-p", "8095:80", TOOLS, "sleep", "60"]) for _ in range(2)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results[:4]] == [0, 0, 0, 0], results
+    fixed = sorted(rc for rc, _ in results[4:])
+    assert fixed == [0, 125], results
+    assert "8095/tcp" in results[4][1] + results[5][1]
+    ports = []
+    for cid in node.md("ps", "-q").stdout.split():
+        for bindings in inspect(node, cid)["NetworkSettings"]["Ports"].values():
+            ports += [b["HostPort"] for b in bindings if b["HostIp"] == "0.0.0.0"]
+    assert len(ports) == 5 and len(set(ports)) == 5, ports
+    ips = [inspect(node, cid)["NetworkSettings"]["IPAddress"] for cid in node.md("ps", "-q").stdout.split()]
+    assert len(set(ips)) == 5
+    node.md("rm", "-f", *node.md("ps", "-aq").stdout.split())
+    assert node.link_names() == {"lo", UPLINK}
