@@ -200,6 +200,16 @@ def _command(record: dict) -> str:
     return " ".join([record["Path"], *record["Args"]])
 
 
+def _ports(record: dict) -> str:
+    """Docker's PORTS column: 0.0.0.0:8080->80/tcp, ..."""
+    out = []
+    for key, bindings in sorted((record.get("NetworkSettings") or {}).get("Ports", {}).items()):
+        for b in bindings or []:
+            host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
+            out.append(f"{host}:{b['HostPort']}->{key}")
+    return ", ".join(out)
+
+
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include stopped containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only ids.")
@@ -218,7 +228,7 @@ def ps_cmd(show_all, quiet, fmt):
                 "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
                 "State": r["State"]["Status"], "Status": _status(r),
                 "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
-                "Ports": "", "ExitCode": r["State"].get("ExitCode", 0),
+                "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
             }))
         return
     click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<24} "
@@ -227,7 +237,8 @@ def ps_cmd(show_all, quiet, fmt):
         cmd = _command(r)
         cmd = json.dumps(cmd if len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False)
         click.echo(f"{r['Id'][:12]:<14} {r['Config']['Image'][:16]:<16} {cmd:<22} "
-                   f"{_age(r['Created']) + ' ago':<24} {_status(r):<34} {'':<8} {r['Name'].lstrip('/')}")
+                   f"{_age(r['Created']) + ' ago':<24} {_status(r):<34} {_ports(r) or '':<8} "
+                   f"{r['Name'].lstrip('/')}")
 
 
 @cli.command("inspect")
