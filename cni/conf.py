@@ -13,7 +13,7 @@ def decode_json(data: bytes | str, what: str = "network config") -> dict:
     """JSON object from bytes; a decode failure is the spec's code 6."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting beyond the parser's stack
         raise CNIError(DECODE_FAILURE, f"error parsing {what}: {exc}") from None
     if not isinstance(obj, dict):
         raise CNIError(DECODE_FAILURE, f"error parsing {what}: not a JSON object")

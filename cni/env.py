@@ -17,7 +17,7 @@ REQUIRED = {
     "VERSION": (),
 }
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")  # \Z: `$` allows a trailing newline
 IFNAME_MAX = 15
 
 
@@ -44,7 +44,8 @@ def validate_ifname(name: str) -> None:
     if name in (".", ".."):
         raise CNIError(INVALID_ENVIRONMENT, "interface name is . or ..")
     if any(c in name for c in "/:") or any(c.isspace() for c in name):
-        raise CNIError(INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters")
+        raise CNIError(INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters",
+                       repr(name))
 
 
 def parse_cni_args(value: str) -> list[tuple[str, str]]:

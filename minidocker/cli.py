@@ -329,7 +329,10 @@ def _run(argv: list[str]) -> int:
     except click.exceptions.Abort:
         return 130
     except BaseException as exc:  # noqa: BLE001 - one line for users; the fast `run` path shares it
-        return entry.exit_code(exc)
+        code = entry.exit_code(exc)
+        # 125 (could not create the container) is run's; the image store
+        # raises it for every command, and `rmi`, `load`... exit 1, as Docker.
+        return 1 if code == 125 and argv[:1] != ["run"] else code
 
 
 gc.enable()

@@ -23,8 +23,8 @@ from minidocker.runtime import oci
 
 RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
-_NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
-_ENV_KEY_RE = r"^[^=\s\x00]+$"
+_NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
+_ENV_KEY_RE = r"^[^=\s\x00]+\Z"
 HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
          "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
          "ff02::2\tip6-allrouters\n")
@@ -171,6 +171,9 @@ def read_env_file(path: str) -> list[str]:
             lines = [l.strip() for l in fh]
     except OSError as exc:
         raise MinidockerError(f"cannot read env file {path!r}: {exc.strerror}", 125) from None
+    except UnicodeDecodeError as exc:
+        raise MinidockerError(f"cannot read env file {path!r}: not UTF-8 text "
+                              f"(byte {exc.start})", 125) from None
     return parse_env([l for l in lines if l and not l.startswith("#")], source=path)
 
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 from minidocker import paths, state
@@ -139,7 +140,7 @@ def import_rootfs(archive: str, ref: str) -> dict:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 apply_layer(tar, str(root), label=os.path.basename(archive))
-        except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(archive):
                 raise ImageError(f"cannot import {archive!r}: no such file") from None
             raise ImageError(f"cannot import {archive!r}: {_why(exc)}") from None
@@ -265,7 +266,8 @@ def load(archive: str) -> list[dict]:
                 raise ImageError(f"invalid image archive {archive!r}: neither manifest.json "
                                  "(docker save) nor index.json (OCI layout) found")
             return [_load_one(arc, *img) for img in images]
-    except (KeyError, TypeError, ValueError, tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, tarfile.TarError, EOFError,
+            gzip.BadGzipFile, zlib.error) as exc:  # AttributeError: a field of the wrong type
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"invalid image archive {archive!r}: {type(exc).__name__}: {_why(exc)}") from None
@@ -305,9 +307,19 @@ def _clean_name(name: str, archive: bool = False) -> str:
     return "/".join(parts)
 
 
+# PATH_MAX: a longer name cannot be made anyway, and a deep one costs a
+# directory per level (a pax header can hold a name of any size).
+MAX_NAME = 4096
+
+
 def _check_member(m: tarfile.TarInfo, name: str) -> None:
+    if len(m.name) > MAX_NAME or len(m.linkname) > MAX_NAME:
+        raise ImageError(f"refusing member {m.name[:60]!r}...: name or link target longer "
+                         f"than {MAX_NAME} bytes")
     if m.ischr() or m.isblk():
         raise ImageError(f"refusing member {m.name!r}: device node")
+    if m.isreg() and m.mode & 0o6000:
+        raise ImageError(f"refusing member {m.name!r}: setuid/setgid file (mode {m.mode:04o})")
     if m.issym():
         target = m.linkname
         if target.startswith("/"):
@@ -405,6 +417,29 @@ def apply_layer(tar: tarfile.TarFile, root: str, label: str = "layer") -> None:
         elif m.isfifo():
             os.mkfifo(path, 0o600)
         _set_meta(path, m)
+    _drain(tar, label)
+
+
+# What may follow the end of a layer's archive (padding, a checksum trailer).
+MAX_TRAILER = 64 << 20
+
+
+def _drain(tar: tarfile.TarFile, label: str) -> None:
+    """Read a compressed layer to its end: gzip, bzip2 and xz check their
+    checksum only there, and tarfile stops at the archive's end marker, so a
+    damaged stream would otherwise go in silently (and a bomb hidden after the
+    marker is refused, not inflated)."""
+    stream = tar.fileobj
+    if not hasattr(stream, "read") or type(stream).__name__ not in ("GzipFile", "BZ2File", "LZMAFile"):
+        return
+    left = MAX_TRAILER
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            return
+        left -= len(chunk)
+    raise ImageError(f"refusing layer {label}: more than {MAX_TRAILER >> 20} MiB of data after "
+                     "the end of its archive")
 
 
 def _set_meta(path: str, m: tarfile.TarInfo) -> None:

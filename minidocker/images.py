@@ -21,8 +21,8 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 BUILTIN = "busybox:latest"
 KEPT_CONFIG = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts",
                "StopSignal", "Labels")
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*\Z")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
@@ -52,11 +52,25 @@ def _lock():
 
 
 def _repositories() -> dict[str, str]:
-    return state.read_json(paths.repositories_file(), {}) or {}
+    path = paths.repositories_file()
+    repos = state.read_json(path, {}) or {}
+    if not isinstance(repos, dict) or not all(
+            isinstance(v, str) and v.startswith("sha256:") for v in repos.values()):
+        raise state.corrupt(path, "expected an object of NAME:TAG -> sha256:ID")
+    return repos
+
+
+def _checked_image(path) -> dict | None:
+    """image.json, None if absent; an error naming it when it is unusable."""
+    img = state.read_json(path)
+    if img is not None and not (isinstance(img, dict) and isinstance(img.get("Id"), str)
+                                and isinstance(img.get("Config", {}), dict)):
+        raise state.corrupt(path, "expected an object with an Id")
+    return img
 
 
 def _image_json(hexid: str) -> dict | None:
-    return state.read_json(paths.image_dir(hexid) / "image.json")
+    return _checked_image(paths.image_dir(hexid) / "image.json")
 
 
 def _hex(image_id: str) -> str:
@@ -67,7 +81,7 @@ def list_images() -> list[dict]:
     repos = _repositories()
     out = []
     for entry in sorted(paths.images_dir().glob("*/image.json")):
-        img = state.read_json(entry)
+        img = _checked_image(entry)
         if not img:
             continue
         img["RepoTags"] = sorted(t for t, i in repos.items() if i == img["Id"])

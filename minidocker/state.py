@@ -46,12 +46,26 @@ def write_json(path: Path | str, obj) -> None:
     os.replace(tmp, path)
 
 
+def corrupt(path: Path | str, why: str):
+    """The one-line error for a state file that cannot be used (hand-edited,
+    truncated by a full disk, written by something else): it names the file
+    so that the user can repair or remove it."""
+    from minidocker.errors import MinidockerError
+    return MinidockerError(f"corrupt state file {path}: {why}; repair or remove it")
+
+
 def read_json(path: Path | str, default=None):
+    """path's JSON, default when it does not exist; a file that is not JSON
+    is an error naming it (never a traceback)."""
     try:
         with open(path, "rb") as fh:
             return json.load(fh)
     except FileNotFoundError:
         return default
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise corrupt(path, f"not JSON ({' '.join(str(exc).split())[:100]})") from None
+    except IsADirectoryError:
+        raise corrupt(path, "a directory, not a file") from None
 
 
 @contextlib.contextmanager

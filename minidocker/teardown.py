@@ -20,8 +20,28 @@ def lock_path(cid: str):
     return paths.locks_dir() / "containers" / f"{cid}.lock"
 
 
+# The record's fields every command relies on, with their types.
+_SHAPE = (("Id", str), ("Name", str), ("Path", str), ("Args", list), ("Image", str),
+          ("State", dict), ("Config", dict), ("HostConfig", dict), ("NetworkSettings", dict))
+
+
 def load(cid: str) -> dict | None:
-    return state.read_json(paths.container_dir(cid) / RECORD)
+    """The container's record, None if it has none; a record that is not
+    JSON, has the wrong shape or another container's Id (which rm would
+    follow out of the state directory) is an error naming the file."""
+    path = paths.container_dir(cid) / RECORD
+    record = state.read_json(path)
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise state.corrupt(path, "not a JSON object")
+    for key, kind in _SHAPE:
+        if not isinstance(record.get(key), kind):
+            kind_name = {dict: "an object", list: "a list", str: "a string"}[kind]
+            raise state.corrupt(path, f"field {key} is missing or not {kind_name}")
+    if record["Id"] != cid:
+        raise state.corrupt(path, f"its Id {record['Id'][:80]!r} is not its directory's name")
+    return record
 
 
 def save(record: dict) -> None:

@@ -47,6 +47,7 @@ class Stand:
         # GC, STATUS and VERSION carry no CNI_ARGS: the stand-in finds its
         # debug file through the environment the executor passes on.
         monkeypatch.setenv("NOOP_DEBUG", str(self.debug))
+        monkeypatch.setenv("MINIDOCKER_CNI_PASSENV", "NOOP_DEBUG")  # plugins get PATH and CNI_* only
 
     def script(self, plugins: dict, default: dict | None = None) -> None:
         self.debug.write_text(json.dumps({"log": str(self.log), "plugins": plugins, "*": default or {}}))

@@ -50,8 +50,13 @@ class DiskStore(Store):
         self.fd = -1
 
     def lock(self) -> None:
-        os.makedirs(self.dir, 0o755, exist_ok=True)
-        self.fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Leases are state: 0700 directories and 0600 files (issue 6), the
+        # data directory too (makedirs gives intermediate ones the umask's mode).
+        for d in (os.path.dirname(self.dir), self.dir):
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700, exist_ok=True)
+                os.chmod(d, 0o700)
+        self.fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def unlock(self) -> None:
@@ -61,14 +66,16 @@ class DiskStore(Store):
 
     def reserve(self, cid: str, ifname: str, ip: str, range_id: int) -> bool:
         try:
-            fd = os.open(os.path.join(self.dir, ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(os.path.join(self.dir, ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
         try:
             os.write(fd, (cid.strip() + LINE_BREAK + ifname).encode())
         finally:
             os.close(fd)
-        with open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}"), "w") as fh:
+        fd = os.open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
             fh.write(ip)
         return True
 

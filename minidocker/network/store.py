@@ -31,8 +31,8 @@ ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC)
 
 # The name becomes a lease directory, a veth alias and part of rule comments.
 MAX_NAME = 128
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # \Z: `$` allows a trailing newline
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 
 
 @dataclass

@@ -51,6 +51,10 @@ def parse_subnet(text: str) -> Net:
     except ValueError as exc:
         raise SubnetError(f"invalid subnet {text!r}: {exc}; accepted: ADDRESS/PREFIX, "
                           "e.g. 10.5.0.0/24 or fd00:5::/64") from None
+    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_unspecified \
+            or net.network_address.is_unspecified:
+        raise SubnetError(f"subnet {text} cannot be used for a network: loopback, multicast, "
+                          "link-local and unspecified addresses are reserved")
     limit = 30 if net.version == 4 else 126
     if net.prefixlen > limit:
         raise SubnetError(f"subnet {text} is too small; the prefix must be /{limit} or shorter")

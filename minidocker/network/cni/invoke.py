@@ -66,7 +66,11 @@ class PluginNotFound(CNIError):
 
 
 def find_plugin(ptype: str, path: list[str]) -> str:
-    """The first regular file named `ptype` along `path` (libcni's FindInPath)."""
+    """The first regular file named `ptype` along `path` (libcni's FindInPath).
+    A type with a path separator is refused here too, whoever built the
+    config: os.path.join would otherwise run `/bin/sh` or `../x` as a plugin."""
+    from cni.conf import validate_type
+    validate_type(ptype)
     if not path:
         raise CNIError(INVALID_NETWORK_CONFIG, f"no paths provided to find plugin {ptype!r}",
                        "set CNI_PATH")
@@ -92,12 +96,30 @@ class Call:
     timed_out: bool = False
 
 
+# What a plugin gets of the caller's environment besides its CNI_* variables:
+# PATH (to find its tools) and where minidocker's own plugin keeps its locks.
+# Nothing else: a secret in the caller's environment stays there. An operator
+# whose plugin needs more (a proxy, say) names it in MINIDOCKER_CNI_PASSENV
+# (comma-separated).
+PASS_ENV = ("PATH", "MINIDOCKER_RUN")
+PASS_ENV_VAR = "MINIDOCKER_CNI_PASSENV"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def passed_env(base=None) -> dict[str, str]:
+    """The part of base (our environment) that plugins see."""
+    base = os.environ if base is None else base
+    names = set(PASS_ENV) | {n.strip() for n in base.get(PASS_ENV_VAR, "").split(",") if n.strip()}
+    env = {k: base[k] for k in names if k in base and not k.startswith("CNI_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
 def plugin_env(command: str, *, container_id: str = "", netns: str = "", ifname: str = "",
                args=(), path: list[str] = (), base=None) -> dict[str, str]:
-    """Our environment with any stale CNI_* removed and the call's CNI_* added
-    (R3: only the variables a command needs are set)."""
-    base = os.environ if base is None else base
-    env = {k: v for k, v in base.items() if not k.startswith("CNI_")}
+    """PATH and the call's CNI_* variables, not the caller's whole environment
+    (passed_env); R3: only the variables a command needs are set."""
+    env = passed_env(base)
     env["CNI_COMMAND"] = command
     env["CNI_PATH"] = ":".join(path)
     if command in ("ADD", "CHECK", "DEL"):
@@ -303,7 +325,7 @@ class VersionProber:
         return list(self._cache[key])
 
     def _probe(self, plugin_path: str, timeout: float | None) -> list[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        env = passed_env()
         # Dummy values for plugins built against an old skel that wants them.
         env.update(CNI_COMMAND="VERSION", CNI_NETNS="dummy", CNI_IFNAME="dummy", CNI_PATH="dummy")
         stdin = json.dumps({"cniVersion": _v.CURRENT}).encode()
