@@ -89,7 +89,7 @@ def _target(host: str, port: int, proto: str) -> str:
 def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
     """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
     target = _target(host, port, proto)
-    idle = "-T2" if proto == "tcp" else "-T0.5"
+    idle = "-T2" if proto == "tcp" else "-T1.5"
     for i in range(tries):
         out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False,
                   input="ping\n" if proto == "udp" else "", timeout=20)
@@ -103,7 +103,7 @@ def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) ->
 def in_container(node: Node, ref: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
     """The same client run inside a container (exec socat)."""
     target = _target(host, port, proto)
-    idle = "-T2" if proto == "tcp" else "-T0.5"
+    idle = "-T2" if proto == "tcp" else "-T1.5"
     for i in range(tries):
         out = node.md("exec", "-i", ref, "socat", idle, "-", target, check=False,
                       input="ping\n" if proto == "udp" else "", timeout=20)

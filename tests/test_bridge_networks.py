@@ -101,7 +101,7 @@ def test_dual_stack_network(tnode):
     assert _ip(node, "v6web", "ds", "GlobalIPv6Address") == "fd00:77::50"
     assert client(node.netns, NODE_ADDR6, 8080, tries=30) == "hello"
     assert client(node.ext_netns, NODE_ADDR6, 8080, tries=3) == "hello"
-    assert client(node.ext_netns, NODE_ADDR6, 5353, "udp", tries=3) == "pong6"
+    assert client(node.ext_netns, NODE_ADDR6, 5353, "udp", tries=10) == "pong6"
     assert client(node.ext_netns, NODE_ADDR, 8080, tries=3) == "hello"
     assert in_container(node, "v6cli", NODE_ADDR6, 8080, tries=3) == "hello"
     assert in_container(node, "v6web", NODE_ADDR6, 8080, tries=3) == "hello"   # hairpin

@@ -243,8 +243,17 @@ def attach(container: dict, network_ref: str, *, ifname: str = "eth0",
         except CNIError as err:
             raise MinidockerError(f"cannot attach container {container['Name'].lstrip('/')} to "
                                   f"network {net.name}: {err}", 125) from None
-        ep = _endpoint(container, net, nlist, result, ifname, netns, resolved, aliases or [])
-        store.add_endpoint(net, cid, ep)
+        try:
+            ep = _endpoint(container, net, nlist, result, ifname, netns, resolved, aliases or [])
+            store.add_endpoint(net, cid, ep)
+        except BaseException:
+            # every ADD is followed by a DEL: nothing may outlive a failed attach
+            try:
+                executor().delete(nlist, RuntimeConf(cid, netns, ifname))
+            except CNIError:
+                pass
+            store.remove_endpoint(net, cid)
+            raise
     if net.name not in NAMED_NETWORKS_EXCLUDE:
         hostsfile.refresh_network(net)
     return ep
