@@ -42,7 +42,7 @@ def test_names_isolation_internal_and_icc(tnode):
     assert in_container(node, "cli", "api", 80, tries=3) == "web2"
     assert in_container(node, "web2", "cli", 80) == ""  # cli serves nothing, but resolves:
     hosts = node.md("exec", "web2", "cat", "/etc/hosts").stdout
-    assert "\tcli " in hosts and "\tweb1 " in hosts and "db" not in hosts
+    assert "\tcli " in hosts and "\tweb1 " in hosts and "\tdb " not in hosts
     # a container started later is found by the earlier ones
     run_server(node, "late", "--network", "front", tcp="late")
     assert in_container(node, "cli", "late", 80, tries=30) == "late"
