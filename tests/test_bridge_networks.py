@@ -53,8 +53,16 @@ def test_names_isolation_internal_and_icc(tnode):
     # connected to both: reaches db directly; disconnected: not any more
     node.md("network", "connect", "back", "cli")
     assert in_container(node, "cli", "db", 80, tries=30) == "db"
+    cli = inspect(node, "cli")["Id"]
+    assert f"md/back/{cli}/eth1" in node.iptables_save()
     node.md("network", "disconnect", "back", "cli")
     assert in_container(node, "cli", db_ip, 80) == ""
+    # disconnect removed exactly that endpoint: its rules, veth and lease; eth0 stays
+    save = node.iptables_save()
+    assert f"md/back/{cli}/" not in save and f"md/front/{cli}/eth0" in save
+    assert not [l for l in node.links() if f"/back/{cli}/" in (l.get("ifalias") or "")]
+    back_leases = node.state_root / "ipam" / "back"
+    assert not any(cli in p.read_text() for p in back_leases.iterdir() if p.name[0].isdigit())
     # leaving a network takes the name off the others' hosts files
     late = inspect(node, "late")["Id"]
     node.md("rm", "-f", "late")
@@ -96,13 +104,15 @@ def test_dual_stack_network(tnode):
     node = tnode
     node.md("network", "create", "--ipv6", "--subnet", "10.77.0.0/24", "--subnet", "fd00:77::/64", "ds")
     run_server(node, "v6web", "--network", "ds", "-p", "8080:80", "-p", "5353:53/udp",
-               "--ip6", "fd00:77::50", udp="pong6")
+               "-p", f"[{NODE_ADDR6}]:8089:80", "--ip6", "fd00:77::50", udp="pong6")
     node.md("run", "-d", "--name", "v6cli", "--network", "ds", TOOLS, "sleep", "300")
     assert _ip(node, "v6web", "ds", "GlobalIPv6Address") == "fd00:77::50"
     assert client(node.netns, NODE_ADDR6, 8080, tries=30) == "hello"
     assert client(node.ext_netns, NODE_ADDR6, 8080, tries=3) == "hello"
     assert client(node.ext_netns, NODE_ADDR6, 5353, "udp", tries=10) == "pong6"
     assert client(node.ext_netns, NODE_ADDR, 8080, tries=3) == "hello"
+    assert client(node.ext_netns, NODE_ADDR6, 8089, tries=3) == "hello"   # [v6 host address]
+    assert client(node.ext_netns, NODE_ADDR, 8089) == ""                  # ... and only that one
     assert in_container(node, "v6cli", NODE_ADDR6, 8080, tries=3) == "hello"
     assert in_container(node, "v6web", NODE_ADDR6, 8080, tries=3) == "hello"   # hairpin
     assert in_container(node, "v6cli", "fd00:77::50", 80, tries=3) == "hello"  # neighbours
