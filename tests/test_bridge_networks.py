@@ -148,6 +148,15 @@ def test_network_from_the_cni_directory(tnode, tmp_path):
     assert "CNI-HOSTPORT" in node.iptables_save()                 # the portmap plugin did it
     node.md("rm", "-f", "ref")
     assert network_traces(node, cid) == [] and "CNI-DN" not in node.iptables_save()
+    # the file goes while a container is attached: its teardown still runs the
+    # chain, from the configuration cached at ADD
+    cid = run_server(node, "orphan", "--network", "refnet", "-p", "8088:80")
+    assert client(node.ext_netns, NODE_ADDR, 8088, tries=30) == "hello"
+    (node.cni_conf / "50-refnet.conflist").unlink()
+    node.md("rm", "-f", "orphan")
+    assert network_traces(node, cid) == [] and "CNI-DN" not in node.iptables_save()
+    refused = node.md("run", "--network", "refnet", TOOLS, "true", check=False)
+    assert refused.returncode == 125 and "'refnet'" in refused.stderr
     # the reference plugins leave their bridge and shared chains: not ours to remove
     node.sh("ip", "link", "del", "mdtref0")
     import shlex

@@ -121,12 +121,29 @@ class ContainerMode(modes.NetworkMode):
         return {"Networks": {}}
 
 
+class GoneNetworkMode(AttachMode):
+    """A network that vanished while containers were attached (its CNI file
+    was deleted): nothing can attach to it, but the teardown still detaches
+    its endpoints (the DEL runs the cached configuration)."""
+
+    def validate(self) -> None:
+        pass
+
+    def check(self, record: dict) -> None:
+        self.setup(record)
+
+    def setup(self, container: dict) -> dict:
+        raise NotFound(f"network {self.spec!r} not found; see `minidocker network ls`", 125)
+
+
 def _find(spec: str):
     """Fallback: a user network or a CNI-directory network by name or id."""
     from minidocker.network import attach
     try:
         attach.lookup(spec)
     except MinidockerError:
+        if any(spec in (ep.get("Network"), ep.get("NetworkID")) for _n, _c, ep in attach.all_endpoints()):
+            return GoneNetworkMode(spec)
         return None
     return AttachMode(spec)
 
