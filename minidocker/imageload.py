@@ -138,7 +138,7 @@ def import_rootfs(archive: str, ref: str) -> dict:
         root = work / "rootfs"
         root.mkdir(mode=0o755)
         try:
-            with tarfile.open(archive, "r:*") as tar:
+            with tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo) as tar:
                 apply_layer(tar, str(root), label=os.path.basename(archive))
         except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(archive):
@@ -162,7 +162,7 @@ class _Archive:
 
     def __init__(self, path: str):
         self.path = path
-        self.tar = tarfile.open(path, "r:*")
+        self.tar = tarfile.open(path, "r:*", tarinfo=_BoundedTarInfo)
         self.members = {}
         for m in self.tar.getmembers():
             name = _clean_name(m.name, archive=True)
@@ -280,7 +280,7 @@ def _load_one(arc: _Archive, blob: bytes, config: dict, layers: list[str], tags:
         root.mkdir(mode=0o755)
         for layer in layers:
             with arc.open(layer) as fh:
-                with tarfile.open(fileobj=fh, mode="r:*") as tar:
+                with tarfile.open(fileobj=fh, mode="r:*", tarinfo=_BoundedTarInfo) as tar:
                     apply_layer(tar, str(root), label=layer)
         return _commit(work, blob, config, tags)
     except BaseException:
@@ -289,6 +289,29 @@ def _load_one(arc: _Archive, blob: bytes, config: dict, layers: list[str], tags:
 
 
 # --- applying one layer ---------------------------------------------------------
+
+# An extended header (pax, GNU long name) is read whole into memory by
+# tarfile, whatever size it declares: a compressed one can inflate to GBs.
+MAX_EXT_HEADER = 2 << 20
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's TarInfo, refusing extended headers above MAX_EXT_HEADER
+    before they are read (tarfile passes the error on as it is)."""
+
+    def _check_ext(self):
+        if self.size > MAX_EXT_HEADER:
+            raise ImageError(f"refusing member after {self.name[:60]!r}: extended header of "
+                             f"{self.size} bytes (at most {MAX_EXT_HEADER >> 20} MiB)")
+
+    def _proc_pax(self, tarfile):
+        self._check_ext()
+        return super()._proc_pax(tarfile)
+
+    def _proc_gnulong(self, tarfile):
+        self._check_ext()
+        return super()._proc_gnulong(tarfile)
+
 
 def _why(exc: BaseException) -> str:
     """A tar/gzip failure in a few words (tarfile's own can span lines)."""

@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,19 @@ def _pax_deep_name() -> bytes:
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     return raw.getvalue()
+
+
+def _pax_bomb() -> bytes:
+    """A gzip'ed pax header declaring 256 MiB (of zeros, 250 KB compressed):
+    refused before tarfile reads it into memory."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = 256 << 20
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunks = [comp.compress(info.tobuf(format=tarfile.USTAR_FORMAT))]
+    zeros = bytes(1 << 20)
+    chunks += [comp.compress(zeros) for _ in range(256)]
+    return b"".join(chunks) + comp.flush()
 
 
 def _declared_huge() -> bytes:
@@ -342,6 +356,10 @@ CASES: list[Case] = [
          files={"{h}/evil.tar": _pax_huge_name()}),
     Case("import-pax-deep", "import: 500k-level name in a pax header", ["import", "{h}/evil.tar", "evil:1"], 1, ["refusing", "d/d/"],
          files={"{h}/evil.tar": _pax_deep_name()}),
+    Case("import-pax-bomb", "import: gzip'ed pax header of 256 MiB", ["import", "{h}/evil.tgz", "evil:1"], 1,
+         ["refusing", "extended header"], files={"{h}/evil.tgz": _pax_bomb()}),
+    Case("load-pax-bomb", "load: gzip'ed pax header of 256 MiB", ["load", "-i", "{h}/evil.tgz"], 1,
+         ["refusing", "extended header"], files={"{h}/evil.tgz": _pax_bomb()}),
     Case("import-declared-huge", "import: member declaring 64 GiB", ["import", "{h}/evil.tgz", "evil:1"], 1, ["evil.tgz"],
          files={"{h}/evil.tgz": _declared_huge()}),
     Case("import-not-tar", "import: not an archive", ["import", "{h}/evil.tar", "evil:1"], 1, ["evil.tar", "not a tar"],
