@@ -249,6 +249,12 @@ def load(archive: str) -> list[dict]:
                 if not isinstance(manifest, list) or not manifest:
                     raise ImageError(f"invalid image archive {archive!r}: manifest.json lists no images")
                 for entry in manifest:
+                    if not (isinstance(entry, dict) and isinstance(entry.get("Config"), str)
+                            and isinstance(entry.get("Layers"), list)
+                            and all(isinstance(l, str) for l in entry["Layers"])):
+                        raise ImageError(f"invalid image archive {archive!r}: manifest.json entry "
+                                         f"{json.dumps(entry)[:80]} needs Config (a file name) "
+                                         "and Layers (a list of file names)")
                     blob = arc.read(entry["Config"])
                     tags = [normalize_ref(t) for t in entry.get("RepoTags") or []]
                     images.append((blob, json.loads(blob), list(entry["Layers"]), tags))
