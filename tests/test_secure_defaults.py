@@ -179,6 +179,30 @@ def test_plugins_get_cni_variables_and_path_not_the_callers_environment(node):
     assert {"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"} <= set(add["environ"])
 
 
+@pytest.mark.parametrize("exec_", ["in-process", "exec"])
+def test_ipam_delegate_of_cni_bridge_gets_no_secrets(node, exec_):
+    """cni-bridge runs inside minidocker's process by default: the IPAM
+    delegate it executes must not inherit minidocker's environment."""
+    env, log = _stand_in(node, environ=True)
+    (node.root / "bin" / "noop.debug").write_text(json.dumps({
+        # a delegate reads the whole config: its tag is the top-level type
+        "log": str(log), "environ": True, "plugins": {"cni-bridge": {"ADD": {"result": {
+            "cniVersion": "1.0.0", "ips": [{"address": "10.79.0.5/24", "gateway": "10.79.0.1"}]}}}}}))
+    (node.cni_conf / "10-sd.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "sd", "plugins": [
+            {"type": "cni-bridge", "bridge": "sdbr0", "isGateway": True, "ipam": {"type": "noop"}}]}))
+    env["MD_SECRET_TOKEN"] = "hunter2"
+    if exec_ == "exec":
+        env["MINIDOCKER_CNI_EXEC"] = "1"
+    node.md("run", "--rm", "--network", "sd", "busybox", "true", env=env)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {c["command"] for c in calls} >= {"ADD", "DEL"}, calls
+    for call in calls:
+        assert "MD_SECRET_TOKEN" not in call["environ"], call["command"]
+        assert "MINIDOCKER_ROOT" not in call["environ"]
+    node.sh("ip", "link", "del", "sdbr0")
+
+
 def test_passenv_names_what_a_plugin_may_see(node):
     """An operator can hand a plugin a variable on purpose, by name only."""
     env, log = _stand_in(node, environ=True)

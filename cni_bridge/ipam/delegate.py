@@ -36,9 +36,14 @@ class Delegate:
         return {4, 6}
 
     def _run(self, command: str) -> bytes:
-        env = dict(os.environ)
-        for k in [k for k in env if k.startswith("CNI_")]:
-            del env[k]
+        # The environment a runtime gives a plugin (P12: the delegate gets the
+        # same): PATH, MINIDOCKER_RUN, what MINIDOCKER_CNI_PASSENV names, and
+        # this call's CNI_*. Filtered here too, because called in-process
+        # (minidocker's fast path) os.environ is the runtime's whole environment.
+        keep = {"PATH", "MINIDOCKER_RUN"} | {
+            n.strip() for n in os.environ.get("MINIDOCKER_CNI_PASSENV", "").split(",") if n.strip()}
+        env = {k: v for k, v in os.environ.items() if k in keep and not k.startswith("CNI_")}
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         env.update(self.args.environ())
         env["CNI_COMMAND"] = command
         try:
