@@ -18,6 +18,7 @@ import time
 
 from minidocker import clock, fsutil, images, paths, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
+from minidocker.faults import fault
 from minidocker.network import modes, netns
 from minidocker.runtime import oci
 
@@ -375,7 +376,9 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
             pinned()  # the thread is done before anyone may unpin
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
     teardown.save(record)  # the pin is on record before anything attaches to it
+    fault("run:netns-pinned")
     settings = mode.setup(record) or {}
+    fault("run:cni-added")
     record["NetworkSettings"].update(settings)
     teardown.save(record)  # what setup attached, for inspect and the teardown
     spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,

@@ -117,6 +117,8 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         from minidocker import teardown
         teardown.run(cid)
         return 0
+    from minidocker.faults import fault
+    fault("shim:process-started")
     if attach:
         os.close(out_w)
         os.close(err_w)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from minidocker import paths, state, syscalls as sc
+from minidocker.faults import fault
 from minidocker.network import modes, netns
 
 RECORD = "container.json"
@@ -67,6 +68,7 @@ def release(record: dict, reaped: bool = False) -> None:
         mode.teardown(record)
     except Exception as exc:  # noqa: BLE001 - the rest must still be undone
         print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
+    fault("teardown:half")
     unmount(str(paths.container_dir(cid) / "rootfs"))
     netns.unpin(str(paths.netns_path(cid)))
     settings = record.setdefault("NetworkSettings", {})
