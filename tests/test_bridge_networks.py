@@ -124,6 +124,14 @@ def test_dual_stack_network(tnode):
         assert ipaddress.ip_address(seen.strip("[]")) == ipaddress.ip_address(NODE_ADDR6)  # masqueraded
     finally:
         stop_server(upstream)
+    assert client(node.netns, "127.0.0.1", 8080, tries=3) == "hello"
+    # a second dual-stack network: isolated over IPv6 too, published ports excepted
+    node.md("network", "create", "--ipv6", "--subnet", "10.79.0.0/24", "--subnet", "fd00:79::/64", "ds2")
+    node.md("run", "-d", "--name", "other6", "--network", "ds2", TOOLS, "sleep", "300")
+    assert in_container(node, "other6", "fd00:77::50", 80) == ""
+    assert in_container(node, "other6", NODE_ADDR6, 8080, tries=20) == "hello"
+    node.md("rm", "-f", "other6")
+    node.md("network", "rm", "ds2")
     _refused = node.md("run", "--network", "ds", "--ip6", "fd00:99::5", TOOLS, "true", check=False)
     assert _refused.returncode == 125 and "fd00:99::5 is outside" in _refused.stderr
     cid = inspect(node, "v6web")["Id"]
