@@ -3,6 +3,8 @@ client can be, masquerade, every -p form and `port`, refused input that
 leaves nothing behind, and teardown on stop / exit / --rm / rm."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, load_tools,
@@ -206,3 +208,17 @@ def test_concurrent_runs_never_share_a_host_port(tnode):
     assert len(set(ips)) == 5
     node.md("rm", "-f", *node.md("ps", "-aq").stdout.split())
     assert node.link_names() == {"lo", UPLINK}
+
+
+def test_default_network_skips_subnets_the_host_routes(tnode):
+    """The `bridge` network is made on first use from the default pool,
+    skipping a subnet that overlaps a route of the host."""
+    node = tnode
+    node.sh("ip", "route", "add", "10.210.0.0/23", "via", EXT_ADDR)
+    try:
+        out = node.md("run", "--rm", TOOLS, "ip", "-4", "-o", "addr", "show", "eth0").stdout
+        assert " 10.210.2." in out, out
+        net = json.loads(node.md("network", "inspect", "bridge").stdout)[0]
+        assert net["IPAM"]["Config"][0]["Subnet"] == "10.210.2.0/24"
+    finally:
+        node.sh("ip", "route", "del", "10.210.0.0/23")
