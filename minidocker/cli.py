@@ -31,7 +31,8 @@ class LazyGroup(click.Group):
     name -> (module, attribute)."""
 
     LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
-            "network": ("minidocker.network.command", "network")}
+            "network": ("minidocker.network.command", "network"),
+            "system": ("minidocker.system_cmd", "system")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -68,7 +68,8 @@ def release(record: dict, reaped: bool = False) -> None:
         mode.teardown(record)
     except Exception as exc:  # noqa: BLE001 - the rest must still be undone
         print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
-    fault("teardown:half")
+    if record["NetworkSettings"].get("SandboxKey"):  # not start()'s clean-up of nothing
+        fault("teardown:half")
     unmount(str(paths.container_dir(cid) / "rootfs"))
     netns.unpin(str(paths.netns_path(cid)))
     settings = record.setdefault("NetworkSettings", {})
