@@ -161,6 +161,16 @@ def rm_cmd(refs):
         sys.exit(1)
 
 
+@network.command("reload")
+def reload_cmd():
+    """Re-apply the firewall rules of every network and running container
+    (after another tool flushed the tables). Idempotent."""
+    from minidocker.network import reload
+    checked, changed = reload.reload()
+    click.echo(f"Reloaded the rules of {changed} of {checked} endpoints"
+               if changed else f"Nothing to reload: the rules of {checked} endpoints are in place")
+
+
 @network.command("prune")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 def prune_cmd(force):
