@@ -107,7 +107,7 @@ class Report:
 
 def prune() -> Report:
     report = Report()
-    before = {"veth": _veths(), "firewall rule": _rules(), "lease": _leases()}
+    before = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     records = containers.all_records()
     live = _running(records)
     busy = {r["Id"] for r in records if r["Id"] not in live and _starting(r["Id"])}
@@ -120,7 +120,7 @@ def prune() -> Report:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
-                report.add("process", f"{pid} ({cid[:12]})")
+                report.add("Killed processes of no running container", f"{pid} ({cid[:12]})")
             except ProcessLookupError:
                 pass
     # 2. containers that are not running: their network, mount, pin
@@ -133,10 +133,10 @@ def prune() -> Report:
     _gc_networks(keep, report)
     # 4. pinned namespaces, mounts and state of no container
     _stray_files(keep, report)
-    after = {"veth": _veths(), "firewall rule": _rules(), "lease": _leases()}
+    after = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     for what in before:
         for item in sorted(before[what] - after[what]):
-            report.add(what, os.path.basename(item))
+            report.add(what, item.rsplit("/ipam/", 1)[-1])
     return report
 
 
@@ -163,10 +163,10 @@ def _reconcile(cid: str, report: Report) -> None:
             runc.delete(cid)
         if record["HostConfig"].get("AutoRemove"):
             teardown.remove_files(cid)
-            report.add("container removed (--rm)", cid)
+            report.add("Removed containers (--rm)", cid)
         else:
             teardown.save(record)
-            report.add("container reconciled", cid)
+            report.add("Torn down containers (shim or process gone)", cid)
 
 
 def _networks():
@@ -198,7 +198,7 @@ def _gc_networks(keep: set[str], report: Report) -> None:
         else:
             net = attach._net_of(ep)
             store.remove_endpoint(net, cid)
-            report.add("endpoint record", f"{ep.get('Network', nid)}/{cid[:12]}")
+            report.add("Removed endpoint records", f"{ep.get('Network', nid)}/{cid[:12]}")
     ex = attach.executor()
     cached = {(e.network, e.container_id, e.ifname) for e in ex.cache.attachments()}
     for name, nlist in _networks().items():
@@ -208,7 +208,7 @@ def _gc_networks(keep: set[str], report: Report) -> None:
             print(f"minidocker: prune: GC of network {name}: {exc}", file=sys.stderr)
     for net, cid, ifname in sorted(cached - {(e.network, e.container_id, e.ifname)
                                              for e in ex.cache.attachments()}):
-        report.add("network attachment", f"{net}/{cid[:12]}/{ifname}")
+        report.add("Removed network attachments (executor GC)", f"{net}/{cid[:12]}/{ifname}")
     for net in store.records():
         if net.bridge and not store.endpoints(net):
             attach._drop_idle_bridge(net)
@@ -224,19 +224,19 @@ def _stray_files(keep: set[str], report: Report) -> None:
                     known.add(entry)
                 else:  # a directory without a record (crash inside create)
                     teardown.remove_files(entry)
-                    report.add("state record", entry)
+                    report.add("Removed state without a record", entry)
     ns_dir = paths.netns_dir()
     if ns_dir.is_dir():
         for name in sorted(os.listdir(ns_dir)):
             if name not in keep:
                 netns.unpin(str(ns_dir / name))
-                report.add("network namespace", name)
+                report.add("Removed pinned network namespaces", name)
     mine = {str(paths.container_dir(c) / "rootfs") for c in keep} | {str(paths.netns_path(c)) for c in keep}
     for point in sorted(_mounts_under([str(paths.state_root()), str(paths.run_root())]),
                         key=len, reverse=True):
         if point not in mine:
             teardown.unmount(point)
-            report.add("mount", point)
+            report.add("Removed mounts", point)
     locks = paths.locks_dir() / "containers"
     if locks.is_dir():
         for name in os.listdir(locks):

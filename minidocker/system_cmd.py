@@ -33,7 +33,7 @@ def prune_cmd(force):
         click.echo("Nothing to prune: the node holds only running containers' state.")
         return
     for what, items in report.lines.items():
-        click.echo(f"Removed {what}s:" if not what.startswith("container") else f"{what.capitalize()}s:")
+        click.echo(f"{what}:")
         for item in items:
             click.echo(f"  {item}")
-    click.echo(f"\nTotal: {report.total()} removed")
+    click.echo(f"\nTotal: {report.total()} objects")
