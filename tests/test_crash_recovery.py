@@ -10,6 +10,7 @@ would keep it; here nothing could record its exit or tear it down later).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -27,8 +28,13 @@ def tools(tmp_path_factory):
 
 
 @pytest.fixture
-def app(node, tools):
-    """A node with network `app` and a healthy server published on 8080."""
+def app(node, tools, request):
+    """A node with network `app` and a healthy server published on 8080;
+    an indirect parameter adds environment (firewall backend, exec path)
+    to every minidocker call of the test."""
+    extra = getattr(request, "param", {})
+    if extra:
+        node.env = functools.partial(type(node).env, node, **extra)
     load_tools(node, tools)
     node.md("network", "create", "app")
     run_server(node, "healthy", "--network", "app", "-p", "8080:80")
@@ -89,7 +95,14 @@ def healthy_answers(node) -> None:
     assert client(node.ext_netns, NODE_ADDR, 8080, tries=5) == "hello"
 
 
-@pytest.mark.parametrize("point", ["run:netns-pinned", "run:cni-added", "shim:process-started"])
+NFT_EXEC = {"MINIDOCKER_FIREWALL": "nftables", "MINIDOCKER_CNI_EXEC": "1"}
+
+
+@pytest.mark.parametrize("app,point", [({}, "run:netns-pinned"), ({}, "run:cni-added"),
+                                       ({}, "shim:process-started"), (NFT_EXEC, "run:cni-added"),
+                                       (NFT_EXEC, "shim:process-started")],
+                         indirect=["app"], ids=["netns-pinned", "cni-added", "process-started",
+                                                "cni-added-nft-exec", "process-started-nft-exec"])
 def test_run_killed_at_fault_point(app, point):
     node = app
     base = snapshot(node)
@@ -149,6 +162,26 @@ def test_killed_shim(app, how):
         node.md("rm", "-f", "victim")
     same(snapshot(node), base)
     assert client(node.netns, "127.0.0.1", 8083) == ""
+    healthy_answers(node)
+
+
+def test_lost_record_is_collected_by_executor_gc(app):
+    """The crashed container's record and endpoint are gone too (a lost
+    state directory): only the CNI cache knows the attachment, and the
+    executor's GC (a DEL with the cached config, then cni-bridge's GC)
+    removes its veth, rules and lease."""
+    node = app
+    base = snapshot(node)
+    node.md("run", "-d", "--name", "lost", "--network", "app", "-p", "8084:80", TOOLS, "sleep", "300",
+            env=node.env(MINIDOCKER_FAULT="run:cni-added"), check=False)
+    cid = next(r for r in os.listdir(node.state_root / "containers") if r not in base["records"])
+    (node.state_root / "containers" / cid / "container.json").unlink()
+    for ep in (node.state_root / "networks").rglob(f"endpoints/{cid}.json"):
+        ep.unlink()
+    assert snapshot(node) != base
+    out = prune(node)
+    assert "Removed network attachments (executor GC)" in out and "Removed leases" in out, out
+    same(snapshot(node), base)
     healthy_answers(node)
 
 
