@@ -103,7 +103,10 @@ def shim_alive(record: dict) -> bool:
     pid = record.get("ShimPid") or 0
     if pid <= 0:
         return False
-    try:
+    if record.get("ShimStart"):
+        from minidocker.shim import start_time
+        return start_time(pid) == record["ShimStart"]
+    try:  # a record from before ShimStart: the detached shim's argv names the container
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return record["Id"].encode() in fh.read()
     except OSError:

@@ -23,6 +23,24 @@ def _running(records: list[dict]) -> set[str]:
     return {r["Id"] for r in records if r["State"].get("Running")}
 
 
+def _detached_shims() -> set[str]:
+    """Ids of containers whose detached shim runs (`python -m minidocker.shim
+    ID FD`): one being started has a shim before its record says so."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if b"minidocker.shim" in argv:
+                i = argv.index(b"minidocker.shim")
+                if i + 1 < len(argv):
+                    out.add(argv[i + 1].decode(errors="replace"))
+    return out
+
+
 def _starting(cid: str) -> bool:
     """A container being started right now holds its lock (start() and
     the shim's first update): leave it alone."""
@@ -110,7 +128,8 @@ def prune() -> Report:
     before = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     records = containers.all_records()
     live = _running(records)
-    busy = {r["Id"] for r in records if r["Id"] not in live and _starting(r["Id"])}
+    shims = _detached_shims()
+    busy = {r["Id"] for r in records if r["Id"] not in live and (r["Id"] in shims or _starting(r["Id"]))}
     keep = live | busy
     # 1. processes of no running container (a killed shim's container, a
     # process started just before its shim died)

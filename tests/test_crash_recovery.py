@@ -185,6 +185,22 @@ def test_lost_record_is_collected_by_executor_gc(app):
     healthy_answers(node)
 
 
+def test_prune_spares_a_foreground_container(node):
+    """An attached run's shim is a fork of `run` (no container id in its
+    argv): prune must still see it alive (ShimStart), and `ps` too."""
+    import subprocess
+    from harness import MINIDOCKER
+    fg = node.popen([MINIDOCKER, "run", "--name", "fg", "--network", "none", "busybox", "sleep", "2"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "Up " not in node.md("ps").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Up " in node.md("ps").stdout
+    assert node.md("system", "prune", "-f").stdout.startswith("Nothing to prune")
+    assert fg.wait(timeout=20) == 0  # it ran to its end, not killed (137)
+    node.md("rm", "fg")
+
+
 def test_prune_input(node):
     res = node.md("system", "prune", check=False, stdin=open(os.devnull))
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "-f" in res.stderr
