@@ -42,6 +42,7 @@ class BridgeConf:
     isolation: bool = False
     internal: bool = False
     icc: bool = True
+    remove_idle_bridge: bool = False
     prev_result: "Result | None" = None
     raw: dict = field(default_factory=dict)
 
@@ -138,6 +139,7 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: boo
     # minidocker's network options: see firewall.plan() for the rules they make
     for key in ("isolation", "internal"):
         setattr(out, key, _bool(conf, key))
+    out.remove_idle_bridge = _bool(conf, "removeIdleBridge")
     out.icc = conf.get("icc") is None or _bool(conf, "icc")
     if out.is_default_gateway:
         out.is_gateway = True

@@ -120,9 +120,49 @@ def add_veth(nl: Netlink, netns_fd: int, host: str, ifname: str, mtu: int, bridg
     return link
 
 
-def delete_attachment(network: str, cid: str, ifname: str, netns_path: str) -> bool:
+class BridgeLock:
+    """flock per bridge (and network namespace): ADD holds it shared from
+    making the bridge until its veth is on it; a DEL that removes an idle
+    bridge holds it alone, so it never deletes a bridge an ADD is using."""
+
+    def __init__(self, bridge: str, exclusive: bool):
+        import fcntl
+        from cni_bridge.firewall import lock_path
+        path = lock_path().replace("firewall-", f"bridge-{bridge}-")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _idle_bridge(nl: Netlink, bridge: str, but: int = 0) -> dict | None:
+    """The bridge when no port but `but` is on it, else None."""
+    br = nl.link(bridge)
+    if br is None or br["kind"] != "bridge":
+        return None
+    if any(l["master"] == br["index"] and l["index"] != but for l in nl.links()):
+        return None
+    return br
+
+
+def delete_attachment(network: str, cid: str, ifname: str, netns_path: str,
+                      idle_bridge: str = "") -> bool:
     """Delete the veth pair (either end takes the other along). True when
-    something was deleted; missing links and namespaces are fine (P5)."""
+    something was deleted; missing links and namespaces are fine (P5).
+    With idle_bridge: that bridge too when this veth was its last port, in
+    one kernel batch with the veth (removeIdleBridge)."""
+    if idle_bridge:
+        with BridgeLock(idle_bridge, exclusive=True), Netlink() as nl:
+            link = nl.link(host_veth_name(network, cid, ifname))
+            ours = link is not None and link["alias"] == veth_alias(network, cid, ifname)
+            br = _idle_bridge(nl, idle_bridge, but=link["index"] if ours else 0)
+            if br is not None:
+                nl.del_links(([link["index"]] if ours else []) + [br["index"]])
+                return True
     with Netlink() as nl:
         link = nl.link(host_veth_name(network, cid, ifname))
         if link is not None and link["alias"] == veth_alias(network, cid, ifname):

@@ -26,6 +26,7 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 IFF_UP, IFF_PROMISC = 0x1, 0x100
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_GROUP = 27
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
@@ -225,6 +226,17 @@ class Netlink:
                 return False
             raise
         return True
+
+    def del_links(self, indexes: list[int]) -> None:
+        """Delete several links in one kernel batch: they join a fresh link
+        group, which RTM_DELLINK then deletes at once (one wait for RCU
+        instead of one per link: ~45 ms for a veth and its bridge, not ~70)."""
+        group = 0x6d640000 | (os.getpid() & 0xffff)
+        for index in indexes:
+            body = pack(IFINFO, AF_UNSPEC, 0, index, 0, 0) + attr(IFLA_GROUP, u32(group))
+            self.request(RTM_NEWLINK, NLM_F_ACK, body, f"set group of link {index}")
+        body = pack(IFINFO, AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_GROUP, u32(group))
+        self.request(RTM_DELLINK, NLM_F_ACK, body, f"delete link group {group:#x}")
 
     # --- addresses -----------------------------------------------------------
     def addrs(self, index: int = 0, family: int = AF_UNSPEC) -> list[tuple[str, int]]:

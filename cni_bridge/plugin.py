@@ -78,7 +78,14 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
         state["firewall"] = firewall.driver(c.firewall).setup(
             _attachment(c, args.container_id, args.ifname, ipam_result.ips))
     families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
+    if c.remove_idle_bridge:
+        # held until the veth is on the bridge: a DEL must not remove it meanwhile
+        state["bridge_lock"] = link.BridgeLock(c.bridge, exclusive=False)
     bridge, state["bridge_created"] = link.ensure_bridge(nl, c.bridge, c.mtu, c.promisc)
+    pause = os.environ.get("CNI_BRIDGE_DEBUG_PAUSE")   # tests: widen the bridge-to-veth window
+    if pause:
+        import time
+        time.sleep(float(pause))
     gateways = []
     for ip in ipam_result.ips:
         iface = ipaddress.ip_interface(ip.address)
@@ -97,6 +104,8 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
     host = link.host_veth_name(c.network, args.container_id, args.ifname)
     hlink = link.add_veth(nl, fd, host, args.ifname, c.mtu, bridge, c.mac,
                           link.veth_alias(c.network, args.container_id, args.ifname), c.hairpin)
+    if state.get("bridge_lock"):
+        state.pop("bridge_lock").__exit__()
     clink = cnl.link(args.ifname)
     cnl.set_link(clink["index"], up=True)
     for ip in ipam_result.ips:
@@ -157,7 +166,8 @@ def _rollback(c, args, ipam, state: dict) -> None:
     """Undo a failed ADD: links, rules, lease (delegate DEL too: P12), and
     the bridge if this call made it."""
     from cni_bridge import link
-    for step in (lambda: state["firewall"] and state["firewall"].wait(),
+    for step in (lambda: state.get("bridge_lock") and state.pop("bridge_lock").__exit__(),
+                 lambda: state["firewall"] and state["firewall"].wait(),
                  lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
                  lambda: _teardown_rules(c, args.container_id, args.ifname).wait(),
                  lambda: ipam.delete(args.container_id, args.ifname),
@@ -207,7 +217,8 @@ def cmd_del(args: PluginArgs, conf: dict) -> None:
     pending = _teardown_rules(c, args.container_id, args.ifname)   # commits while we work
     try:
         ipam.delete(args.container_id, args.ifname)
-        link.delete_attachment(c.network, args.container_id, args.ifname, args.netns)
+        link.delete_attachment(c.network, args.container_id, args.ifname, args.netns,
+                               idle_bridge=c.bridge if c.remove_idle_bridge else "")
     finally:
         pending.wait()
 

@@ -103,7 +103,7 @@ def conflist(net: store.Network):
         "type": PLUGIN, "bridge": net.bridge, "isGateway": True, "isDefaultGateway": True,
         "ipMasq": not net.internal, "hairpinMode": True,
         "firewallBackend": os.environ.get(FIREWALL_ENV) or "iptables",
-        "isolation": True, "internal": net.internal, "icc": net.icc,
+        "isolation": True, "internal": net.internal, "icc": net.icc, "removeIdleBridge": True,
         "ipam": {"type": PLUGIN, "ranges": ranges, "dataDir": str(ipam_dir())},
         "capabilities": {"portMappings": True, "ips": True, "mac": True},
     }
