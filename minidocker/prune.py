@@ -23,22 +23,33 @@ def _running(records: list[dict]) -> set[str]:
     return {r["Id"] for r in records if r["State"].get("Running")}
 
 
-def _detached_shims() -> set[str]:
-    """Ids of containers whose detached shim runs (`python -m minidocker.shim
-    ID FD`): one being started has a shim before its record says so."""
+def _shims() -> set[str]:
+    """Live shims, as the 8-hex id prefix each one names itself with (its
+    comm, shim.COMM_PREFIX): one being started has a shim before its record
+    says so, and an attached shim's argv is `run`'s."""
+    from minidocker.shim import COMM_PREFIX
     out = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open(f"/proc/{name}/cmdline", "rb") as fh:
-                    argv = fh.read().split(b"\0")
-            except OSError:
+                with open(f"/proc/{name}/comm", "rb") as fh:
+                    comm = fh.read().strip().decode(errors="replace")
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    zombie = fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+            except (OSError, IndexError):
                 continue
-            if b"minidocker.shim" in argv:
-                i = argv.index(b"minidocker.shim")
-                if i + 1 < len(argv):
-                    out.add(argv[i + 1].decode(errors="replace"))
+            if comm.startswith(COMM_PREFIX) and not zombie:
+                out.add(comm[len(COMM_PREFIX):])
     return out
+
+
+def _started(record: dict) -> bool:
+    """Anything of the container on the node, or an exit to record."""
+    cid = record["Id"]
+    return bool(record["State"].get("StartedAt", containers.NEVER) != containers.NEVER
+                or record["NetworkSettings"].get("SandboxKey")
+                or os.path.lexists(paths.netns_path(cid))
+                or os.path.ismount(paths.container_dir(cid) / "rootfs"))
 
 
 def _starting(cid: str) -> bool:
@@ -128,13 +139,25 @@ def prune() -> Report:
     before = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     records = containers.all_records()
     live = _running(records)
-    shims = _detached_shims()
-    busy = {r["Id"] for r in records if r["Id"] not in live and (r["Id"] in shims or _starting(r["Id"]))}
-    keep = live | busy
+    # In this order: record, lock, shim. start() holds the lock until the
+    # shim exists, so a container being started shows one of the three.
+    # A `created` container without a pin or mount was never started (or
+    # is between create() and start()): nothing of it to undo.
+    candidates = [r for r in records if r["Id"] not in live and _started(r)]
+    candidates = [r for r in candidates if not _starting(r["Id"])]
+    shims = _shims()
+    # Dead: not running, not starting. One created while we work has a
+    # record before anything else of it exists (create() writes it first),
+    # so `gone()` never takes it for dead.
+    dead = {r["Id"] for r in candidates if r["Id"][:8] not in shims}
+
+    def gone(cid: str) -> bool:
+        return cid in dead or not (paths.container_dir(cid) / teardown.RECORD).exists()
+
     # 1. processes of no running container (a killed shim's container, a
     # process started just before its shim died)
     for cid, pids in container_processes().items():
-        if cid in keep:
+        if not gone(cid):
             continue
         for pid in pids:
             try:
@@ -143,15 +166,12 @@ def prune() -> Report:
             except ProcessLookupError:
                 pass
     # 2. containers that are not running: their network, mount, pin
-    for record in records:
-        cid = record["Id"]
-        if cid in keep:
-            continue
+    for cid in sorted(dead):
         _reconcile(cid, report)
     # 3. every network: the executor's GC with the valid attachments
-    _gc_networks(keep, report)
+    _gc_networks(gone, report)
     # 4. pinned namespaces, mounts and state of no container
-    _stray_files(keep, report)
+    _stray_files(gone, report)
     after = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     for what in before:
         for item in sorted(before[what] - after[what]):
@@ -168,8 +188,8 @@ def _reconcile(cid: str, report: Report) -> None:
             return
         was_running = record["State"].get("Running")
         containers._refresh(record)
-        if record["State"].get("Running"):
-            return
+        if record["State"].get("Running") or cid[:8] in _shims():
+            return  # started while we looked
         rootfs = str(paths.container_dir(cid) / "rootfs")
         pin = str(paths.netns_path(cid))
         traces = (was_running or bool(attach.endpoints_of(cid)) or os.path.ismount(rootfs)
@@ -208,56 +228,75 @@ def _networks():
     return seen
 
 
-def _gc_networks(keep: set[str], report: Report) -> None:
+def _gc_networks(gone, report: Report) -> None:
+    """Endpoint records of dead containers go; then every network's GC keeps
+    the attachments of every container that is not dead (so one being
+    started meanwhile keeps its own)."""
     from minidocker.network import attach, store
-    valid = []
     for nid, cid, ep in list(attach.all_endpoints()):
-        if cid in keep:
-            valid.append((cid, ep.get("IfName") or "eth0"))
-        else:
-            net = attach._net_of(ep)
-            store.remove_endpoint(net, cid)
+        if gone(cid):
+            store.remove_endpoint(attach._net_of(ep), cid)
             report.add("Removed endpoint records", f"{ep.get('Network', nid)}/{cid[:12]}")
     ex = attach.executor()
-    cached = {(e.network, e.container_id, e.ifname) for e in ex.cache.attachments()}
+    before = ex.cache.attachments()
+
+    def valid():  # under the GC lock: what was ADDed while GC waited counts
+        return sorted({(e.container_id, e.ifname) for e in ex.cache.attachments() if not gone(e.container_id)}
+                      | {(cid, ep.get("IfName") or "eth0") for _n, cid, ep in attach.all_endpoints()})
+
     for name, nlist in _networks().items():
         try:
             ex.gc(nlist, valid=valid)
         except Exception as exc:  # noqa: BLE001 - GC keeps going; say what failed
             print(f"minidocker: prune: GC of network {name}: {exc}", file=sys.stderr)
-    for net, cid, ifname in sorted(cached - {(e.network, e.container_id, e.ifname)
-                                             for e in ex.cache.attachments()}):
+    after = {(e.network, e.container_id, e.ifname) for e in ex.cache.attachments()}
+    for net, cid, ifname in sorted({(e.network, e.container_id, e.ifname) for e in before} - after):
         report.add("Removed network attachments (executor GC)", f"{net}/{cid[:12]}/{ifname}")
     for net in store.records():
         if net.bridge and not store.endpoints(net):
             attach._drop_idle_bridge(net)
 
 
-def _stray_files(keep: set[str], report: Report) -> None:
+def _owner(point: str) -> str | None:
+    """The container a mount under our roots belongs to (its rootfs or
+    pinned namespace), None for anything else."""
+    for base, tail in ((str(paths.containers_dir()) + "/", "/rootfs"), (str(paths.netns_dir()) + "/", "")):
+        if point.startswith(base):
+            rest = point[len(base):]
+            cid = rest[:-len(tail)] if tail and rest.endswith(tail) else rest
+            if "/" not in cid:
+                return cid
+    return None
+
+
+def _stray_files(gone, report: Report) -> None:
     known = set()
     base = paths.containers_dir()
     if base.is_dir():
-        with containers._global_lock():
+        with containers._global_lock():  # create() makes the directory, then the record
             for entry in sorted(os.listdir(base)):
                 if (base / entry / teardown.RECORD).exists():
                     known.add(entry)
-                else:  # a directory without a record (crash inside create)
+                else:  # a directory without a record (crash inside create, lost state)
                     teardown.remove_files(entry)
                     report.add("Removed state without a record", entry)
     ns_dir = paths.netns_dir()
     if ns_dir.is_dir():
         for name in sorted(os.listdir(ns_dir)):
-            if name not in keep:
+            if gone(name):
                 netns.unpin(str(ns_dir / name))
                 report.add("Removed pinned network namespaces", name)
-    mine = {str(paths.container_dir(c) / "rootfs") for c in keep} | {str(paths.netns_path(c)) for c in keep}
     for point in sorted(_mounts_under([str(paths.state_root()), str(paths.run_root())]),
                         key=len, reverse=True):
-        if point not in mine:
+        cid = _owner(point)
+        if cid is None or gone(cid):
             teardown.unmount(point)
             report.add("Removed mounts", point)
     locks = paths.locks_dir() / "containers"
     if locks.is_dir():
         for name in os.listdir(locks):
             if name.endswith(".lock") and name[:-5] not in known:
-                os.unlink(locks / name)
+                try:
+                    os.unlink(locks / name)
+                except FileNotFoundError:
+                    pass

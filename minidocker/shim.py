@@ -25,6 +25,7 @@ import sys
 from minidocker import clock, paths, state, syscalls as sc
 
 RECORD = "container.json"
+COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 
 
 def _now() -> str:
@@ -97,6 +98,11 @@ def main(argv: list[str]) -> int:
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
     """Start the container, wait for it, record its end, tear down."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    try:  # `system prune` tells a live shim by its name before the record names it
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(COMM_PREFIX + cid[:8])
+    except OSError:
+        pass
     cdir = paths.container_dir(cid)
     record = state.read_json(cdir / RECORD)
     runtime = record["HostConfig"].get("Runtime", "builtin")

@@ -49,3 +49,35 @@ def test_fifty_concurrent_runs_and_removals(node):
     assert leases == []
     node.md("network", "rm", "many")
     assert node.md("system", "prune", "-f").stdout.startswith("Nothing to prune")
+
+
+def test_prune_while_containers_start(node):
+    """`system prune` racing `run -d`s takes nothing of a container being
+    started (its record, lock or named shim says it is alive)."""
+    node.md("network", "create", "race")
+    node.md("run", "--rm", "--network", "none", "busybox", "true")
+    n = 12
+
+    def start(i: int) -> str:
+        return node.md("run", "-d", "--name", f"r{i}", "--network", "race", "-p", f"{BASE_PORT + i}:80",
+                       "busybox", "httpd", "-f", "-p", "80", "-h", "/etc", timeout=120).stdout.strip()
+
+    def prune(_i: int) -> str:
+        return node.md("system", "prune", "-f", timeout=120).stdout
+
+    with ThreadPoolExecutor(8) as pool:
+        runs = [pool.submit(start, i) for i in range(n)]
+        prunes = [pool.submit(prune, i) for i in range(4)]
+        cids = [f.result() for f in runs]
+        for f in prunes:
+            f.result()
+    records = json.loads(node.md("inspect", *cids).stdout)
+    assert [r["State"]["Running"] for r in records] == [True] * n
+    for i, cid in enumerate(cids):
+        out = node.sh("curl", "-s", "--max-time", "2", "--retry", "5", "--retry-connrefused",
+                      f"http://127.0.0.1:{BASE_PORT + i}/hostname", check=False).stdout.strip()
+        assert out == cid[:12], i
+    assert node.md("system", "prune", "-f").stdout.startswith("Nothing to prune")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda cid: node.md("rm", "-f", cid, timeout=120), cids))
+    node.md("network", "rm", "race")

@@ -156,13 +156,15 @@ class CNIExecutor:
     def gc(self, net: NetworkConfigList, valid=None) -> None:
         """R9: DEL every cached attachment of `net` not in `valid` (pairs of
         (container id, ifname)), then GC on each plugin (>= 1.1.0). Errors are
-        gathered and raised together as a MultiError."""
+        gathered and raised together as a MultiError. `valid` may be a
+        function, called once the GC lock is held: attachments ADDed while GC
+        waited for it are then counted (a runtime's `prune` racing `run`)."""
         if net.disable_gc:
             return
-        pairs = [_pair(v) for v in (valid or [])]
-        keep = set(pairs)
         errors: list[CNIError] = []
         with self._global_lock(fcntl.LOCK_EX):
+            pairs = [_pair(v) for v in ((valid() if callable(valid) else valid) or [])]
+            keep = set(pairs)
             for entry in self.cache.attachments(network=net.name):
                 if (entry.container_id, entry.ifname) in keep:
                     continue
