@@ -87,6 +87,33 @@ def test_connect_reach_disconnect(node):
     assert node.link_names() == {"lo", "uplink0"}
 
 
+def test_connected_network_comes_back_on_start(node):
+    """As in Docker: `start` attaches every network the container was
+    connected to, with the address it asked for; `stop` detaches them all."""
+    node.md("network", "create", "--subnet", "10.81.0.0/24", "side")
+    node.md("run", "-d", "--name", "multi", "--network", "bridge", "busybox", "sleep", "300")
+    try:
+        node.md("network", "connect", "--ip", "10.81.0.9", "--alias", "m2", "side", "multi")
+        assert _addr(node, "multi", "eth1") == "10.81.0.9/24"
+        node.md("stop", "-t", "1", "multi")
+        assert _leases(node, "side") == []
+        node.md("start", "multi")
+        assert _addr(node, "multi", "eth1") == "10.81.0.9/24"
+        assert _addr(node, "multi", "eth0").startswith("10.210.")
+        networks = json.loads(node.md("inspect", "multi").stdout)[0]["NetworkSettings"]["Networks"]
+        assert networks["side"]["IPAddress"] == "10.81.0.9" and "bridge" in networks
+        assert networks["side"]["Aliases"] == ["m2"]
+        node.md("network", "disconnect", "side", "multi")
+        node.md("stop", "-t", "1", "multi")
+        node.md("start", "multi")
+        assert _addr(node, "multi", "eth1") == ""
+    finally:
+        node.md("rm", "-f", "multi", check=False)
+    assert _leases(node, "side") == []
+    node.md("network", "rm", "side")
+    assert node.link_names() == {"lo", "uplink0"}
+
+
 def test_connect_to_a_cni_file_network(node):
     """A network of the CNI directory: connect, inspect (Containers with the
     live Debug block), disconnect; rm of it stays refused."""

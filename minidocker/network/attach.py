@@ -229,6 +229,11 @@ def attach(container: dict, network_ref: str, *, ifname: str = "eth0",
     import contextlib
     port_lock = publish.lock() if ports else contextlib.nullcontext()
     with port_lock, _net_lock(net, shared=True):
+        if net.driver != CNI_DRIVER and not any(n.id == net.id for n in store.records()):
+            # `network rm` won the race for the lock: attaching now would
+            # bring back a bridge and an endpoint of a network that is gone
+            raise NotFound(f"network {net.name} was removed while container "
+                           f"{container['Name'].lstrip('/')} was being attached to it", 125)
         resolved = publish.resolve(ports, cid) if ports else []
         caps: dict = {}
         if resolved:

@@ -31,19 +31,33 @@ def mappings(record: dict) -> list:
     return out
 
 
-def settings(ep: dict, network: str, ports_: dict) -> dict:
-    """NetworkSettings in Docker's shape for one endpoint."""
-    v4, v6 = ep.get("IPv4Address", ""), ep.get("IPv6Address", "")
-    net = {
+def endpoint_settings(ep: dict, network_id: str | None = None) -> dict:
+    """Docker's NetworkSettings.Networks entry for one endpoint."""
+    v4, v6 = ep.get("IPv4Address") or "", ep.get("IPv6Address") or ""
+    return {
         "IPAMConfig": None, "Links": None, "Aliases": ep.get("Aliases") or None,
-        "NetworkID": ep["NetworkID"], "EndpointID": ep["EndpointID"], "Gateway": ep.get("Gateway", ""),
-        "IPAddress": v4.split("/")[0], "IPPrefixLen": int(v4.split("/")[1]) if v4 else 0,
+        "NetworkID": network_id or ep["NetworkID"], "EndpointID": ep.get("EndpointID", ""),
+        "Gateway": ep.get("Gateway", ""), "IPAddress": v4.split("/")[0],
+        "IPPrefixLen": int(v4.split("/")[1]) if "/" in v4 else 0,
         "IPv6Gateway": ep.get("IPv6Gateway", ""), "GlobalIPv6Address": v6.split("/")[0],
-        "GlobalIPv6PrefixLen": int(v6.split("/")[1]) if v6 else 0, "MacAddress": ep.get("MacAddress", ""),
+        "GlobalIPv6PrefixLen": int(v6.split("/")[1]) if "/" in v6 else 0,
+        "MacAddress": ep.get("MacAddress", ""),
     }
+
+
+def settings(ep: dict, network: str, ports_: dict) -> dict:
+    """NetworkSettings in Docker's shape for the container's first endpoint."""
+    net = endpoint_settings(ep)
     return {"Networks": {network: net}, "Ports": ports_, "IPAddress": net["IPAddress"],
             "IPPrefixLen": net["IPPrefixLen"], "Gateway": net["Gateway"],
             "GlobalIPv6Address": net["GlobalIPv6Address"], "MacAddress": net["MacAddress"]}
+
+
+def endpoint_config(ep_ipam: dict, aliases, mac) -> dict:
+    """What NetworkingConfig.EndpointsConfig keeps of one network, so that
+    `start` attaches it the same way again."""
+    return {"IPAMConfig": dict(ep_ipam or {}), "Aliases": list(aliases or []),
+            "MacAddress": (mac or "").lower()}
 
 
 class AttachMode(modes.NetworkMode):
@@ -71,11 +85,23 @@ class AttachMode(modes.NetworkMode):
         ep = attach.attach(container, self.spec, ifname="eth0", ports=mappings(container),
                            ip=ipam.get("IPv4Address") or None, ip6=ipam.get("IPv6Address") or None,
                            aliases=list(epc.get("Aliases") or []), mac=epc.get("MacAddress") or None)
-        hostsfile.refresh({container["Id"]})
         from minidocker.network.ports import PortMapping
         pms = [PortMapping(p["ContainerPort"], p["HostPort"], p["Protocol"], p["HostIp"])
                for p in ep["Ports"]]
-        return settings(ep, attach.lookup(self.spec).name, publish.docker_ports(pms))
+        out = settings(ep, attach.lookup(self.spec).name, publish.docker_ports(pms))
+        # networks joined later with `network connect` come back on `start`, as in Docker
+        extra = ((container.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+        for n, (name, cfg) in enumerate((k, v) for k, v in extra.items() if k != self.spec):
+            cfg = cfg or {}
+            ipam = cfg.get("IPAMConfig") or {}
+            more = attach.attach(container, name, ifname=f"eth{n + 1}",
+                                 ip=ipam.get("IPv4Address") or None,
+                                 ip6=ipam.get("IPv6Address") or None,
+                                 aliases=list(cfg.get("Aliases") or []),
+                                 mac=cfg.get("MacAddress") or None)
+            out["Networks"][attach.lookup(name).name] = endpoint_settings(more)
+        hostsfile.refresh({container["Id"]})
+        return out
 
     def teardown(self, container: dict) -> None:
         from minidocker.network import attach

@@ -13,7 +13,7 @@ import re
 
 from minidocker import containers, state, teardown
 from minidocker.errors import Conflict, MinidockerError
-from minidocker.network import netview
+from minidocker.network import bridge, netview
 from minidocker.network.confnets import ConfNetwork
 
 SHARED_MODES = ("host", "none")
@@ -53,19 +53,6 @@ def _name(record: dict) -> str:
     return record["Name"].lstrip("/")
 
 
-def _settings(ep: dict, net) -> dict:
-    """Docker's NetworkSettings.Networks entry for one endpoint (the shape
-    `run` records for its first network)."""
-    v4, v6 = ep.get("IPv4Address") or "", ep.get("IPv6Address") or ""
-    return {"IPAMConfig": None, "Links": None, "Aliases": ep.get("Aliases") or None,
-            "NetworkID": net.id, "EndpointID": ep.get("EndpointID", ""),
-            "Gateway": ep.get("Gateway", ""), "IPAddress": v4.split("/")[0],
-            "IPPrefixLen": int(v4.split("/")[1]) if "/" in v4 else 0,
-            "IPv6Gateway": ep.get("IPv6Gateway", ""), "GlobalIPv6Address": v6.split("/")[0],
-            "GlobalIPv6PrefixLen": int(v6.split("/")[1]) if "/" in v6 else 0,
-            "MacAddress": ep.get("MacAddress", "")}
-
-
 def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
             aliases=(), mac=None) -> dict:
     net, ref = _target(network_ref)
@@ -88,7 +75,10 @@ def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
             exc.code = 1  # attach speaks for `run` (125); here Docker exits 1
             raise
         record.setdefault("NetworkSettings", {}).setdefault("Networks", {})[net.name] = \
-            _settings(ep, net)
+            bridge.endpoint_settings(ep, net.id)
+        ipam = {k: v for k, v in (("IPv4Address", ip), ("IPv6Address", ip6)) if v}
+        record.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})[net.name] = \
+            bridge.endpoint_config(ipam, aliases, mac)
         teardown.save(record)
         return ep
 
@@ -102,5 +92,7 @@ def disconnect(attach, network_ref: str, container_ref: str) -> None:
             raise MinidockerError(f"container {_name(record)} is not connected to network {net.name}")
         attach.detach(record, ref)
         networks = record.setdefault("NetworkSettings", {}).setdefault("Networks", {})
-        if networks.pop(net.name, None) is not None:
+        configs = record.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
+        dropped = [d.pop(net.name, None) for d in (networks, configs)]
+        if any(x is not None for x in dropped):
             teardown.save(record)

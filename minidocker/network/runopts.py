@@ -93,6 +93,6 @@ def parse(opts, mode) -> dict:
         ipam["IPv4Address"] = opts.ip
     if opts.ip6:
         ipam["IPv6Address"] = opts.ip6
-    out["EndpointsConfig"][mode.spec] = {"IPAMConfig": ipam, "Aliases": list(opts.aliases),
-                                         "MacAddress": (opts.mac or "").lower()}
+    from minidocker.network.bridge import endpoint_config
+    out["EndpointsConfig"][mode.spec] = endpoint_config(ipam, opts.aliases, opts.mac)
     return out
