@@ -50,3 +50,18 @@ def cni(node):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def tools(tmp_path_factory):
+    """An image with the clients and servers the bridge tests run in containers."""
+    from bridge_helpers import tools_archive
+    return tools_archive(tmp_path_factory.mktemp("tools"))
+
+
+@pytest.fixture
+def tnode(node, tools):
+    """A node with the tools image loaded."""
+    from bridge_helpers import load_tools
+    load_tools(node, tools)
+    return node

@@ -7,20 +7,9 @@ import json
 
 import pytest
 
-from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, load_tools,
-                            network_traces, run_server, stop_server, tools_archive)
+from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, network_traces,
+                            run_server, stop_server)
 from harness import EXT_ADDR, NODE_ADDR, UPLINK
-
-
-@pytest.fixture(scope="session")
-def tools(tmp_path_factory):
-    return tools_archive(tmp_path_factory.mktemp("tools"))
-
-
-@pytest.fixture
-def tnode(node, tools):
-    load_tools(node, tools)
-    return node
 
 
 @pytest.mark.parametrize("backend,cni_exec", [("iptables", "0"), ("nftables", "0"), ("iptables", "1")],

@@ -8,7 +8,7 @@ read from the kernel, which Docker does not have.
 from __future__ import annotations
 
 from minidocker import paths, state
-from minidocker.errors import MinidockerError, NotFound
+from minidocker.errors import NotFound
 from minidocker.network import confnets, kernel, store
 from minidocker.network.confnets import ConfNetwork
 from minidocker.network.store import Network
@@ -28,16 +28,7 @@ def resolve(ref: str) -> Network | ConfNetwork:
         return store.get(ref)
     except NotFound:
         pass
-    confs = confnets.load()
-    for conf in confs:
-        if conf.name == ref or conf.id == ref:
-            return conf
-    hits = [c for c in confs if ref and c.id.startswith(ref)]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise MinidockerError(f"network id prefix {ref!r} is ambiguous; give more characters")
-    raise NotFound(f"network {ref!r} not found; see `minidocker network ls`")
+    return store.match_ref(confnets.load(), ref)
 
 
 def ls_row(net: Network | ConfNetwork) -> dict:

@@ -137,11 +137,15 @@ def get(ref: str) -> Network:
             return _builtin(name)
     if ref == DEFAULT_NETWORK:
         return ensure_default()
-    recs = records()
-    for net in recs:
+    return match_ref(records(), ref)
+
+
+def match_ref(nets: list, ref: str):
+    """The one of `nets` named `ref`, with id `ref`, or whose id starts with it."""
+    for net in nets:
         if net.name == ref or net.id == ref:
             return net
-    matches = [n for n in recs if ref and n.id.startswith(ref)]
+    matches = [n for n in nets if ref and n.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
