@@ -641,13 +641,6 @@ def exec_(ref: str, args: list[str], interactive: bool = False) -> int:
     finally:
         os.close(devnull)
 
-    def relay(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, relay)
+    sc.forward_signals(pid)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 
 from minidocker import clock, paths, state, syscalls as sc
@@ -151,14 +150,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         os.close(status_fd)
         status_fd = None
 
-    def relay(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, relay)
+    sc.forward_signals(pid)
 
     status = _wait(pid, pipes)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

@@ -10,7 +10,7 @@ register() and need nothing else from the engine.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from minidocker.errors import MinidockerError
 
