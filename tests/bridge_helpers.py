@@ -86,32 +86,30 @@ def _target(host: str, port: int, proto: str) -> str:
     return f"{proto.upper()}:{addr}:{port}" + (",connect-timeout=2" if proto == "tcp" else "")
 
 
-def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
-    """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
+def _ask(send, host: str, port: int, proto: str, tries: int) -> str:
+    """A socat client's answer from host:port, tried `tries` times ("" if nothing);
+    `send(argv, input)` runs the client where the caller wants it."""
     target = _target(host, port, proto)
     idle = "-T2" if proto == "tcp" else "-T1.5"
     for i in range(tries):
-        out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False,
-                  input="ping\n" if proto == "udp" else "", timeout=20)
+        out = send(["socat", idle, "-", target], "ping\n" if proto == "udp" else "")
         if out.stdout.strip():
             return out.stdout.strip()
         if i + 1 < tries:
             time.sleep(0.1)
     return ""
+
+
+def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
+    """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
+    return _ask(lambda argv, data: run(["nsenter", f"--net={ns}", "--", *argv], check=False,
+                                       input=data, timeout=20), host, port, proto, tries)
 
 
 def in_container(node: Node, ref: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
     """The same client run inside a container (exec socat)."""
-    target = _target(host, port, proto)
-    idle = "-T2" if proto == "tcp" else "-T1.5"
-    for i in range(tries):
-        out = node.md("exec", "-i", ref, "socat", idle, "-", target, check=False,
-                      input="ping\n" if proto == "udp" else "", timeout=20)
-        if out.stdout.strip():
-            return out.stdout.strip()
-        if i + 1 < tries:
-            time.sleep(0.1)
-    return ""
+    return _ask(lambda argv, data: node.md("exec", "-i", ref, *argv, check=False, input=data,
+                                           timeout=20), host, port, proto, tries)
 
 
 def inspect(node: Node, ref: str) -> dict:

@@ -137,6 +137,24 @@ def _jump_spec(line: str) -> str:
     return line.split(" ", 2)[1] + " " + line.rsplit("-j ", 1)[-1]
 
 
+def _restore_locked(families, batch_of) -> Pending:
+    """Under the firewall lock: read the tables once, then one
+    `iptables-restore --noflush` per family with batch_of(saved, family);
+    the lock is held until the caller has waited for the batches."""
+    lock = Lock()
+    try:
+        saved = _read(families)
+        procs = []
+        for fam in families:
+            batch = batch_of(saved[fam], fam)
+            if batch:
+                procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
+    except BaseException:
+        lock.release()
+        raise
+    return Pending(lock, procs)
+
+
 class IptablesDriver(Driver):
     name = "iptables"
 
@@ -145,26 +163,17 @@ class IptablesDriver(Driver):
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
         families = sorted(set(rules) | {r[1] for r in network_plan(att)})
-        lock = Lock()
-        try:
-            saved = _read(families)
-            procs = []
-            for fam in families:
-                shared = []
-                if _forward_may_drop(saved[fam]):
-                    for rule in network_plan(att):
-                        if rule[1] == fam:
-                            shared += render(rule, network_prefix(att.network))
-                for rule in isolation_plan(att):
+        def batch(saved: Saved, fam: int) -> str:
+            shared = []
+            if _forward_may_drop(saved):
+                for rule in network_plan(att):
                     if rule[1] == fam:
                         shared += render(rule, network_prefix(att.network))
-                batch = self._add_batch(saved[fam], rules.get(fam, []), shared)
-                if batch:
-                    procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
-        except BaseException:
-            lock.release()
-            raise
-        return Pending(lock, procs)
+            for rule in isolation_plan(att):
+                if rule[1] == fam:
+                    shared += render(rule, network_prefix(att.network))
+            return self._add_batch(saved, rules.get(fam, []), shared)
+        return _restore_locked(families, batch)
 
     @staticmethod
     def _add_batch(saved: Saved, rules: list[tuple[str, str]], shared: list[tuple[str, str]]) -> str:
@@ -190,18 +199,7 @@ class IptablesDriver(Driver):
 
     def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> Pending:
         prefix = network_prefix(network)
-        lock = Lock()
-        try:
-            saved = _read(families)
-            procs = []
-            for fam in families:
-                batch = self._del_batch(saved[fam], prefix, owner, keep)
-                if batch:
-                    procs.append(Proc([TOOLS[fam][1], "--noflush"], batch))
-        except BaseException:
-            lock.release()
-            raise
-        return Pending(lock, procs)
+        return _restore_locked(families, lambda saved, fam: self._del_batch(saved, prefix, owner, keep))
 
     @staticmethod
     def _del_batch(saved: Saved, prefix: str, owner, keep) -> str:
