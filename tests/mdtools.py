@@ -157,3 +157,22 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {predicate}")
+
+
+# Archive members an image must never get past extraction: one table for the
+# image tests and the hostile-input corpus.
+HOSTILE_MEMBERS = {
+    "dotdot": [member("../evil", data=b"x")],
+    "dotdot-deep": [member("etc/../../evil", data=b"x")],
+    "absolute": [member("/tmp/minidocker-hostile", data=b"x")],
+    "abs-symlink": [member("etc", tarfile.SYMTYPE, linkname="/etc")],
+    "escaping-symlink": [member("a", tarfile.DIRTYPE), member("a/up", tarfile.SYMTYPE, linkname="../../..")],
+    "through-symlink": [member("sub", tarfile.DIRTYPE), member("link", tarfile.SYMTYPE, linkname="sub"),
+                        member("link/x", data=b"x")],
+    "chardev": [member("dev/mem", tarfile.CHRTYPE, devmajor=1, devminor=1)],
+    "blockdev": [member("dev/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)],
+    "hardlink-out": [member("passwd", tarfile.LNKTYPE, linkname="../../../etc/passwd")],
+    "hardlink-abs": [member("passwd", tarfile.LNKTYPE, linkname="/etc/passwd")],
+    "hardlink-missing": [member("x", tarfile.LNKTYPE, linkname="nothere")],
+    "whiteout-dotdot": [member("../.wh.etc")],
+}

@@ -10,7 +10,6 @@ put back afterwards, so the node can be shared (the corpus stays fast).
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import io
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from harness import MINIDOCKER, REFERENCE_CNI, VENV_BIN, Node
-from mdtools import _outer, docker_save, member, oci_layout, tar_bytes
+from mdtools import HOSTILE_MEMBERS, _outer, docker_save, member, oci_layout, tar_bytes
 
 NOOP = Path(__file__).resolve().parent / "plugins" / "noop"
 
@@ -160,21 +159,6 @@ def _nested_index(depth: int) -> bytes:
     return _outer(files)
 
 
-HOSTILE_MEMBERS = {
-    "dotdot": [member("../evil", data=b"x")],
-    "dotdot-deep": [member("etc/../../evil", data=b"x")],
-    "absolute": [member("/tmp/minidocker-hostile", data=b"x")],
-    "abs-symlink": [member("etc", tarfile.SYMTYPE, linkname="/etc")],
-    "escaping-symlink": [member("a", tarfile.DIRTYPE), member("a/up", tarfile.SYMTYPE, linkname="../../..")],
-    "through-symlink": [member("sub", tarfile.DIRTYPE), member("link", tarfile.SYMTYPE, linkname="sub"),
-                        member("link/x", data=b"x")],
-    "chardev": [member("dev/mem", tarfile.CHRTYPE, devmajor=1, devminor=1)],
-    "blockdev": [member("dev/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)],
-    "hardlink-out": [member("passwd", tarfile.LNKTYPE, linkname="../../../etc/passwd")],
-    "hardlink-abs": [member("passwd", tarfile.LNKTYPE, linkname="/etc/passwd")],
-    "hardlink-missing": [member("x", tarfile.LNKTYPE, linkname="nothere")],
-    "whiteout-dotdot": [member("../.wh.etc")],
-}
 
 H = "{h}"
 RUN = ["run", "--rm", "--network", "none"]

@@ -128,38 +128,29 @@ def _run(fn):
         _fail(str(err))
 
 
-@cni.command("add", help="ADD the network's plugins to NETNS; prints the result.")
-@click.argument("network")
-@click.argument("netns")
-@_runtime_options
-@click.pass_obj
-def add_cmd(obj: _Ctx, network, netns, container_id, ifname, cni_args, cap_args):
-    net = obj.network(network)
-    rt = _runtime_conf(netns, container_id, ifname, cni_args, cap_args)
-    result = _run(lambda: obj.executor().add(net, rt))
-    click.echo(json.dumps(result.to_dict(), indent=4))
+def _attachment_command(name: str, help: str, call):
+    """`add`, `check` and `del`: NETWORK NETNS plus cnitool's runtime options;
+    what the executor returns (ADD's result) is printed."""
+    @cni.command(name, help=help)
+    @click.argument("network")
+    @click.argument("netns")
+    @_runtime_options
+    @click.pass_obj
+    def command(obj: _Ctx, network, netns, container_id, ifname, cni_args, cap_args):
+        net = obj.network(network)
+        rt = _runtime_conf(netns, container_id, ifname, cni_args, cap_args)
+        result = _run(lambda: call(obj.executor(), net, rt))
+        if result is not None:
+            click.echo(json.dumps(result.to_dict(), indent=4))
+    return command
 
 
-@cni.command("check", help="CHECK an attachment made by add.")
-@click.argument("network")
-@click.argument("netns")
-@_runtime_options
-@click.pass_obj
-def check_cmd(obj: _Ctx, network, netns, container_id, ifname, cni_args, cap_args):
-    net = obj.network(network)
-    rt = _runtime_conf(netns, container_id, ifname, cni_args, cap_args)
-    _run(lambda: obj.executor().check(net, rt))
-
-
-@cni.command("del", help="DEL an attachment (reverse order, cached result and capability args).")
-@click.argument("network")
-@click.argument("netns")
-@_runtime_options
-@click.pass_obj
-def del_cmd(obj: _Ctx, network, netns, container_id, ifname, cni_args, cap_args):
-    net = obj.network(network)
-    rt = _runtime_conf(netns, container_id, ifname, cni_args, cap_args)
-    _run(lambda: obj.executor().delete(net, rt))
+add_cmd = _attachment_command("add", "ADD the network's plugins to NETNS; prints the result.",
+                              lambda ex, net, rt: ex.add(net, rt))
+check_cmd = _attachment_command("check", "CHECK an attachment made by add.",
+                                lambda ex, net, rt: ex.check(net, rt))
+del_cmd = _attachment_command("del", "DEL an attachment (reverse order, cached result and "
+                              "capability args).", lambda ex, net, rt: ex.delete(net, rt))
 
 
 def _valid_pair(value: str) -> tuple[str, str]:
