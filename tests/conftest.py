@@ -65,3 +65,18 @@ def tnode(node, tools):
     from bridge_helpers import load_tools
     load_tools(node, tools)
     return node
+
+
+@pytest.fixture
+def servers(node):
+    """Server processes (each in its own session) a test started; killed at
+    teardown (ask for it after `cni`, so they go before its DELs)."""
+    import signal
+    procs = []
+    yield procs
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)

@@ -5,8 +5,6 @@ ports still reachable), `internal` (nothing in or out beyond the bridge) and
 every rule along, CHECK counts them."""
 from __future__ import annotations
 
-import os
-import signal
 
 import pytest
 
@@ -19,18 +17,6 @@ def _conf(cni, name, bridge, subnet, backend, version, **extra):
                     **extra)
     conf["ipam"]["ranges"] = [[{"subnet": subnet}]]
     return conf
-
-
-@pytest.fixture
-def servers(cni):
-    procs = []
-    yield procs
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=5)
 
 
 def serve(cni, servers, ns, reply, port=80):

@@ -4,30 +4,18 @@ loopback, the node's own addresses, another container, the container itself
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
 
-from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, Cni, with_prev
+from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, with_prev
 from harness import EXT_ADDR, NODE_ADDR, NODE_ADDR6
 
 
 @pytest.fixture
-def cni(node):
-    c = Cni(node)
-    servers = []
-    c.servers = servers
-    try:
-        yield c
-    finally:
-        for p in servers:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=5)
-        c.close()
+def cni(cni, servers):
+    cni.servers = servers
+    return cni
 
 
 def serve(cni, ns: str, *socat_args):
