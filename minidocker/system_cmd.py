@@ -1,11 +1,10 @@
 """`minidocker system ...`: prune. Loaded lazily by cli.py (never on `run`)."""
 from __future__ import annotations
 
-import sys
 
 import click
 
-from minidocker.errors import MinidockerError
+from minidocker.confirm import confirmed
 
 WARNING = ("WARNING! This will tear down containers whose shim or process is gone and\n"
            "remove every network namespace, veth, firewall rule, lease, mount and state\n"
@@ -21,12 +20,8 @@ def system():
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 def prune_cmd(force):
     """Reconcile the node with the running containers (crash recovery)."""
-    if not force:
-        if not sys.stdin.isatty():
-            raise MinidockerError("system prune needs -f when stdin is not a terminal "
-                                  "(nobody to confirm)")
-        if not click.confirm(WARNING, default=False):
-            return
+    if not confirmed("system prune", WARNING, force):
+        return
     from minidocker import prune
     report = prune.prune()
     if not report.total():

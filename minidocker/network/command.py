@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from minidocker.confirm import confirmed
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.network import confnets, kernel, netview, store
 from minidocker.network.confnets import ConfNetwork
@@ -175,12 +176,8 @@ def reload_cmd():
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 def prune_cmd(force):
     """Remove user networks no container is attached to."""
-    if not force:
-        if not sys.stdin.isatty():
-            raise MinidockerError("network prune asks for confirmation and stdin is not a "
-                                  "terminal; give -f to remove unused networks without asking")
-        if not click.confirm(PRUNE_WARNING, default=False):
-            return
+    if not confirmed("network prune", PRUNE_WARNING, force):
+        return
     removed, failed = [], 0
     for net in store.records():
         if net.name in store.BUILTIN_DRIVERS or any(not _stale(c) for c in store.endpoints(net)):
