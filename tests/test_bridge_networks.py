@@ -64,7 +64,9 @@ def test_names_isolation_internal_and_icc(tnode):
         node.md("run", "-d", "--name", "inside", "--network", "vault", TOOLS, "sleep", "300")
         assert in_container(node, "inside", "safe", 80, tries=30) == "safe"
         assert in_container(node, "inside", EXT_ADDR, 9000, tries=2) == ""
-        assert in_container(node, "cli", EXT_ADDR, 9000, tries=20) == NODE_ADDR  # front: masqueraded
+        # front: masqueraded. Under load the first outbound connections have been
+        # seen to stall for ~25 s (open question), hence the patience.
+        assert in_container(node, "cli", EXT_ADDR, 9000, tries=60) == NODE_ADDR
     finally:
         stop_server(upstream)
     # enable_icc=false: no neighbour traffic, published ports still answer
