@@ -6,6 +6,7 @@ running several instances) get private state.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -35,6 +36,19 @@ def cni_path() -> list[str]:
     if value:
         return [p for p in value.split(":") if p]
     return ["/usr/lib/cni", "/opt/cni/bin"]
+
+
+def own_plugin_dirs() -> list[str]:
+    """Where the plugins that ship with minidocker (cni-bridge) are: beside
+    the running `minidocker` and beside its interpreter (a venv's bin/,
+    /usr/bin). Searched before CNI_PATH, so they are found without it."""
+    dirs = []
+    prog = sys.argv[0] if sys.argv else ""
+    if os.path.basename(prog) == "minidocker" and os.path.dirname(prog):
+        dirs.append(os.path.dirname(os.path.abspath(prog)))
+    if sys.executable:
+        dirs.append(os.path.dirname(sys.executable))   # unresolved: the venv's bin/, not /usr/bin
+    return list(dict.fromkeys(dirs))
 
 
 def images_dir() -> Path:

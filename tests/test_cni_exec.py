@@ -23,7 +23,7 @@ from cni.conf import NetworkConfigList
 from cni.errors import CNIError
 from minidocker.network.cni import config as cni_config
 from minidocker.network.cni.cache import CacheEntry
-from minidocker.network.cni.executor import CNIExecutor, MultiError, RuntimeConf
+from minidocker.network.cni.executor import CNIExecutor, MultiError, RuntimeConf, failure_text
 from minidocker.network.cni.invoke import PluginError, PluginNotFound
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -343,6 +343,41 @@ def test_missing_plugin_is_an_error(st):
         st.ex.add(net, st.rt())
     assert "nosuchplugin" in str(exc.value)
     assert st.order() == [("ADD", "p1"), ("DEL", "p1")]
+
+
+def test_missing_plugin_is_reported_once(st):
+    """The cleanup DEL fails for the same missing binary: said once, as the cause."""
+    net = NetworkConfigList.from_dict({"cniVersion": "1.0.0", "name": "n",
+                                       "plugins": [{"type": "noop", "tag": "p1"}, {"type": "nosuchplugin"}]})
+    with pytest.raises(PluginNotFound) as exc:
+        st.ex.add(net, st.rt())
+    text = failure_text(exc.value)
+    assert text.count("nosuchplugin") == 1 and "\n" not in text, text
+
+
+def test_a_cleanup_failing_otherwise_comes_after_the_cause(st):
+    net = st.net("p1", "p2")
+    st.script({"p2": {"ADD": {"error": {"code": 7, "msg": "bad address"}}},
+               "p1": {"DEL": {"error": {"code": 11, "msg": "cannot release the lease"}}}})
+    with pytest.raises(PluginError) as exc:
+        st.ex.add(net, st.rt())
+    cause, consequence = failure_text(exc.value).splitlines()
+    assert "bad address" in cause and "cleanup" not in cause
+    assert "cleanup DEL" in consequence and "cannot release the lease" in consequence
+
+
+def test_preferred_directories_come_before_the_path(st, tmp_path):
+    """A runtime's own plugin is found beside it first; other types still by path."""
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy2(NOOP, own / "noop")
+    ex = CNIExecutor(st.tmp / "net.d", st.cache_dir, [str(PLUGINS)], preferred={"noop": [str(own)]})
+    net = st.net("p1")
+    ex.add(net, st.rt())
+    assert [c["argv0"] for c in st.calls("ADD")] == [str(own / "noop")]
+    ex = CNIExecutor(st.tmp / "net.d", st.cache_dir, [str(PLUGINS)], preferred={"noop": [str(tmp_path / "none")]})
+    ex.delete(net, st.rt())
+    assert [c["argv0"] for c in st.calls("DEL")] == [str(NOOP)]
 
 
 @pytest.mark.parametrize("rt_kw,code", [

@@ -50,9 +50,9 @@ def executor():
     if _EXECUTOR is None:
         from minidocker.network import inprocess
         from minidocker.network.cni import CNIExecutor
-        from minidocker.network.cni.executor import _log_call
-        runner = inprocess.InProcessRunner([_log_call]) if inprocess.enabled() else None
-        _EXECUTOR = CNIExecutor(runner=runner)
+        from minidocker.network.cni.executor import log_call
+        runner = inprocess.InProcessRunner([log_call]) if inprocess.enabled() else None
+        _EXECUTOR = CNIExecutor(runner=runner, preferred={PLUGIN: paths.own_plugin_dirs()})
     return _EXECUTOR
 
 
@@ -214,6 +214,7 @@ def attach(container: dict, network_ref: str, *, ifname: str = "eth0",
     from cni.errors import CNIError
     from minidocker.network import hostsfile, publish
     from minidocker.network.cni import RuntimeConf
+    from minidocker.network.cni.executor import failure_text
     net = lookup(network_ref)
     cid = container["Id"]
     netns = (container.get("NetworkSettings") or {}).get("SandboxKey") or ""
@@ -247,7 +248,7 @@ def attach(container: dict, network_ref: str, *, ifname: str = "eth0",
             result = executor().add(nlist, RuntimeConf(cid, netns, ifname, capability_args=caps))
         except CNIError as err:
             raise MinidockerError(f"cannot attach container {container['Name'].lstrip('/')} to "
-                                  f"network {net.name}: {err}", 125) from None
+                                  f"network {net.name}: {failure_text(err)}", 125) from None
         try:
             ep = _endpoint(container, net, nlist, result, ifname, netns, resolved, aliases or [])
             store.add_endpoint(net, cid, ep)

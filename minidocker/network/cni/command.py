@@ -26,7 +26,7 @@ from cni.env import parse_cni_args
 from cni.errors import CNIError
 from minidocker import paths
 from minidocker.network.cni import config as _config
-from minidocker.network.cni.executor import DEFAULT_TIMEOUT, CNIExecutor, RuntimeConf
+from minidocker.network.cni.executor import DEFAULT_TIMEOUT, CNIExecutor, RuntimeConf, failure_text
 
 
 def cnitool_container_id(netns: str) -> str:
@@ -35,7 +35,10 @@ def cnitool_container_id(netns: str) -> str:
 
 
 def _fail(msg: str) -> None:
-    click.echo("Error: " + " ".join(str(msg).split()), err=True)
+    first, *rest = str(msg).splitlines() or [""]
+    click.echo("Error: " + " ".join(first.split()), err=True)
+    for line in rest:   # a consequence (failure_text's cleanup line), after the cause
+        click.echo(" ".join(line.split()), err=True)
     sys.exit(1)
 
 
@@ -61,7 +64,8 @@ class _Ctx:
         self.timeout = timeout
 
     def executor(self) -> CNIExecutor:
-        return CNIExecutor(self.conf_dir, self.cache_dir, self.path, timeout=self.timeout)
+        return CNIExecutor(self.conf_dir, self.cache_dir, self.path, timeout=self.timeout,
+                           preferred={"cni-bridge": paths.own_plugin_dirs()})
 
     def network(self, name: str):
         if not os.path.isdir(self.conf_dir):
@@ -125,7 +129,7 @@ def _run(fn):
     try:
         return fn()
     except CNIError as err:
-        _fail(str(err))
+        _fail(failure_text(err))
 
 
 def _attachment_command(name: str, help: str, call):

@@ -31,7 +31,7 @@ from cni.types import Result
 from minidocker import paths
 from minidocker.network.cni import config as _config
 from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
-from minidocker.network.cni.invoke import (Call, Runner, VersionProber, find_plugin,
+from minidocker.network.cni.invoke import (Call, Runner, VersionProber,
                                            parse_result, plugin_env)
 
 log = logging.getLogger("minidocker.cni")
@@ -62,7 +62,7 @@ class MultiError(CNIError):
         return self.msg
 
 
-def _log_call(call: Call) -> None:
+def log_call(call: Call) -> None:
     if log.isEnabledFor(logging.DEBUG):
         status = "timed out" if call.timed_out else f"exit {call.exit_code}"
         log.debug("cni: %s type=%s %.1f ms %s (%s)", call.command, call.plugin,
@@ -73,14 +73,17 @@ class CNIExecutor:
     """Runs network lists through their plugins, with libcni's cache and rules."""
 
     def __init__(self, conf_dir=None, cache_dir=None, path=None, *, timeout: float = DEFAULT_TIMEOUT,
-                 lock_dir=None, runner: Runner | None = None):
+                 lock_dir=None, runner: Runner | None = None, preferred=None):
         self.conf_dir = Path(conf_dir) if conf_dir else paths.cni_conf_dir()
         self.cache_dir = Path(cache_dir) if cache_dir else paths.cni_cache_dir()
         self.path = list(path) if path else paths.cni_path()
+        #: plugin type -> directories searched before `path`: a runtime's own
+        #: plugins are always found (as podman's helper_binaries_dir).
+        self.preferred = {k: list(v) for k, v in (preferred or {}).items()}
         self.timeout = timeout
         self.lock_dir = Path(lock_dir) if lock_dir else self.cache_dir / "locks"
         self.cache = ResultCache(self.cache_dir)
-        self.runner = runner or Runner([_log_call])
+        self.runner = runner or Runner([log_call])
         self.prober = VersionProber(self.runner)
         self._lock_dir_made = False
         self._conf_key = None
@@ -200,7 +203,7 @@ class CNIExecutor:
 
     def version_info(self, ptype: str) -> list[str]:
         """The spec versions a plugin says it supports (cached VERSION probe)."""
-        return self.prober.supported(find_plugin(ptype, self.path), self.timeout)
+        return self.prober.supported(self._locate(ptype), self.timeout)
 
     def validate(self, net: NetworkConfigList) -> list[str]:
         """libcni's ValidateNetworkList: every plugin is found and supports the
@@ -255,8 +258,6 @@ class CNIExecutor:
         try:
             self._delete(net, rt, self._deadline(), keep_going=True)
         except CNIError as del_err:
-            log.warning("cleanup DEL after the failed ADD of %s/%s on %r also failed: %s",
-                        rt.container_id, rt.ifname, net.name, del_err)
             err.cleanup_error = del_err  # type: ignore[attr-defined]
 
     def _delete(self, net: NetworkConfigList, rt: RuntimeConf, deadline: float,
@@ -296,8 +297,11 @@ class CNIExecutor:
             raise first_error
         self.cache.delete(net.name, rt.container_id, rt.ifname)
 
+    def _locate(self, ptype: str) -> str:
+        return self.runner.locate(ptype, self.preferred.get(ptype, []) + self.path)
+
     def _call(self, command: str, ptype: str, request: dict, deadline: float, **env_kw) -> bytes:
-        plugin_path = find_plugin(ptype, self.path)
+        plugin_path = self._locate(ptype)
         env = plugin_env(command, path=self.path, **env_kw)
         stdin = json.dumps(request).encode()
         return self.runner.exec(plugin_path, command, stdin, env, deadline - time.monotonic(), ptype,
@@ -355,6 +359,15 @@ class CNIExecutor:
                 yield
             finally:
                 os.close(fd)
+
+
+def failure_text(err: CNIError) -> str:
+    """An ADD's error as a user reads it: the cause first, then what the
+    cleanup DEL could not undo, unless that failed for the same reason."""
+    cleanup = getattr(err, "cleanup_error", None)
+    if cleanup is None or str(cleanup) == str(err):
+        return str(err)
+    return f"{err}\n(the cleanup DEL after it also failed: {cleanup})"
 
 
 def _pair(v) -> tuple[str, str]:

@@ -137,6 +137,11 @@ class Runner:
     """Executes plugins; `observers` get a `Call` after each one."""
     observers: list = field(default_factory=list)
 
+    def locate(self, ptype: str, path: list[str]) -> str:
+        """Where the plugin `ptype` is: the first along `path`. A runner that
+        serves some types itself (in process) answers for them without it."""
+        return find_plugin(ptype, path)
+
     def exec(self, plugin_path: str, command: str, stdin: bytes, env: dict[str, str],
              timeout: float | None, plugin: str = "", limit: float | None = None) -> bytes:
         """Run the plugin; its stdout on success, else a PluginError. `timeout`
@@ -318,8 +323,11 @@ class VersionProber:
     _cache: dict = field(default_factory=dict)
 
     def supported(self, plugin_path: str, timeout: float | None = 10.0) -> list[str]:
-        st = os.stat(plugin_path)
-        key = (plugin_path, st.st_mtime_ns, st.st_size)
+        try:
+            st = os.stat(plugin_path)
+            key = (plugin_path, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:   # served in process: its code cannot change under us
+            key = (plugin_path,)
         if key not in self._cache:
             self._cache[key] = self._probe(plugin_path, timeout)
         return list(self._cache[key])
