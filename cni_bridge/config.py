@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
 from cni_bridge.errors import bad_config
@@ -45,6 +46,8 @@ class BridgeConf:
     remove_idle_bridge: bool = False
     prev_result: "Result | None" = None
     raw: dict = field(default_factory=dict)
+    #: what `salvage` could not read and took the default for
+    unread: list[str] = field(default_factory=list)
 
     @property
     def builtin_ipam(self) -> bool:
@@ -122,6 +125,9 @@ def check_cni_args(args: PluginArgs) -> None:
 
 
 def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: bool = True) -> BridgeConf:
+    """The request's config, read as a Go plugin reads it (capability and
+    args keys matched without case: see cni.conventions)."""
+    conf = canonical(conf)
     version = conf.get("cniVersion") or "0.1.0"
     out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)
     bridge = conf.get("bridge") or DEFAULT_BRIDGE
@@ -186,4 +192,36 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: boo
     if prev is not None and with_prev:
         from cni.types import Result
         out.prev_result = Result.from_dict(prev, version)
+    return out
+
+
+def salvage(conf: dict) -> BridgeConf:
+    """What DEL can still use of a config `parse` refused: DEL must not fail
+    on a config it cannot read when it can still find what it owns (by
+    container id and ifname). Each field that names where things are is read
+    on its own; an unreadable one takes its default and is named in
+    `unread` (an unreadable firewallBackend is "": every backend)."""
+    conf = canonical(conf)
+    out = BridgeConf(network=conf.get("name", ""), cni_version=str(conf.get("cniVersion") or "0.1.0"), raw=conf)
+    bridge = conf.get("bridge") or DEFAULT_BRIDGE
+    try:
+        validate_ifname(bridge if isinstance(bridge, str) else "")
+        out.bridge = bridge
+    except CNIError:
+        out.unread.append("bridge")
+    fw = conf.get("firewallBackend", "iptables")
+    out.firewall = fw if fw in BACKENDS else ""
+    if not out.firewall:
+        out.unread.append("firewallBackend")
+    ipam = conf.get("ipam")
+    if isinstance(ipam, dict) and isinstance(ipam.get("type", ""), str) \
+            and isinstance(ipam.get("dataDir") or "", str):
+        out.ipam, out.ipam_type = ipam, ipam.get("type", "")
+    else:
+        out.unread.append("ipam")
+        out.raw = dict(conf, ipam={})   # the built-in IPAM's defaults (its default store)
+    value = conf.get("removeIdleBridge")
+    out.remove_idle_bridge = value is True
+    if not isinstance(value, (bool, type(None))):
+        out.unread.append("removeIdleBridge")
     return out

@@ -201,17 +201,31 @@ def _families(c: bconfig.BridgeConf) -> tuple[int, ...]:
 
 
 def _teardown_rules(c, cid: str, ifname: str):
-    """Start removing the attachment's rules; returns a Pending to wait for."""
+    """Start removing the attachment's rules; returns a Pending to wait for.
+    With the config's backend unknown, every backend's (one after the other:
+    a Pending holds the firewall lock)."""
     from cni_bridge import firewall
-    return firewall.driver(c.firewall).teardown(c.network, owner=firewall.owner_comment(c.network, cid, ifname),
-                                                families=_families(c))
+    owner = firewall.owner_comment(c.network, cid, ifname)
+    *before, last = [c.firewall] if c.firewall else list(firewall.BACKENDS)
+    for backend in before:
+        firewall.driver(backend).teardown(c.network, owner=owner, families=_families(c)).wait()
+    return firewall.driver(last).teardown(c.network, owner=owner, families=_families(c))
 
 
 # --- DEL ------------------------------------------------------------------------
 def cmd_del(args: PluginArgs, conf: dict) -> None:
     """Idempotent (P5): a missing namespace, link, lease or rule is fine; the
-    lease is always released."""
-    c = bconfig.parse(conf, args, with_env=False, with_prev=False)
+    lease is always released. A config that cannot be parsed still names the
+    network: what is ours is found by container id and ifname, and stderr
+    says which fields fell back to their defaults."""
+    try:
+        c = bconfig.parse(conf, args, with_env=False, with_prev=False)
+    except CNIError as err:
+        c = bconfig.salvage(conf)
+        import sys
+        print(f"cni-bridge: DEL of {args.container_id}/{args.ifname} with a config it cannot parse ({err}): "
+              f"removing by container id and ifname; defaults used for: {', '.join(c.unread) or 'nothing'}",
+              file=sys.stderr)
     from cni_bridge import link
     ipam = _ipam(c, args, env_args=False, parse=False)
     pending = _teardown_rules(c, args.container_id, args.ifname)   # commits while we work

@@ -672,3 +672,28 @@ def test_a_cache_that_cannot_be_written_undoes_the_add(st):
         st.ex.add(net, st.rt())
     assert exc.value.code == 5 and "cached result" in str(exc.value)
     assert st.order() == [("ADD", "p1"), ("ADD", "p2"), ("DEL", "p2"), ("DEL", "p1")]
+
+
+def test_del_runs_the_cached_config_when_the_directory_s_is_broken(st, tmp_path):
+    """A DEL must not fail on a config it cannot read when the ADD cached the
+    one it ran: the executor's cached_config, and `cni del` using it."""
+    import subprocess
+    import sys
+    d = tmp_path / "net.d"
+    d.mkdir()
+    conf = {"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "noop", "tag": "p1"}]}
+    _write(d, "10-a.conflist", conf)
+    base = [sys.executable, "-m", "minidocker.network.cni", "--conf-dir", str(d), "--cache-dir",
+            str(st.cache_dir), "--cni-path", str(PLUGINS)]
+    rt = ["--container-id", "c1", "--args", f"DEBUG={st.debug}"]
+    subprocess.run([*base, "add", "a", str(st.netns), *rt], check=True, capture_output=True, timeout=60)
+    assert st.ex.cached_config("a", st.rt()).name == "a"
+    _write(d, "10-a.conflist", '{"cniVersion": "1.0.0", "name": "a", "plugins": [')   # broken
+    proc = subprocess.run([*base, "del", "a", str(st.netns), *rt], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "using the config cached by the ADD" in proc.stderr
+    assert st.order() == [("ADD", "p1"), ("DEL", "p1")]
+    assert st.ex.cached_config("a", st.rt()) is None
+    # nothing cached any more: the broken config is the error, named once
+    proc = subprocess.run([*base, "del", "a", str(st.netns), *rt], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: ") and len(proc.stderr.splitlines()) == 1

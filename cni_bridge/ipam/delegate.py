@@ -35,7 +35,20 @@ class Delegate:
     def families(self) -> set[int]:
         return {4, 6}
 
-    def _run(self, command: str) -> bytes:
+    def supports(self, version: str) -> bool:
+        """Whether the delegate speaks `version` or later (its VERSION answer):
+        STATUS and GC came with 1.1.0, and a delegate that predates them
+        answers them with an unrelated error (Debian's host-local 1.1.1:
+        "missing containerID"), so they are skipped for it, as libcni does."""
+        from cni import version as _v
+        try:
+            answer = json.loads(self._run("VERSION", json.dumps({"cniVersion": version}).encode()))
+            supported = answer.get("supportedVersions") or [answer.get("cniVersion")]
+            return any(isinstance(v, str) and _v.at_least(v, version) for v in supported)
+        except (CNIError, ValueError, AttributeError, TypeError):
+            return False
+
+    def _run(self, command: str, stdin: bytes | None = None) -> bytes:
         # The environment a runtime gives a plugin (P12: the delegate gets the
         # same): PATH, MINIDOCKER_RUN, what MINIDOCKER_CNI_PASSENV names, and
         # this call's CNI_*. Filtered here too, because called in-process
@@ -47,7 +60,7 @@ class Delegate:
         env.update(self.args.environ())
         env["CNI_COMMAND"] = command
         try:
-            proc = subprocess.run([self.exe], input=self.stdin, env=env, capture_output=True, timeout=TIMEOUT)
+            proc = subprocess.run([self.exe], input=self.stdin if stdin is None else stdin, env=env, capture_output=True, timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
             raise failure(f"IPAM plugin {self.type} {command} timed out after {TIMEOUT}s") from None
         if proc.returncode != 0:
@@ -73,8 +86,10 @@ class Delegate:
         self._run("CHECK")
 
     def gc(self, valid) -> list[str]:
-        self._run("GC")
+        if self.supports("1.1.0"):
+            self._run("GC")
         return []
 
     def status(self) -> None:
-        self._run("STATUS")
+        if self.supports("1.1.0"):
+            self._run("STATUS")

@@ -325,7 +325,6 @@ def detach(container: dict, network_ref: str) -> None:
     """Disconnect a container from a network: executor DEL (cached result and
     capability args), endpoint record gone; a native network's bridge goes
     with its last endpoint. Idempotent."""
-    from cni.conf import NetworkConfigList
     from cni.errors import CNIError
     from minidocker.network import hostsfile
     from minidocker.network.cni import RuntimeConf
@@ -343,13 +342,7 @@ def detach(container: dict, network_ref: str) -> None:
     ex = executor()
     rt = RuntimeConf(cid, netns, ifname)
     try:
-        nlist = None
-        try:
-            entry = ex.cache.read(conflist_name(net), cid, ifname)
-            if entry is not None and entry.config:
-                nlist = NetworkConfigList.from_bytes(entry.config)
-        except CNIError:
-            nlist = None
+        nlist = ex.cached_config(conflist_name(net), rt)
         if nlist is None:
             if not ep:
                 return  # never attached, nothing cached: nothing to undo

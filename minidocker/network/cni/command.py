@@ -67,14 +67,22 @@ class _Ctx:
         return CNIExecutor(self.conf_dir, self.cache_dir, self.path, timeout=self.timeout,
                            preferred={"cni-bridge": paths.own_plugin_dirs()})
 
-    def network(self, name: str):
+    def network(self, name: str, cached_for: RuntimeConf | None = None):
+        """The directory's network `name`; for a DEL (`cached_for`), the
+        config its ADD cached when the directory's is gone or broken."""
+        problem = None
         if not os.path.isdir(self.conf_dir):
-            _fail(f"configuration directory {self.conf_dir!r} does not exist "
-                  "(set NETCONFPATH or --conf-dir)")
-        try:
-            return _config.load_network(self.conf_dir, name)
-        except CNIError as err:
-            _fail(str(err))
+            problem = f"configuration directory {self.conf_dir!r} does not exist (set NETCONFPATH or --conf-dir)"
+        else:
+            try:
+                return _config.load_network(self.conf_dir, name)
+            except CNIError as err:
+                problem = str(err)
+        cached = self.executor().cached_config(name, cached_for) if cached_for else None
+        if cached is None:
+            _fail(problem)
+        click.echo(f"warning: {problem}; using the config cached by the ADD", err=True)
+        return cached
 
 
 @click.group("cni", help="Run CNI network configurations (cnitool's interface).")
@@ -141,8 +149,8 @@ def _attachment_command(name: str, help: str, call):
     @_runtime_options
     @click.pass_obj
     def command(obj: _Ctx, network, netns, container_id, ifname, cni_args, cap_args):
-        net = obj.network(network)
         rt = _runtime_conf(netns, container_id, ifname, cni_args, cap_args)
+        net = obj.network(network, cached_for=rt if name == "del" else None)
         result = _run(lambda: call(obj.executor(), net, rt))
         if result is not None:
             click.echo(json.dumps(result.to_dict(), indent=4))

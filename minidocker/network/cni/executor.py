@@ -226,6 +226,19 @@ class CNIExecutor:
             raise MultiError(errors)
         return caps
 
+    def cached_config(self, name: str, rt: RuntimeConf) -> NetworkConfigList | None:
+        """The network list an attachment was ADDed with, from its cache entry
+        (libcni's GetNetworkListCachedConfig): what a DEL runs when the
+        directory's config is gone or no longer parses. None if not cached
+        or unreadable."""
+        try:
+            entry = self.cache.read(name, rt.container_id, rt.ifname)
+            if entry is not None and entry.config:
+                return NetworkConfigList.from_bytes(entry.config)
+        except CNIError:
+            pass
+        return None
+
     def cached(self, net: NetworkConfigList, rt: RuntimeConf) -> CacheEntry | None:
         """The cache entry of an attachment (libcni's GetNetworkListCachedConfig)."""
         return self.cache.read(net.name, rt.container_id, rt.ifname)
