@@ -101,12 +101,11 @@ def netns_path(cid: str) -> Path:
     return netns_dir() / cid
 
 
-def repo_root() -> Path:
-    """The source checkout (for the OCI schema that sits beside it)."""
-    return Path(__file__).resolve().parent.parent
+OCI_SCHEMA = Path("/usr/share/gocode/src/github.com/opencontainers/runtime-spec/schema")
 
 
 def oci_schema_dir() -> Path:
-    """The OCI runtime-spec JSON schema, kept beside the repo in ../shared."""
-    return Path(os.environ.get("MINIDOCKER_OCI_SCHEMA",
-                               repo_root().parent / "shared" / "oci-runtime-spec"))
+    """The runtime-spec's own JSON schemas, as Debian's
+    golang-github-opencontainers-specs-dev ships them."""
+    return Path(os.environ.get("MINIDOCKER_OCI_SCHEMA", OCI_SCHEMA))
+

@@ -12,8 +12,10 @@ import tarfile
 import time
 from pathlib import Path
 
+from minidocker import paths
+
 REPO = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = REPO.parent / "shared" / "oci-runtime-spec"
+SCHEMA_DIR = paths.oci_schema_dir()
 APPLETS = ["sh", "echo", "cat", "ls", "env", "pwd", "id", "sleep", "true", "false", "test", "grep", "tr"]
 
 

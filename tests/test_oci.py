@@ -1,5 +1,5 @@
 """config.json: Docker's defaults, and validity against the OCI runtime-spec
-JSON schema kept in ../shared/oci-runtime-spec."""
+JSON schema, as Debian's golang-github-opencontainers-specs-dev ships it."""
 from __future__ import annotations
 
 import json
