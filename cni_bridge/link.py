@@ -44,13 +44,24 @@ def open_netns(path: str) -> int:
     return fd
 
 
+def random_mac() -> str:
+    """A random locally administered unicast MAC. A bridge given its own
+    address keeps it; without one it takes the lowest of its ports' and
+    changes as containers come and go, so every neighbour's cached gateway
+    MAC goes stale and traffic stalls until ARP gives up on it (~25 s).
+    Docker sets a random bridge MAC for the same reason."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def ensure_bridge(nl: Netlink, name: str, mtu: int, promisc: bool) -> tuple[dict, bool]:
     """The bridge, created and up if missing; (link, created)."""
     link = nl.link(name)
     created = False
     if link is None:
         try:
-            nl.add_bridge(name, mtu=mtu, up=False, promisc=promisc)
+            nl.add_bridge(name, mtu=mtu, up=False, promisc=promisc, mac=random_mac())
             created = True
         except NetlinkError as err:
             if err.errno != 17:  # EEXIST: a concurrent ADD made it first

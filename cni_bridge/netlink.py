@@ -165,9 +165,12 @@ class Netlink:
         return [_link(p) for t, p in self.request(RTM_GETLINK, NLM_F_DUMP, body, "dump links")
                 if t == RTM_NEWLINK]
 
-    def add_bridge(self, name: str, mtu: int = 0, up: bool = True, promisc: bool = False) -> None:
+    def add_bridge(self, name: str, mtu: int = 0, up: bool = True, promisc: bool = False,
+                   mac: str = "") -> None:
         flags = (IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)
         body = pack(IFINFO, AF_UNSPEC, 0, 0, flags, flags) + attr(IFLA_IFNAME, strz(name))
+        if mac:
+            body += attr(IFLA_ADDRESS, mac_bytes(mac))
         if mtu:
             body += attr(IFLA_MTU, u32(mtu))
         body += nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, strz("bridge")))

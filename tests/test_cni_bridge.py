@@ -224,6 +224,31 @@ def test_options_mac_mtu_promisc_force_address(cni):
     cni.call("DEL", with_prev(cni.conf(), res), d).ok()
 
 
+def test_bridge_mac_stays_while_ports_come_and_go(cni):
+    """The gateway's MAC is the bridge's own, set at creation: it must not
+    follow the lowest port MAC, or every container's cached gateway entry
+    goes stale when a container joins or leaves (a ~25 s stall)."""
+    def bridge():
+        return json.loads(cni.node.sh("ip", "-j", "-d", "link", "show", "mdtbr0").stdout)[0]
+
+    first = cni.container()
+    res = cni.call("ADD", cni.conf(), first).ok().json
+    mac = bridge()["address"]
+    assert res["interfaces"][0]["mac"] == mac
+    assert int(mac.split(":")[0], 16) & 0x03 == 0x02      # locally administered unicast
+    others = [cni.container() for _ in range(3)]
+    for c in others:
+        cni.call("ADD", cni.conf(), c).ok()
+        assert bridge()["address"] == mac
+    cni.call("DEL", cni.conf(), first).ok()
+    assert bridge()["address"] == mac
+    for c in others:
+        c.sh("ping", "-c1", "-W1", "10.66.0.1")
+        assert mac in c.sh("ip", "neigh", "show", "10.66.0.1").stdout
+        cni.call("DEL", cni.conf(), c).ok()
+    assert bridge()["address"] == mac
+
+
 def test_hairpin_mode_set(cni):
     c = cni.container()
     res = cni.call("ADD", cni.conf(), c).ok().json
