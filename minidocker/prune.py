@@ -12,8 +12,9 @@ Running containers are never touched. A second run finds nothing.
 from __future__ import annotations
 
 import os
-import signal
 import sys
+
+import psutil
 
 from minidocker import containers, paths, state, teardown
 from minidocker.network import netns
@@ -29,17 +30,10 @@ def _shims() -> set[str]:
     says so, and an attached shim's argv is `run`'s."""
     from minidocker.shim import COMM_PREFIX
     out = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/comm", "rb") as fh:
-                    comm = fh.read().strip().decode(errors="replace")
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    zombie = fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-            except (OSError, IndexError):
-                continue
-            if comm.startswith(COMM_PREFIX) and not zombie:
-                out.add(comm[len(COMM_PREFIX):])
+    for proc in psutil.process_iter(["name", "status"]):
+        name, status = proc.info["name"] or "", proc.info["status"]
+        if name.startswith(COMM_PREFIX) and status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            out.add(name[len(COMM_PREFIX):])
     return out
 
 
@@ -69,23 +63,22 @@ def _starting(cid: str) -> bool:
         os.close(fd)
 
 
-def container_processes() -> dict[str, list[int]]:
-    """cid -> pids whose root is that container's overlay (found from
-    /proc, so a process whose pid was never recorded is found too)."""
+def container_processes() -> dict[str, list[psutil.Process]]:
+    """cid -> processes whose root is that container's overlay (found from
+    every process's mount table, so one whose pid was never recorded is
+    found too)."""
     marker = f"upperdir={paths.containers_dir()}/"
-    out: dict[str, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    out: dict[str, list[psutil.Process]] = {}
+    for proc in psutil.process_iter():
         try:
-            with open(f"/proc/{name}/mountinfo") as fh:
+            with open(f"/proc/{proc.pid}/mountinfo") as fh:
                 for line in fh:
                     fields = line.split()
                     if fields[4] == "/":
                         i = line.find(marker)
                         if i >= 0:
                             cid = line[i + len(marker):].split("/", 1)[0]
-                            out.setdefault(cid, []).append(int(name))
+                            out.setdefault(cid, []).append(proc)
                         break
         except (OSError, IndexError):
             continue
@@ -106,10 +99,17 @@ def _leases() -> set[str]:
 
 
 def _veths() -> set[str]:
-    from cni_bridge.netlink import Netlink
-    with Netlink() as nl:
-        return {l["name"] for l in nl.links()
-                if l["kind"] == "veth" and (l["alias"] or "").startswith("minidocker/")}
+    """The node's veths that name an attachment of ours in their alias (the
+    census before and after; pyroute2, as start-up does not matter here)."""
+    from pyroute2 import IPRoute
+    out = set()
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind == "veth" and (link.get_attr("IFLA_IFALIAS") or "").startswith("minidocker/"):
+                out.add(link.get_attr("IFLA_IFNAME"))
+    return out
 
 
 def _rules() -> set[str]:
@@ -156,14 +156,14 @@ def prune() -> Report:
 
     # 1. processes of no running container (a killed shim's container, a
     # process started just before its shim died)
-    for cid, pids in container_processes().items():
+    for cid, procs in container_processes().items():
         if not gone(cid):
             continue
-        for pid in pids:
+        for proc in procs:
             try:
-                os.kill(pid, signal.SIGKILL)
-                report.add("Killed processes of no running container", f"{pid} ({cid[:12]})")
-            except ProcessLookupError:
+                proc.kill()
+                report.add("Killed processes of no running container", f"{proc.pid} ({cid[:12]})")
+            except psutil.NoSuchProcess:
                 pass
     # 2. containers that are not running: their network, mount, pin
     for cid in sorted(dead):

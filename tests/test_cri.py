@@ -17,15 +17,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import grpc
+from grpc_tools import protoc
 import psutil
 import pytest
 
-from harness import CNI_BRIDGE, EXT_ADDR, NODE_ADDR, REFERENCE_CNI, REPO, run
+from harness import CNI_BRIDGE, NODE_ADDR, REFERENCE_CNI, REPO, run
 from mdtools import busybox_tree, oci_layout, tree_tar, wait_for
 
 IMAGE = "localhost/minidocker-cri:test"
@@ -43,8 +43,8 @@ def cri(tmp_path_factory):
     """api_pb2 and api_pb2_grpc, generated from tests/cri/api.proto."""
     out = tmp_path_factory.mktemp("cri-stubs")
     proto = REPO / "tests" / "cri"
-    run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}", f"--python_out={out}",
-         f"--grpc_python_out={out}", str(proto / "api.proto")])
+    assert protoc.main(["protoc", f"-I{proto}", f"--python_out={out}", f"--grpc_python_out={out}",
+                        str(proto / "api.proto")]) == 0
     sys.path.insert(0, str(out))
     try:
         pb = importlib.import_module("api_pb2")
