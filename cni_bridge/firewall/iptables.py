@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from cni_bridge.firewall import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
+from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
                                  COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
                                  decide, isolation_plan, network_plan, network_prefix, plan)
 from cni_bridge.proc import Proc

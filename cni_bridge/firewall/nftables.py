@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from cni_bridge.firewall import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
+from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
                                  decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Proc
 
