@@ -32,7 +32,9 @@ class LazyGroup(click.Group):
 
     LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
             "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system")}
+            "system": ("minidocker.system_cmd", "system"),
+            "cluster": ("minidocker.cluster.command", "cluster"),
+            "node": ("minidocker.cluster.command", "node_group")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -27,7 +27,11 @@ BUILTIN_DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
-ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC)
+# Destinations the network's containers reach with their own address (not
+# masqueraded), comma-separated CIDRs: a cluster's pod range (cni-bridge's
+# nonMasqueradeCIDRs).
+OPT_NO_MASQ = "minidocker.network.non_masquerade_cidrs"
+ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_NO_MASQ)
 
 # The name becomes a lease directory, a veth alias and part of rule comments.
 MAX_NAME = 128
@@ -72,6 +76,11 @@ class Network:
     def mtu(self) -> int | None:
         value = self.options.get(OPT_MTU)
         return int(value) if value else None
+
+    @property
+    def no_masq_to(self) -> list[str]:
+        value = self.options.get(OPT_NO_MASQ, "")
+        return [c for c in value.split(",") if c]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,6 +184,13 @@ def _validate_options(options: dict[str, str], recs: list[Network]) -> dict[str,
         elif key == OPT_ICC:
             if value.lower() not in ("true", "false"):
                 raise MinidockerError(f"invalid {OPT_ICC} {value!r}: true or false")
+        elif key == OPT_NO_MASQ:
+            for cidr in value.split(","):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise MinidockerError(f"invalid {OPT_NO_MASQ} entry {cidr!r}: comma-separated "
+                                          "CIDRs such as 10.244.0.0/16") from None
     return dict(options)
 
 
