@@ -32,6 +32,7 @@ class Cluster:
         root.mkdir(parents=True, exist_ok=True)
         self.ns = f"{SESSION_PREFIX}ul{uuid.uuid4().hex[:4]}"
         self.nodes: list[Node] = []
+        self.made = 0
         self.etcd: subprocess.Popen | None = None
         run(["ip", "netns", "add", self.ns])
         self.sh("ip", "link", "set", "lo", "up")
@@ -80,7 +81,8 @@ class Cluster:
 
     # --- nodes -----------------------------------------------------------------------
     def add_node(self, routed: bool = False) -> Node:
-        k = len(self.nodes) + 1
+        self.made += 1      # never reused: a peer's ARP cache may still hold an old node's MAC
+        k = self.made
         node = Node.create(self.root / f"n{k}")
         self.nodes.append(node)
         peer = f"ul{k}{uuid.uuid4().hex[:4]}"

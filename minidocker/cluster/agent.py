@@ -24,6 +24,7 @@ from minidocker.cluster.store import NodeLease, Store, Unreachable
 from minidocker.errors import MinidockerError
 
 RESYNC = 5.0
+RECOVERED = {"etcd": "etcd reachable again", "reconcile": "reconcile succeeded again"}
 MAX_BACKOFF = 10.0
 
 
@@ -43,7 +44,7 @@ class Agent:
         self.events: queue.Queue = queue.Queue()
         self.watcher = None
         self.stopping = threading.Event()
-        self.healthy = True
+        self.problems: dict[str, str] = {}     # what -> the problem last logged
         self.peers: dict[str, NodeLease] = {}
 
     # --- start: lease, cluster network, data path ------------------------------------
@@ -134,26 +135,35 @@ class Agent:
                 if now >= next_sync or self._drain():
                     self.resync()
                     next_sync = now + RESYNC
-                if not self.healthy:
-                    log("etcd reachable again")
-                    self.healthy, backoff = True, 1.0
+                self._state_is("etcd", "")
+                self._state_is("reconcile", "")
+                backoff = 1.0
                 wait = min(next_refresh, next_sync) - time.monotonic()
             except Unreachable as exc:
-                if self.healthy:
-                    log(f"{exc}; keeping the last known peers, retrying")
-                    self.healthy = False
+                if self._state_is("etcd", f"{exc.message}; keeping the last known peers, retrying"):
                     self._unwatch()
                 wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
                 next_refresh = next_sync = 0.0
             except MinidockerError as exc:
-                log(f"reconcile failed: {exc}")
-                wait = backoff
+                self._state_is("reconcile", f"reconcile failed: {exc.message}")
+                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                next_sync = 0.0
             try:
                 self.events.get(timeout=max(0.0, wait))
                 self.events.put(None)       # seen by _drain next round
             except queue.Empty:
                 pass
         self._unwatch()
+
+    def _state_is(self, what: str, problem: str) -> bool:
+        """Log a problem once when it starts and once when it ends ("" = none);
+        True when this call changed the state."""
+        before = self.problems.get(what, "")
+        if before == problem:
+            return False
+        self.problems[what] = problem
+        log(problem or RECOVERED[what])
+        return True
 
     def _drain(self) -> bool:
         got = False

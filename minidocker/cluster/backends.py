@@ -104,10 +104,17 @@ class HostGw(Backend):
         return r.get_attr("RTA_OIF")
 
     def reconcile(self, peers: list[NodeLease]) -> None:
-        want = {}
+        """Routes to every peer on the link; one off the link is refused
+        (named in the error) without holding up the routes to the others."""
+        want, refused = {}, []
         for p in peers:
-            want[p.subnet] = {"gateway": p.public_ip, "oif": self.check_peer(p)}
+            try:
+                want[p.subnet] = {"gateway": p.public_ip, "oif": self.check_peer(p)}
+            except MinidockerError as exc:
+                refused.append(exc.message)
         self._sync_routes(want)
+        if refused:
+            raise MinidockerError("; ".join(refused))
 
 
 class Vxlan(Backend):
