@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from minidocker import clock, fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker import clock, fsutil, images, paths, records, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
@@ -90,11 +90,7 @@ def cdir(cid: str):
 
 
 def _lock(cid: str):
-    return state.locked(teardown.lock_path(cid))
-
-
-def _global_lock():
-    return state.locked(paths.locks_dir() / "containers.lock")
+    return records.locked(cid)
 
 
 # --- finding -------------------------------------------------------------------
@@ -113,7 +109,7 @@ def shim_alive(record: dict) -> bool:
         return False
 
 
-def _refresh(record: dict) -> dict:
+def refresh(record: dict) -> dict:
     """A record claiming `running` whose shim is gone (killed, rebooted)."""
     st = record["State"]
     if st.get("Running") and not shim_alive(record):
@@ -128,22 +124,22 @@ def all_records() -> list[dict]:
     if not base.exists():
         return out
     for entry in base.iterdir():
-        record = teardown.load(entry.name)
+        record = records.load(entry.name)
         if record:
-            out.append(_refresh(record))
+            out.append(refresh(record))
     out.sort(key=lambda r: r.get("Created", ""), reverse=True)
     return out
 
 
 def find(ref: str) -> dict:
     """A container by name, full id or unique id prefix."""
-    records = all_records()
+    recs = all_records()
     name = "/" + ref.lstrip("/")
-    for record in records:
+    for record in recs:
         if record["Id"] == ref or record["Name"] == name:
             return record
     if re.fullmatch(r"[0-9a-f]{1,64}", ref):
-        hits = [r for r in records if r["Id"].startswith(ref)]
+        hits = [r for r in recs if r["Id"].startswith(ref)]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
@@ -274,7 +270,7 @@ def create(opts: CreateOptions) -> dict:
         "ShimPid": 0,
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
-    with _global_lock():
+    with records.names_lock():
         taken = {r["Name"]: r["Id"] for r in all_records()}
         if opts.name:
             name = "/" + opts.name.lstrip("/")
@@ -287,7 +283,7 @@ def create(opts: CreateOptions) -> dict:
         state.ensure_dir(cdir(cid) / "work")
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
             state.ensure_dir(cdir(cid) / sub, mode=0o755)
-        teardown.save(record)
+        records.save(record)
     return record
 
 
@@ -378,12 +374,12 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
         if pinned:
             pinned()  # the thread is done before anyone may unpin
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
-    teardown.save(record)  # the pin is on record before anything attaches to it
+    records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
     settings = mode.setup(record) or {}
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
-    teardown.save(record)  # what setup attached, for inspect and the teardown
+    records.save(record)  # what setup attached, for inspect and the teardown
     spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,
                      hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
                      annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]})
@@ -431,10 +427,10 @@ def start(ref: str, attach: bool = False) -> Started:
     record = find(ref)
     cid = record["Id"]
     with _lock(cid):
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is None:
             raise NotFound(f"no such container: {ref!r}")
-        _refresh(record)
+        refresh(record)
         if record["State"].get("Running"):
             return Started(record, record["State"]["Pid"], None)
         teardown.release(record)  # whatever a crashed shim left
@@ -466,7 +462,7 @@ def start(ref: str, attach: bool = False) -> Started:
                 teardown.remove_files(cid)
             else:
                 record["State"].update(Status=never_started_status(record), Error=str(exc))
-                teardown.save(record)
+                records.save(record)
             if isinstance(exc, OSError):
                 raise MinidockerError(f"cannot start container {cid[:12]}: {exc}", 125) from None
             raise
@@ -474,7 +470,7 @@ def start(ref: str, attach: bool = False) -> Started:
     status = os.fdopen(r, "r")
     line = status.readline().split(" ", 2)
     if line[0] == "started":
-        record = teardown.load(cid) or record
+        record = records.load(cid) or record
         if not attach:
             status.close()
         return Started(record, int(line[1]), status, shim_pid if attach else 0)
@@ -494,7 +490,7 @@ def _wait_gone(cid: str, timeout: float = SHIM_TIMEOUT) -> None:
     """Until the shim's teardown finished (its lock is free)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is None or not shim_alive(record):
             return
         time.sleep(0.01)
@@ -547,7 +543,7 @@ def wait_attached(started: Started, relay: SignalRelay) -> int:
     if started.shim_pid:
         os.waitpid(started.shim_pid, 0)
     if code is None:
-        record = teardown.load(started.record["Id"])
+        record = records.load(started.record["Id"])
         code = record["State"]["ExitCode"] if record else 125
     return code
 

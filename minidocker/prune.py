@@ -16,12 +16,12 @@ import sys
 
 import psutil
 
-from minidocker import containers, paths, state, teardown
+from minidocker import containers, paths, records, teardown
 from minidocker.network import netns
 
 
-def _running(records: list[dict]) -> set[str]:
-    return {r["Id"] for r in records if r["State"].get("Running")}
+def _running(recs: list[dict]) -> set[str]:
+    return {r["Id"] for r in recs if r["State"].get("Running")}
 
 
 def _shims() -> set[str]:
@@ -51,7 +51,7 @@ def _starting(cid: str) -> bool:
     the shim's first update): leave it alone."""
     import fcntl
     try:
-        fd = os.open(teardown.lock_path(cid), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(records.lock_path(cid), os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -137,13 +137,13 @@ class Report:
 def prune() -> Report:
     report = Report()
     before = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
-    records = containers.all_records()
-    live = _running(records)
+    recs = containers.all_records()
+    live = _running(recs)
     # In this order: record, lock, shim. start() holds the lock until the
     # shim exists, so a container being started shows one of the three.
     # A `created` container without a pin or mount was never started (or
     # is between create() and start()): nothing of it to undo.
-    candidates = [r for r in records if r["Id"] not in live and _started(r)]
+    candidates = [r for r in recs if r["Id"] not in live and _started(r)]
     candidates = [r for r in candidates if not _starting(r["Id"])]
     shims = _shims()
     # Dead: not running, not starting. One created while we work has a
@@ -152,7 +152,7 @@ def prune() -> Report:
     dead = {r["Id"] for r in candidates if r["Id"][:8] not in shims}
 
     def gone(cid: str) -> bool:
-        return cid in dead or not (paths.container_dir(cid) / teardown.RECORD).exists()
+        return cid in dead or not records.exists(cid)
 
     # 1. processes of no running container (a killed shim's container, a
     # process started just before its shim died)
@@ -182,12 +182,12 @@ def prune() -> Report:
 def _reconcile(cid: str, report: Report) -> None:
     """Under the container's lock: record the shim's death, tear down."""
     from minidocker.network import attach
-    with state.locked(teardown.lock_path(cid)):
-        record = teardown.load(cid)
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return
         was_running = record["State"].get("Running")
-        containers._refresh(record)
+        containers.refresh(record)
         if record["State"].get("Running") or cid[:8] in _shims():
             return  # started while we looked
         rootfs = str(paths.container_dir(cid) / "rootfs")
@@ -204,7 +204,7 @@ def _reconcile(cid: str, report: Report) -> None:
             teardown.remove_files(cid)
             report.add("Removed containers (--rm)", cid)
         else:
-            teardown.save(record)
+            records.save(record)
             report.add("Torn down containers (shim or process gone)", cid)
 
 
@@ -273,9 +273,9 @@ def _stray_files(gone, report: Report) -> None:
     known = set()
     base = paths.containers_dir()
     if base.is_dir():
-        with containers._global_lock():  # create() makes the directory, then the record
+        with records.names_lock():  # create() makes the directory, then the record
             for entry in sorted(os.listdir(base)):
-                if (base / entry / teardown.RECORD).exists():
+                if records.exists(entry):
                     known.add(entry)
                 else:  # a directory without a record (crash inside create, lost state)
                     teardown.remove_files(entry)

@@ -21,9 +21,8 @@ import os
 import select
 import sys
 
-from minidocker import clock, paths, state, syscalls as sc
+from minidocker import clock, paths, records, syscalls as sc
 
-RECORD = "container.json"
 COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 
 
@@ -32,17 +31,15 @@ def _now() -> str:
 
 
 def _update(cid: str, **fields) -> dict | None:
-    from minidocker.teardown import lock_path
-    path = paths.container_dir(cid) / RECORD
-    with state.locked(lock_path(cid)):
-        record = state.read_json(path)
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return None
         for key in ("ShimPid", "ShimStart"):
             if key in fields:
                 record[key] = fields.pop(key)
         record["State"].update(fields)
-        state.write_json(path, record)
+        records.save(record)
         return record
 
 
@@ -103,7 +100,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     except OSError:
         pass
     cdir = paths.container_dir(cid)
-    record = state.read_json(cdir / RECORD)
+    record = records.load(cid)
     runtime = record["HostConfig"].get("Runtime", "builtin")
     log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

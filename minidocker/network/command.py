@@ -122,8 +122,8 @@ def inspect_cmd(no_debug, refs):
 
 def _stale(cid: str) -> bool:
     """An endpoint whose container record no longer exists."""
-    from minidocker import paths
-    return not (paths.container_dir(cid) / "container.json").exists()
+    from minidocker import records
+    return not records.exists(cid)
 
 
 def remove_network(ref: str) -> store.Network:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from minidocker import containers, state, teardown
+from minidocker import containers, records
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.network import bridge, netview
 from minidocker.network.confnets import ConfNetwork
@@ -57,7 +57,7 @@ def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
             aliases=(), mac=None) -> dict:
     net, ref = _target(network_ref)
     cid = containers.find(container_ref)["Id"]
-    with state.locked(teardown.lock_path(cid)):
+    with records.locked(cid):
         record = containers.find(cid)
         if not record["State"].get("Running"):
             raise MinidockerError(f"container {_name(record)} is not running; start it before "
@@ -79,14 +79,14 @@ def connect(attach, network_ref: str, container_ref: str, *, ip=None, ip6=None,
         ipam = {k: v for k, v in (("IPv4Address", ip), ("IPv6Address", ip6)) if v}
         record.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})[net.name] = \
             bridge.endpoint_config(ipam, aliases, mac)
-        teardown.save(record)
+        records.save(record)
         return ep
 
 
 def disconnect(attach, network_ref: str, container_ref: str) -> None:
     net, ref = _target(network_ref)
     cid = containers.find(container_ref)["Id"]
-    with state.locked(teardown.lock_path(cid)):
+    with records.locked(cid):
         record = containers.find(cid)
         if _endpoint_on(attach, cid, net) is None:
             raise MinidockerError(f"container {_name(record)} is not connected to network {net.name}")
@@ -95,4 +95,4 @@ def disconnect(attach, network_ref: str, container_ref: str) -> None:
         configs = record.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
         dropped = [d.pop(net.name, None) for d in (networks, configs)]
         if any(x is not None for x in dropped):
-            teardown.save(record)
+            records.save(record)

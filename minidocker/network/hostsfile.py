@@ -63,7 +63,7 @@ def write_in_place(path: str, text: str) -> None:
 
 def refresh(cids: set[str]) -> None:
     """Rewrite the hosts files of these containers from the endpoint records."""
-    from minidocker import teardown
+    from minidocker import records
     from minidocker.network import attach
     by_cid: dict[str, list[dict]] = {}
     by_net: dict[str, list[dict]] = {}
@@ -72,7 +72,7 @@ def refresh(cids: set[str]) -> None:
         by_net.setdefault(nid, []).append(ep)
     with _lock():
         for cid in cids:
-            record = teardown.load(cid)
+            record = records.load(cid)
             if record is None or not record.get("HostsPath"):
                 continue
             own = by_cid.get(cid, [])

@@ -7,8 +7,8 @@ read from the kernel, which Docker does not have.
 """
 from __future__ import annotations
 
-from minidocker import paths, state
-from minidocker.errors import NotFound
+from minidocker import records
+from minidocker.errors import MinidockerError, NotFound
 from minidocker.network import confnets, kernel, store
 from minidocker.network.confnets import ConfNetwork
 from minidocker.network.store import Network
@@ -40,8 +40,10 @@ def ls_row(net: Network | ConfNetwork) -> dict:
 
 
 def _container_record(cid: str) -> dict:
-    data = state.read_json(paths.container_dir(cid) / "container.json")
-    return data if isinstance(data, dict) else {}
+    try:
+        return records.load(cid) or {}
+    except MinidockerError:
+        return {}  # a corrupt record is reported by the container commands
 
 
 def _with_prefix(addr, net: Network, version: int) -> str:
