@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
+from cni.portmap import PortMapping
 from cni_bridge.errors import bad_config
-from cni_bridge.firewall import BACKENDS, PortMapping
+from cni_bridge.firewall import BACKENDS
 
 DEFAULT_BRIDGE = "cni0"
 # ipam.type values served by the built-in IPAM (host-local's files and options);

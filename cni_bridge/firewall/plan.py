@@ -8,6 +8,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from cni.portmap import PortMapping
+
 # --- names on the host (one place) ------------------------------------------------
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
@@ -24,18 +26,6 @@ NFT_CHAINS = {  # nft chain -> its base-chain declaration
 COMMENT_PREFIX = "md/"
 SCAFFOLD_COMMENT = "minidocker"
 BACKENDS = ("iptables", "nftables")
-
-
-@dataclass
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
-
-    @property
-    def family(self) -> int | None:
-        return (6 if ":" in self.host_ip else 4) if self.host_ip else None
 
 
 @dataclass

@@ -238,7 +238,7 @@ def attach(container: dict, network_ref: str, *, ifname: str = "eth0",
         resolved = publish.resolve(ports, cid) if ports else []
         caps: dict = {}
         if resolved:
-            caps["portMappings"] = [pm.cni() for pm in resolved]
+            caps["portMappings"] = [pm.to_cni() for pm in resolved]
         if ip or ip6:
             caps["ips"] = [a for a in (ip, ip6) if a]
         if mac:
