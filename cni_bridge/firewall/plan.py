@@ -172,6 +172,16 @@ class Driver:
         """comment -> number of rules carrying it (CHECK)."""
         raise NotImplementedError
 
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        """(owner comment, the rule as a person would type it) of every rule
+        of ours: a read-only view for `network inspect`."""
+        raise NotImplementedError
+
+    def scaffold_intact(self, families=(4, 6)) -> bool:
+        """Our chains and the jumps into them are all there (a re-apply
+        after a flush needs them back)."""
+        return True
+
     # netavark's names, for readers who know that interface.
     def setup_network(self, att: Attachment) -> None:
         self.setup(Attachment(**{**att.__dict__, "port_mappings": []})).wait()
