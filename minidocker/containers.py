@@ -49,7 +49,7 @@ class CreateOptions:
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
-        # networking (network/bridge.py reads them back from the record)
+        # networking (network/modes.py reads them back from the record)
         "publish": list,         # -p values, parsed here
         "publish_all": False,    # -P
         "ip": None,
@@ -93,60 +93,9 @@ def _lock(cid: str):
     return records.locked(cid)
 
 
-# --- finding -------------------------------------------------------------------
-
-def shim_alive(record: dict) -> bool:
-    pid = record.get("ShimPid") or 0
-    if pid <= 0:
-        return False
-    if record.get("ShimStart"):
-        from minidocker.shim import start_time
-        return start_time(pid) == record["ShimStart"]
-    try:  # a record from before ShimStart: the detached shim's argv names the container
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return record["Id"].encode() in fh.read()
-    except OSError:
-        return False
-
-
-def refresh(record: dict) -> dict:
-    """A record claiming `running` whose shim is gone (killed, rebooted)."""
-    st = record["State"]
-    if st.get("Running") and not shim_alive(record):
-        st.update(Running=False, Status="exited", ExitCode=st.get("ExitCode") or 255,
-                  Error="the container's shim is gone", FinishedAt=st.get("FinishedAt") or now())
-    return record
-
-
-def all_records() -> list[dict]:
-    out = []
-    base = paths.containers_dir()
-    if not base.exists():
-        return out
-    for entry in base.iterdir():
-        record = records.load(entry.name)
-        if record:
-            out.append(refresh(record))
-    out.sort(key=lambda r: r.get("Created", ""), reverse=True)
-    return out
-
-
-def find(ref: str) -> dict:
-    """A container by name, full id or unique id prefix."""
-    recs = all_records()
-    name = "/" + ref.lstrip("/")
-    for record in recs:
-        if record["Id"] == ref or record["Name"] == name:
-            return record
-    if re.fullmatch(r"[0-9a-f]{1,64}", ref):
-        hits = [r for r in recs if r["Id"].startswith(ref)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise MinidockerError(f"container id prefix {ref!r} is ambiguous: it matches "
-                                  f"{len(hits)} containers")
-    raise NotFound(f"no such container: {ref!r} (give a name, an id or a unique id prefix; "
-                   "see `minidocker ps -a`)")
+# --- finding: the record store's (records.py), under the names commands use ---
+shim_alive, refresh, all_records, find = (records.shim_alive, records.refresh,
+                                          records.all_records, records.find)
 
 
 # --- create --------------------------------------------------------------------
@@ -287,7 +236,7 @@ def create(opts: CreateOptions) -> dict:
     return record
 
 
-def _network_options(opts: CreateOptions, mode: modes.NetworkMode) -> dict:
+def _network_options(opts: CreateOptions, mode: modes.Mode) -> dict:
     """-p/-P, --ip, --dns, --add-host... checked, in the record's shape."""
     if not (opts.publish or opts.publish_all or opts.ip or opts.ip6 or opts.dns or opts.add_hosts
             or opts.aliases or opts.mac):
@@ -344,14 +293,13 @@ def _write_files(record: dict, host_mode: bool) -> dict[str, str]:
     return out
 
 
-def _prepare(record: dict, mode: modes.NetworkMode) -> None:
+def _prepare(record: dict, mode: modes.Mode) -> None:
     """Everything before the process: rootfs, files, namespace, network, spec."""
     cid = record["Id"]
     d = cdir(cid)
-    join = getattr(mode, "join", None)  # container:<id> enters that one's namespace
-    sandbox = join(record) if join else (str(paths.netns_path(cid)) if mode.own_namespace else None)
+    sandbox = mode.sandbox(record)  # container:<id> enters that one's namespace
     # the namespace is made while the rootfs is mounted (the kernel work overlaps)
-    pinned = netns.start_pin(sandbox) if sandbox and not join else None
+    pinned = netns.start_pin(sandbox) if mode.pins else None
     try:
         image = images.lookup(record["Image"])
         rootfs = str(d / "rootfs")
@@ -376,7 +324,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
     records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
-    settings = mode.setup(record) or {}
+    settings = mode.attach(record) or {}
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
     records.save(record)  # what setup attached, for inspect and the teardown
@@ -434,7 +382,7 @@ def start(ref: str, attach: bool = False) -> Started:
         if record["State"].get("Running"):
             return Started(record, record["State"]["Pid"], None)
         teardown.release(record)  # whatever a crashed shim left
-        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
+        mode = modes.parse(record["HostConfig"]["NetworkMode"])
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             _prepare(record, mode)

@@ -113,13 +113,11 @@ def _veths() -> set[str]:
 
 
 def _rules() -> set[str]:
-    from cni_bridge import firewall
+    """The owner comments of our rules, per backend (the census)."""
+    from cni_bridge import api
     out: set[str] = set()
-    for backend in firewall.BACKENDS:
-        try:
-            out |= {f"{backend}:{c}" for c in firewall.driver(backend).owned()}
-        except Exception:  # noqa: BLE001 - a backend whose tool is missing holds nothing
-            pass
+    for comment, text in api.owned_rules():
+        out.add(f"{'nftables' if text.startswith('nft ') else 'iptables'}:{comment}")
     return out
 
 
@@ -181,7 +179,7 @@ def prune() -> Report:
 
 def _reconcile(cid: str, report: Report) -> None:
     """Under the container's lock: record the shim's death, tear down."""
-    from minidocker.network import attach
+    from minidocker.network import store
     with records.locked(cid):
         record = records.load(cid)
         if record is None:
@@ -192,7 +190,7 @@ def _reconcile(cid: str, report: Report) -> None:
             return  # started while we looked
         rootfs = str(paths.container_dir(cid) / "rootfs")
         pin = str(paths.netns_path(cid))
-        traces = (was_running or bool(attach.endpoints_of(cid)) or os.path.ismount(rootfs)
+        traces = (was_running or bool(store.endpoints_of(cid)) or os.path.ismount(rootfs)
                   or os.path.lexists(pin) or bool(record["NetworkSettings"].get("SandboxKey")))
         if not traces:
             return
@@ -212,14 +210,14 @@ def _networks():
     """(network name, conflist) of native networks, CNI-directory networks,
     and networks only the CNI cache still names (their file is gone)."""
     from cni.conf import NetworkConfigList
-    from minidocker.network import attach, store
+    from minidocker.network import driver, networks
     seen: dict[str, object] = {}
-    for net in store.records() + attach.cni_networks():
+    for net in networks.records() + networks.file_networks():
         try:
-            seen[net.name] = attach.conflist(net)
+            seen[net.name] = driver.conflist(net)
         except Exception as exc:  # noqa: BLE001 - one broken network must not stop the rest
             print(f"minidocker: prune: network {net.name}: {exc}", file=sys.stderr)
-    for entry in attach.executor().cache.attachments():
+    for entry in driver.executor().cache.attachments():
         if entry.network not in seen and entry.config:
             try:
                 seen[entry.network] = NetworkConfigList.from_bytes(entry.config)
@@ -231,18 +229,19 @@ def _networks():
 def _gc_networks(gone, report: Report) -> None:
     """Endpoint records of dead containers go; then every network's GC keeps
     the attachments of every container that is not dead (so one being
-    started meanwhile keeps its own)."""
-    from minidocker.network import attach, store
-    for nid, cid, ep in list(attach.all_endpoints()):
+    started meanwhile keeps its own). cni-bridge's GC removes what is not
+    valid: veths, rules, leases, and a bridge left without ports."""
+    from minidocker.network import driver, store
+    for nid, cid, ep in list(store.all_endpoints()):
         if gone(cid):
-            store.remove_endpoint(attach._net_of(ep), cid)
+            store.remove_endpoint(store.network_of(ep), cid)
             report.add("Removed endpoint records", f"{ep.get('Network', nid)}/{cid[:12]}")
-    ex = attach.executor()
+    ex = driver.executor()
     before = ex.cache.attachments()
 
     def valid():  # under the GC lock: what was ADDed while GC waited counts
         return sorted({(e.container_id, e.ifname) for e in ex.cache.attachments() if not gone(e.container_id)}
-                      | {(cid, ep.get("IfName") or "eth0") for _n, cid, ep in attach.all_endpoints()})
+                      | {(cid, ep.get("IfName") or "eth0") for _n, cid, ep in store.all_endpoints()})
 
     for name, nlist in _networks().items():
         try:
@@ -252,9 +251,6 @@ def _gc_networks(gone, report: Report) -> None:
     after = {(e.network, e.container_id, e.ifname) for e in ex.cache.attachments()}
     for net, cid, ifname in sorted({(e.network, e.container_id, e.ifname) for e in before} - after):
         report.add("Removed network attachments (executor GC)", f"{net}/{cid[:12]}/{ifname}")
-    for net in store.records():
-        if net.bridge and not store.endpoints(net):
-            attach._drop_idle_bridge(net)
 
 
 def _owner(point: str) -> str | None:

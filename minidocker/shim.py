@@ -43,18 +43,6 @@ def _update(cid: str, **fields) -> dict | None:
         return record
 
 
-def start_time(pid: int) -> int:
-    """The process's start time (clock ticks since boot; 0 if it is gone or
-    a zombie): with the pid it names one process for good, whatever its
-    cmdline (an attached shim is a fork of `run` and carries run's)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return 0 if fields[0] in (b"Z", b"X") else int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def _report(fd: int | None, line: str) -> None:
     if fd is None:
         return
@@ -141,7 +129,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
     _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
-            ShimStart=start_time(os.getpid()))
+            ShimStart=records.start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
     if not attach:
         os.close(status_fd)

@@ -29,8 +29,7 @@ def release(record: dict, reaped: bool = False) -> None:
     if not reaped:
         _kill_orphan(record)
     try:
-        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
-        mode.teardown(record)
+        modes.parse(record["HostConfig"]["NetworkMode"]).detach(record)
     except Exception as exc:  # noqa: BLE001 - the rest must still be undone
         print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
     if record["NetworkSettings"].get("SandboxKey"):  # not start()'s clean-up of nothing
