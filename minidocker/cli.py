@@ -30,9 +30,9 @@ class LazyGroup(click.Group):
     imports would otherwise slow down every `run`. Add a group to LAZY as
     name -> (module, attribute)."""
 
-    LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
-            "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system")}
+    LAZY = {"cni": ("minidocker.cli_cni", "cni"),
+            "network": ("minidocker.cli_network", "network"),
+            "system": ("minidocker.cli_system", "system")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -1,4 +1,4 @@
-"""`minidocker network ...`: create, ls, inspect, rm, prune, connect, disconnect.
+"""`minidocker network ...`: create, ls, inspect, rm, reload, prune, connect, disconnect.
 
 Docker's command line and output, nothing else: networks are networks.py's
 and store.py's, removal driver.py's, the views netview.py's, attaching a
