@@ -127,7 +127,9 @@ def check_cni_args(args: PluginArgs) -> None:
 
 def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: bool = True) -> BridgeConf:
     """The request's config, read as a Go plugin reads it (capability and
-    args keys matched without case: see cni.conventions)."""
+    args keys matched without case: see cni.conventions). (long: one line
+    per field of the README's option table, in its order, so the two can be
+    read side by side.)"""
     conf = canonical(conf)
     version = conf.get("cniVersion") or "0.1.0"
     out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)

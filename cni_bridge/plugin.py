@@ -68,6 +68,11 @@ def cmd_add(args: PluginArgs, conf: dict):
 
 
 def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
+    """ADD's kernel work in the order the kernel needs it: firewall batch
+    started, bridge, gateways and sysctls, veth, container addresses and
+    routes, the result. `state` tells the rollback what was made. (long: one
+    sequence whose steps share the links and the rollback state; split, each
+    part would take most of the same arguments.)"""
     import ipaddress
     from cni.types import Interface, Result, Route
     from cni_bridge import link

@@ -5,7 +5,11 @@ There is no daemon: each command reads and writes the container's record
 container's lock, and a per-container shim (shim.py) owns the running
 process. start() prepares everything the process needs (overlay rootfs,
 pinned network namespace, network setup, config.json) and then hands over to
-the shim, which reports back on a pipe.
+the shim, which reports back on a pipe. The record store (reading, writing,
+finding, locking) is records.py's; the files in the container's /etc are
+etcfiles.py's. (long: create, start, stop, rm and exec share one record and
+lock discipline; the runtime work reshapes `run`'s options here, and the
+next split (stop/rm/exec) is best made after it lands.)
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import signal
 import sys
 import time
 
-from minidocker import clock, fsutil, images, paths, records, state, syscalls as sc, teardown
+from minidocker import clock, etcfiles, fsutil, images, paths, records, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
@@ -26,9 +30,6 @@ RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
 _NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
 _ENV_KEY_RE = r"^[^=\s\x00]+\Z"
-HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-         "ff02::2\tip6-allrouters\n")
 SHIM_TIMEOUT = 30
 
 
@@ -151,7 +152,10 @@ def _random_name(taken: set[str]) -> str:
 
 
 def create(opts: CreateOptions) -> dict:
-    """Validate everything, then write the record (status `created`)."""
+    """Validate everything, then write the record (status `created`).
+    (long: every check of `run`'s options comes before anything is written,
+    then the record in Docker's inspect shape, read top to bottom as
+    `inspect` prints it.)"""
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
@@ -247,52 +251,6 @@ def _network_options(opts: CreateOptions, mode: modes.Mode) -> dict:
 
 # --- start ---------------------------------------------------------------------
 
-def _resolv_conf(host_mode: bool, dns: list | None = None) -> str:
-    try:
-        with open("/etc/resolv.conf") as fh:
-            text = fh.read()
-    except OSError:
-        text = ""
-    if dns:
-        text = "".join(f"nameserver {ip}\n" for ip in dns) + "".join(
-            l + "\n" for l in text.splitlines() if not l.strip().startswith("nameserver"))
-    if host_mode:
-        return text
-    lines = [l for l in text.splitlines()
-             if not re.match(r"\s*nameserver\s+(127\.|::1)", l)]
-    if not any(l.strip().startswith("nameserver") for l in lines):
-        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(lines) + "\n"
-
-
-def _write_files(record: dict, host_mode: bool) -> dict[str, str]:
-    d = cdir(record["Id"])
-    hostname = record["Config"]["Hostname"]
-    if host_mode:
-        try:
-            with open("/etc/hosts") as fh:
-                hosts = fh.read()
-        except OSError:
-            hosts = HOSTS
-    else:
-        hosts = HOSTS
-    hc = record["HostConfig"]
-    for entry in hc.get("ExtraHosts") or []:
-        name, _, ip = entry.partition(":")
-        hosts += f"{ip}\t{name}\n"
-    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n",
-             "/etc/resolv.conf": _resolv_conf(host_mode, hc.get("Dns"))}
-    out = {}
-    for dest, text in files.items():
-        path = d / os.path.basename(dest)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        out[dest] = str(path)
-    return out
-
-
 def _prepare(record: dict, mode: modes.Mode) -> None:
     """Everything before the process: rootfs, files, namespace, network, spec."""
     cid = record["Id"]
@@ -317,7 +275,7 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
             hostname = cfg["Hostname"]
         else:
             hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
-        files = _write_files(record, host_mode=not mode.own_namespace)
+        files = etcfiles.write(record, host_mode=not mode.own_namespace)
     finally:
         if pinned:
             pinned()  # the thread is done before anyone may unpin
@@ -370,6 +328,25 @@ def _fork_shim(cid: str, w: int) -> int:
         os._exit(code)
 
 
+def _spawn_shim(cid: str, w: int) -> int:
+    """The detached shim: `python -m minidocker.shim`, which forks the shim
+    and exits (0: no child of ours to reap)."""
+    import subprocess
+    # -I: never import from the caller's directory (we are root)
+    argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
+    # the shim's own complaints (never the container's output)
+    errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                     | os.O_CLOEXEC, 0o600)
+    try:
+        first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=errors, pass_fds=(w,), cwd="/",
+                                 start_new_session=True, close_fds=True)
+    finally:
+        os.close(errors)
+    first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+    return 0
+
+
 def start(ref: str, attach: bool = False) -> Started:
     """Start a created or exited container under a new shim."""
     record = find(ref)
@@ -386,22 +363,7 @@ def start(ref: str, attach: bool = False) -> Started:
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             _prepare(record, mode)
-            if attach:
-                shim_pid = _fork_shim(cid, w)
-            else:
-                import subprocess
-                # -I: never import from the caller's directory (we are root)
-                argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
-                # the shim's own complaints (never the container's output)
-                errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                                 | os.O_CLOEXEC, 0o600)
-                try:
-                    first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=errors, pass_fds=(w,), cwd="/",
-                                             start_new_session=True, close_fds=True)
-                finally:
-                    os.close(errors)
-                first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+            shim_pid = _fork_shim(cid, w) if attach else _spawn_shim(cid, w)
         except BaseException as exc:
             os.close(r)
             os.close(w)

@@ -79,6 +79,19 @@ def main(argv: list[str]) -> int:
     return supervise(cid, status_fd, attach)
 
 
+def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> None:
+    """The runtime could not start the process: record why, tell `run`, tear down."""
+    code = getattr(exc, "code", 125)
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    message = " ".join(message.split())
+    never = record["State"].get("StartedAt") == clock.NEVER
+    _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
+            ExitCode=code, Error=message, FinishedAt=_now())
+    _report(status_fd, f"error {code} {message}\n")
+    from minidocker import teardown
+    teardown.run(cid)
+
+
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
     """Start the container, wait for it, record its end, tear down."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -109,15 +122,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             from minidocker.runtime import builtin
             pid = builtin.start(str(cdir), stdio)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
-        code = getattr(exc, "code", 125)
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        message = " ".join(message.split())
-        never = record["State"].get("StartedAt") == clock.NEVER
-        _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
-                ExitCode=code, Error=message, FinishedAt=_now())
-        _report(status_fd, f"error {code} {message}\n")
-        from minidocker import teardown
-        teardown.run(cid)
+        _failed_start(cid, record, status_fd, exc)
         return 0
     from minidocker.faults import fault
     fault("shim:process-started")

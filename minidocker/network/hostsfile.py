@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 
 from minidocker import paths, records, state
+from minidocker.etcfiles import HOSTS
 from minidocker.network import store
 from minidocker.network.networks import DEFAULT_NETWORK
 
-HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-         "ff02::2\tip6-allrouters\n")
 
 
 def _lock():
