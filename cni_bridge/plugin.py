@@ -31,7 +31,7 @@ def attachment(c: bconfig.BridgeConf, cid: str, ifname: str, ips) -> "firewall.A
     from cni_bridge.firewall import Attachment
     addrs = [(str(i.ip), str(i.network)) for i in (ipaddress.ip_interface(x.address) for x in ips)]
     return Attachment(network=c.network, container_id=cid, ifname=ifname, bridge=c.bridge,
-                      addrs=addrs, ip_masq=c.ip_masq, port_mappings=c.port_mappings,
+                      addrs=addrs, ip_masq=c.ip_masq, no_masq_to=c.no_masq_to, port_mappings=c.port_mappings,
                       isolation=c.isolation, internal=c.internal, icc=c.icc)
 
 

@@ -32,7 +32,9 @@ class LazyGroup(click.Group):
 
     LAZY = {"cni": ("minidocker.cli_cni", "cni"),
             "network": ("minidocker.cli_network", "network"),
-            "system": ("minidocker.cli_system", "system")}
+            "system": ("minidocker.cli_system", "system"),
+            "cluster": ("minidocker.cluster.command", "cluster"),
+            "node": ("minidocker.cluster.command", "node_group")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -38,6 +38,9 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     """A plan entry -> [(table, `-A CHAIN ...` line)]."""
     kind, fam = rule[0], rule[1]
     c = f'-m comment --comment "{comment}"'
+    if kind == "masq_skip":
+        _, _, ip, cidr = rule
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} -d {cidr} {c} -j RETURN")]
     if kind == "masq":
         _, _, ip, subnet = rule
         return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} ! -d {subnet} {c} -j MASQUERADE")]

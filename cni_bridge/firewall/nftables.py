@@ -25,6 +25,9 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     kind, fam = rule[0], rule[1]
     a = FAMILY[fam]
     c = f'comment "{comment}"'
+    if kind == "masq_skip":
+        _, _, ip, cidr = rule
+        return [("postrouting", f"{a} saddr {ip} {a} daddr {cidr} return {c}")]
     if kind == "masq":
         _, _, ip, subnet = rule
         mcast = "224.0.0.0/4" if fam == 4 else "ff00::/8"

@@ -37,6 +37,7 @@ class Attachment:
     bridge: str
     addrs: list[tuple[str, str]] = field(default_factory=list)  # (ip, subnet cidr)
     ip_masq: bool = False
+    no_masq_to: list[str] = field(default_factory=list)   # destinations kept unmasqueraded (a cluster's range)
     port_mappings: list[PortMapping] = field(default_factory=list)
     isolation: bool = False   # no traffic to other isolated networks' bridges
     internal: bool = False    # no traffic between the bridge and anything else
@@ -72,6 +73,8 @@ def owner_comment(network: str, cid: str, ifname: str) -> str:
 def plan(att: Attachment) -> list[tuple]:
     """The attachment's own rules, backend-neutral:
     ("masq", fam, ip, subnet)            outbound masquerade (ipMasq)
+    ("masq_skip", fam, ip, cidr)         ...except towards cidr (nonMasqueradeCIDRs:
+                                         pod-to-pod traffic across nodes keeps its address)
     ("dnat", fam, proto, hostip, hport, ip, cport)   publish a port
     ("pm_masq", fam, proto, subnet, ip, cport)       same-bridge/hairpin clients
     ("pm_local", 4, proto, ip, cport)                 clients on the host's 127/8
@@ -95,6 +98,8 @@ def plan(att: Attachment) -> list[tuple]:
         if not att.icc:
             out.append(("icc", fam, ip, att.bridge))
         if att.ip_masq:
+            out.extend(("masq_skip", fam, ip, cidr) for cidr in att.no_masq_to
+                       if (":" in cidr) == (fam == 6))
             out.append(("masq", fam, ip, subnet))
         for pm in att.port_mappings:
             if pm.family not in (None, fam):

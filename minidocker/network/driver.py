@@ -102,6 +102,8 @@ def conflist(net, firewall: str = ""):
     }
     if net.mtu:
         plugin["mtu"] = net.mtu
+    if net.no_masq_to:
+        plugin["nonMasqueradeCIDRs"] = net.no_masq_to
     return NetworkConfigList.from_dict({"cniVersion": CNI_VERSION, "name": net.name,
                                         "plugins": [plugin]})
 

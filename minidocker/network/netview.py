@@ -95,4 +95,9 @@ def inspect(net: Network, debug: bool = True) -> dict:
         out["Options"].setdefault(networks.OPT_BRIDGE_NAME, net.bridge)
     if rules is not None:
         out["Debug"] = kernel.network_debug(net, rules)
+    if net.options.get(networks.OPT_NO_MASQ) and debug:
+        from minidocker.cluster import node   # the cluster network: its peers, routes, FDB
+        cluster = node.describe()
+        if cluster is not None:
+            out["Cluster"] = cluster
     return out

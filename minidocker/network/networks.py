@@ -38,6 +38,10 @@ CNI_DRIVER = "cni"
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
+# Destinations the network's containers reach with their own address (not
+# masqueraded), comma-separated CIDRs: a cluster's pod range (cni-bridge's
+# nonMasqueradeCIDRs).
+OPT_NO_MASQ = "minidocker.network.non_masquerade_cidrs"
 
 #: Only a CNI-file network has these (they are never written to a record).
 _FILE_FIELDS = ("source", "digest", "cni_version", "plugins")
@@ -97,6 +101,11 @@ class Network:
     def mtu(self) -> int | None:
         value = self.options.get(OPT_MTU)
         return int(value) if value else None
+
+    @property
+    def no_masq_to(self) -> list[str]:
+        value = self.options.get(OPT_NO_MASQ, "")
+        return [c for c in value.split(",") if c]
 
     def to_dict(self) -> dict:
         out = asdict(self)

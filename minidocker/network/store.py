@@ -20,11 +20,11 @@ from minidocker import paths, state
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.network import networks, subnets
 from minidocker.network.networks import (BUILTIN_DRIVERS, OPT_BRIDGE_NAME, OPT_ICC, OPT_MTU,
-                                         IPAMConfig, Network)
+                                         OPT_NO_MASQ, IPAMConfig, Network)
 from minidocker.network.subnets import SubnetError
 
 USER_BRIDGE_PREFIX = "mdbr-"
-ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC)
+ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_NO_MASQ)
 
 # The name becomes a lease directory, a veth alias and part of rule comments.
 MAX_NAME = 128
@@ -49,6 +49,13 @@ def _validate_options(options: dict[str, str], recs: list[Network]) -> dict[str,
         elif key == OPT_ICC:
             if value.lower() not in ("true", "false"):
                 raise MinidockerError(f"invalid {OPT_ICC} {value!r}: true or false")
+        elif key == OPT_NO_MASQ:
+            for cidr in value.split(","):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise MinidockerError(f"invalid {OPT_NO_MASQ} entry {cidr!r}: comma-separated "
+                                          "CIDRs such as 10.244.0.0/16") from None
     return dict(options)
 
 
