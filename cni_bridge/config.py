@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
+from cni.portmap import PortMapping
 from cni_bridge.errors import bad_config
-from cni_bridge.firewall import BACKENDS, PortMapping
+from cni_bridge.firewall import BACKENDS
 
 DEFAULT_BRIDGE = "cni0"
 # ipam.type values served by the built-in IPAM (host-local's files and options);
@@ -143,7 +144,9 @@ def _cidrs(value, key: str) -> list:
 
 def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: bool = True) -> BridgeConf:
     """The request's config, read as a Go plugin reads it (capability and
-    args keys matched without case: see cni.conventions)."""
+    args keys matched without case: see cni.conventions). (long: one line
+    per field of the README's option table, in its order, so the two can be
+    read side by side.)"""
     conf = canonical(conf)
     version = conf.get("cniVersion") or "0.1.0"
     out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)

@@ -19,7 +19,7 @@ import time  # noqa: E402
 
 import click  # noqa: E402
 
-from minidocker import clock, containers, entry, images, runcmd  # noqa: E402
+from minidocker import clock, containers, exits, images, runcmd  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
 RUN_COMMANDS = {"run"}
@@ -30,9 +30,9 @@ class LazyGroup(click.Group):
     imports would otherwise slow down every `run`. Add a group to LAZY as
     name -> (module, attribute)."""
 
-    LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
-            "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system"),
+    LAZY = {"cni": ("minidocker.cli_cni", "cni"),
+            "network": ("minidocker.cli_network", "network"),
+            "system": ("minidocker.cli_system", "system"),
             "cluster": ("minidocker.cluster.command", "cluster"),
             "node": ("minidocker.cluster.command", "node_group")}
 
@@ -314,8 +314,8 @@ def exec_cmd(interactive, ref, command):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit without interpreter finalisation (see
-    entry.finish)."""
-    entry.finish(_run(sys.argv[1:] if argv is None else argv))
+    exits.finish)."""
+    exits.finish(_run(sys.argv[1:] if argv is None else argv))
 
 
 def _run(argv: list[str]) -> int:
@@ -332,7 +332,7 @@ def _run(argv: list[str]) -> int:
     except click.exceptions.Abort:
         return 130
     except BaseException as exc:  # noqa: BLE001 - one line for users; the fast `run` path shares it
-        code = entry.exit_code(exc)
+        code = exits.exit_code(exc)
         # 125 (could not create the container) is run's; the image store
         # raises it for every command, and `rmi`, `load`... exit 1, as Docker.
         return 1 if code == 125 and argv[:1] != ["run"] else code

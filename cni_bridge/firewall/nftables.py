@@ -144,3 +144,12 @@ class NftDriver(Driver):
                 if com.startswith(COMMENT_PREFIX):
                     counts[com] = counts.get(com, 0) + 1
         return counts
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        out = []
+        for fam, rules in _read(families).items():
+            for chain, com, _handle, rule in rules or []:
+                if com.startswith(COMMENT_PREFIX):
+                    rule = rule.split(" # handle", 1)[0]
+                    out.append((com, f"nft {FAMILY[fam]} {NFT_TABLE} {chain}: {rule}"))
+        return out

@@ -8,6 +8,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from cni.portmap import PortMapping
+
 # --- names on the host (one place) ------------------------------------------------
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
@@ -24,18 +26,6 @@ NFT_CHAINS = {  # nft chain -> its base-chain declaration
 COMMENT_PREFIX = "md/"
 SCAFFOLD_COMMENT = "minidocker"
 BACKENDS = ("iptables", "nftables")
-
-
-@dataclass
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
-
-    @property
-    def family(self) -> int | None:
-        return (6 if ":" in self.host_ip else 4) if self.host_ip else None
 
 
 @dataclass
@@ -186,6 +176,16 @@ class Driver:
     def owned(self, families=(4, 6)) -> dict[str, int]:
         """comment -> number of rules carrying it (CHECK)."""
         raise NotImplementedError
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        """(owner comment, the rule as a person would type it) of every rule
+        of ours: a read-only view for `network inspect`."""
+        raise NotImplementedError
+
+    def scaffold_intact(self, families=(4, 6)) -> bool:
+        """Our chains and the jumps into them are all there (a re-apply
+        after a flush needs them back)."""
+        return True
 
     # netavark's names, for readers who know that interface.
     def setup_network(self, att: Attachment) -> None:

@@ -81,9 +81,9 @@ def ensure_network(cfg: cconf.ClusterConfig, me: NodeLease) -> bool:
     """The `pods` network on the node's subnet; True when made now. A `pods`
     network on another subnet (a node that got a new one) is replaced when
     no container uses it."""
-    from minidocker.network import store
+    from minidocker.network import networks, store
     try:
-        net = store.get(cconf.NETWORK)
+        net = networks.get(cconf.NETWORK)
     except MinidockerError:
         net = None
     if net is not None:
@@ -93,14 +93,14 @@ def ensure_network(cfg: cconf.ClusterConfig, me: NodeLease) -> bool:
     mtu = cconf.mtu(cfg, _underlay_mtu(me.public_ip))
     store.create(store.CreateRequest(
         name=cconf.NETWORK, subnets=[me.subnet], gateways=[cconf.gateway(me.subnet)],
-        options={store.OPT_BRIDGE_NAME: PODS_BRIDGE, store.OPT_MTU: str(mtu),
-                 store.OPT_NO_MASQ: cfg.cluster_cidr}))
+        options={networks.OPT_BRIDGE_NAME: PODS_BRIDGE, networks.OPT_MTU: str(mtu),
+                 networks.OPT_NO_MASQ: cfg.cluster_cidr}))
     return True
 
 
 def remove_network() -> None:
     """`network rm pods`: refused while containers are attached."""
-    from minidocker.network.command import remove_network as rm
+    from minidocker.network.driver import remove_network as rm
     try:
         rm(cconf.NETWORK)
     except MinidockerError as exc:
