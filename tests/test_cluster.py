@@ -238,3 +238,19 @@ def test_agent_in_the_foreground(cluster):
     assert our_routes(n2)                      # the data path stays up without the agent
     n2.md("node", "leave")
     assert leftovers(n2) == []
+
+
+def test_cluster_range_full(cluster):
+    """Two /25 subnets in a /24: the third node is refused, naming the range,
+    and left as it was."""
+    n1, n2, n3 = (cluster.add_node() for _ in range(3))
+    n1.md("cluster", "init", "--etcd", ETCD_URL, "--cluster-cidr", "10.244.0.0/24", "--node-prefix", "25",
+          "--backend", "host-gw")
+    cluster.join(n1)
+    cluster.join(n2)
+    r = cluster.join(n3, check=False)
+    assert r.returncode == 1 and "no free /25 left in cluster range 10.244.0.0/24" in r.stderr, r.stderr
+    assert leftovers(n3) == [] and not (n3.state_root / "cluster/node.json").exists()
+    assert node_name(n3) not in n1.md("node", "ls").stdout
+    leases = cluster.sh("curl", "-s", "-X", "POST", f"{ETCD_URL}/v3/lease/leases", "-d", "{}").stdout
+    assert len(json.loads(leases).get("leases", [])) == 2, leases      # n1's and n2's only
