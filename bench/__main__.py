@@ -6,6 +6,7 @@ SUITES = {
     "run": "bench.run",      # minidocker run vs runc run vs unshare (default)
     "cni": "bench.cni",      # cni-bridge vs reference plugins; executor overhead
     "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
+    "scale": "bench.scale",  # per-container run/rm/connection cost, containers 1-20 vs N
     "cluster": "bench.cluster",  # pod network across nodes: convergence, data path, agent
 }
 

@@ -137,7 +137,8 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def _random_name(taken: set[str]) -> str:
+def _random_name(holder) -> str:
+    """A free adjective_person name; holder(name) says who has one."""
     adjectives = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet",
                   "sharp", "tender", "vivid", "witty", "bold", "clever", "jolly", "nifty"]
     people = ["hopper", "lovelace", "turing", "ritchie", "thompson", "torvalds", "knuth",
@@ -145,9 +146,9 @@ def _random_name(taken: set[str]) -> str:
     while True:
         a, b, c = os.urandom(3)
         name = f"/{adjectives[a % len(adjectives)]}_{people[b % len(people)]}"
-        if name in taken:
+        if holder(name):
             name += f"{c % 100}"
-        if name not in taken:
+        if not holder(name):
             return name
 
 
@@ -224,15 +225,16 @@ def create(opts: CreateOptions) -> dict:
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
     with records.names_lock():
-        taken = {r["Name"]: r["Id"] for r in all_records()}
         if opts.name:
             name = "/" + opts.name.lstrip("/")
-            if name in taken:
+            holder = records.name_holder(name)
+            if holder:
                 raise Conflict(f"the container name {name!r} is already in use by container "
-                               f"{taken[name][:12]}: remove it or pick another --name", 125)
+                               f"{holder[:12]}: remove it or pick another --name", 125)
         else:
-            name = _random_name(set(taken))
+            name = _random_name(records.name_holder)
         record["Name"] = name
+        records.claim_name(name, cid)
         state.ensure_dir(cdir(cid) / "work")
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
             state.ensure_dir(cdir(cid) / sub, mode=0o755)

@@ -59,6 +59,16 @@ def containers_dir() -> Path:
     return state_root() / "containers"
 
 
+def names_dir() -> Path:
+    """The name index: `names/<name>` holds the id of the container so named."""
+    return state_root() / "names"
+
+
+def ports_dir() -> Path:
+    """The host-port index: `ports/<proto>-<port>/<network id>.<container id>`."""
+    return state_root() / "ports"
+
+
 def networks_dir() -> Path:
     return state_root() / "networks"
 

@@ -123,15 +123,82 @@ def all_records() -> list[dict]:
     return out
 
 
+# --- the name index: one file per name, so a name is found without reading
+# every record. An entry is trusted only when the record it names carries the
+# name (a crash between the two leaves a stale entry, which is ignored).
+
+def _name_file(name: str):
+    return paths.names_dir() / name.lstrip("/")
+
+
+def _named(name: str) -> dict | None:
+    try:
+        with open(_name_file(name)) as fh:
+            cid = fh.read().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    record = load(cid) if cid and "/" not in cid and cid not in (".", "..") else None
+    return record if record and record["Name"] == "/" + name.lstrip("/") else None
+
+
+def _ensure_name_index() -> None:
+    """Made once from the records of a state root older than the index.
+    Call under names_lock()."""
+    if paths.names_dir().is_dir():
+        return
+    for record in all_records():
+        if record["Name"]:
+            state.write_text(_name_file(record["Name"]), record["Id"])
+    state.ensure_dir(paths.names_dir())
+
+
+def name_holder(name: str) -> str | None:
+    """The id of the container named `name`, None if the name is free.
+    Call under names_lock()."""
+    _ensure_name_index()
+    record = _named(name)
+    return record["Id"] if record else None
+
+
+def claim_name(name: str, cid: str) -> None:
+    """Record that cid is named `name`; under names_lock(), after name_holder."""
+    state.write_text(_name_file(name), cid)
+
+
+def release_name(name: str, cid: str) -> None:
+    """Drop `name` from the index if it still names cid."""
+    if not name:
+        return
+    try:
+        with open(_name_file(name)) as fh:
+            if fh.read().strip() != cid:
+                return
+        os.unlink(_name_file(name))
+    except FileNotFoundError:
+        pass
+
+
 def find(ref: str) -> dict:
-    """A container by name, full id or unique id prefix."""
-    recs = all_records()
+    """A container by name, full id or unique id prefix: the id and name
+    through their files, a prefix through the directory's listing, so the
+    cost does not grow with the number of containers' records."""
     name = "/" + ref.lstrip("/")
-    for record in recs:
-        if record["Id"] == ref or record["Name"] == name:
-            return record
+    if len(ref) == 64 and "/" not in ref:
+        record = load(ref)
+        if record:
+            return refresh(record)
+    if not paths.names_dir().is_dir():  # a root older than the name index
+        for record in all_records():
+            if record["Id"] == ref or record["Name"] == name:
+                return record
+    elif "/" not in ref.lstrip("/") and ref.lstrip("/") not in ("", ".", ".."):
+        record = _named(ref)
+        if record:
+            return refresh(record)
     if 0 < len(ref) <= 64 and all(c in "0123456789abcdef" for c in ref):
-        hits = [r for r in recs if r["Id"].startswith(ref)]
+        hits = [r for r in (load(c) for c in ids() if c.startswith(ref)) if r]
+        if len(hits) == 1:
+            return refresh(hits[0])
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:

@@ -34,10 +34,18 @@ def ensure_dir(path: Path | str, mode: int = 0o700) -> Path:
 
 def write_json(path: Path | str, obj) -> None:
     """Replace path with obj as JSON, so a reader never sees half a file."""
+    _replace(path, json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Replace path with text, so a reader never sees half a file."""
+    _replace(path, text.encode())
+
+
+def _replace(path: Path | str, data: bytes) -> None:
     path = Path(path)
     ensure_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)

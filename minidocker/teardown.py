@@ -11,6 +11,7 @@ import os
 import sys
 
 from minidocker import paths, records, syscalls as sc
+from minidocker.errors import MinidockerError
 from minidocker.faults import fault
 from minidocker.network import modes, netns
 
@@ -82,6 +83,12 @@ def _rmtree(path: str) -> None:
 
 
 def remove_files(cid: str) -> None:
+    try:
+        record = records.load(cid)
+    except MinidockerError:  # a corrupt record is removed all the same
+        record = None
+    if record:
+        records.release_name(record["Name"], cid)
     unmount(str(paths.container_dir(cid) / "rootfs"))
     _rmtree(str(paths.container_dir(cid)))
     try:

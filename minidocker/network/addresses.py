@@ -57,6 +57,7 @@ def check_ip(net, ip: str | None, version: int, held: dict) -> str | None:
 
 
 def check(net, *, ip=None, ip6=None, exclude_cid="") -> tuple[str | None, str | None]:
-    """Both requested addresses, checked (nothing is reserved)."""
-    held = taken(net, exclude_cid)
+    """Both requested addresses, checked (nothing is reserved); the other
+    endpoints are read only when an address was asked for."""
+    held = taken(net, exclude_cid) if ip or ip6 else {}
     return check_ip(net, ip, 4, held), check_ip(net, ip6, 6, held)

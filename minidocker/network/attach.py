@@ -42,7 +42,7 @@ def attach(container: dict, net: networks.Network, *, ifname: str = "eth0",
     netns = (container.get("NetworkSettings") or {}).get("SandboxKey") or ""
     if not netns:
         raise MinidockerError(f"container {cid[:12]} has no network namespace to attach", 125)
-    if cid in store.endpoints(net):
+    if store.endpoint(net, cid) is not None:
         raise Conflict(f"container {_name(container)} is already attached to network {net.name}", 125)
     ip, ip6 = addresses.check(net, ip=ip, ip6=ip6, exclude_cid=cid)
     ports = list(ports or [])
@@ -139,7 +139,7 @@ def detach(container: dict, net: networks.Network) -> None:
     from cni.errors import CNIError
     from minidocker.network.cni import RuntimeConf
     cid = container["Id"]
-    ep = store.endpoints(net).get(cid) or {}
+    ep = store.endpoint(net, cid) or {}
     ifname = ep.get("IfName") or "eth0"
     netns = ep.get("SandboxKey") or (container.get("NetworkSettings") or {}).get("SandboxKey") or ""
     ex = driver.executor()

@@ -63,22 +63,20 @@ def write_in_place(path: str, text: str) -> None:
 
 def refresh(cids: set[str]) -> None:
     """Rewrite the hosts files of these containers from the endpoint records."""
-    by_cid: dict[str, list[dict]] = {}
-    by_net: dict[str, list[dict]] = {}
-    for nid, cid, ep in store.all_endpoints():
-        by_cid.setdefault(cid, []).append(ep)
-        by_net.setdefault(nid, []).append(ep)
+    by_net: dict[str, list[dict]] = {}  # read once per network, only where names are kept
     with _lock():
         for cid in cids:
             record = records.load(cid)
             if record is None or not record.get("HostsPath"):
                 continue
-            own = by_cid.get(cid, [])
+            own = store.endpoints_of(cid)
             peers, seen = [], set()
             for ep in own:
                 if ep.get("Network") == DEFAULT_NETWORK:  # Docker: no names there
                     continue
-                for other in by_net.get(ep["NetworkID"], []):
+                if ep["NetworkID"] not in by_net:
+                    by_net[ep["NetworkID"]] = list(store.endpoints_by_id(ep["NetworkID"]).values())
+                for other in by_net[ep["NetworkID"]]:
                     key = (other.get("ContainerID"), other.get("NetworkID"))
                     if other.get("ContainerID") != cid and key not in seen:
                         seen.add(key)

@@ -1,7 +1,9 @@
 """Host ports for `-p`: who already holds one, and choosing free ones.
 
 Before a container's ports are published every host port is checked twice:
-against the port maps other endpoints recorded (any network, any driver), and
+against the port maps other endpoints recorded (any network, any driver;
+found through store's host-port index, so the check costs the same however
+many containers exist), and
 by binding the address and port here, in the host's network namespace, with
 SO_REUSEADDR off (a listening host process is found that way). Random host
 ports (`-p 80`, `-P`, `-p 8000-8010:80`) are the first free ones of their
@@ -23,12 +25,14 @@ def _overlap(a: str, b: str) -> bool:
     return not a or not b or a == b or a in ("0.0.0.0", "::") or b in ("0.0.0.0", "::")
 
 
-def published(exclude_cid: str = "") -> list[tuple[PortMapping, str, str]]:
-    """(mapping, container name, container id) of every recorded endpoint."""
+def published(protocol: str, port: int, exclude_cid: str = "") -> list[tuple[PortMapping, str, str]]:
+    """(mapping, container name, container id) of every recorded endpoint
+    publishing this host port (through the port index: no scan of every endpoint)."""
     out = []
-    for _net, cid, ep in store.all_endpoints():
+    for _net, cid, ep in store.port_holders(protocol, port):
         if cid != exclude_cid:
-            out += [(pm, ep.get("Name", cid[:12]), cid) for pm in recorded(ep)]
+            out += [(pm, ep.get("Name", cid[:12]), cid) for pm in recorded(ep)
+                    if (pm.host_port, pm.protocol) == (port, protocol)]
     return out
 
 
@@ -66,6 +70,7 @@ def _bind_error(host_ip: str, port: int, proto: str) -> int:
 
 
 def _conflict(pm: PortMapping, taken) -> str | None:
+    """taken: [(mapping, name, id)] holding host ports."""
     for other, name, cid in taken:
         if (other.host_port, other.protocol) == (pm.host_port, pm.protocol) and \
                 _overlap(other.host_ip, pm.host_ip):
@@ -73,9 +78,14 @@ def _conflict(pm: PortMapping, taken) -> str | None:
     return None
 
 
-def check_one(pm: PortMapping, taken) -> None:
+def _holder(pm: PortMapping, exclude_cid: str) -> str | None:
+    """Which other container publishes pm's host port, if one does."""
+    return _conflict(pm, published(pm.protocol, pm.host_port, exclude_cid))
+
+
+def check_one(pm: PortMapping, exclude_cid: str = "") -> None:
     """Raise the one-line error when pm's host port is held."""
-    holder = _conflict(pm, taken)
+    holder = _holder(pm, exclude_cid)
     where = f"host port {pm.host_port}/{pm.protocol} on {_where(pm)}"
     if holder:
         raise Conflict(f"{where} is already in use by {holder}; choose another host port", 125)
@@ -87,10 +97,10 @@ def check_one(pm: PortMapping, taken) -> None:
                        f"({errno.errorcode.get(err, err)}); choose another host port", 125)
 
 
-def _first_free(pm: PortMapping, lo: int, hi: int, taken, chosen) -> int:
+def _first_free(pm: PortMapping, lo: int, hi: int, exclude_cid: str, chosen) -> int:
     for port in range(lo, hi + 1):
         cand = PortMapping(pm.container_port, port, pm.protocol, pm.host_ip)
-        if _conflict(cand, taken) or _conflict(cand, chosen):
+        if _conflict(cand, chosen) or _holder(cand, exclude_cid):
             continue
         if _bind_error(pm.host_ip, port, pm.protocol) == 0:
             return port
@@ -102,16 +112,15 @@ def resolve(mappings: list[PortMapping], exclude_cid: str = "") -> list[PortMapp
     """Concrete mappings: fixed host ports checked, random ones chosen.
     Call under driver.ports_lock() and keep it until the result is recorded."""
     _ports.check_conflicts(mappings)
-    taken = published(exclude_cid)
     out: list[PortMapping] = []
     chosen = []
     for pm in mappings:
         if pm.host_port:
-            check_one(pm, taken)
+            check_one(pm, exclude_cid)
             out.append(pm)
         else:
             lo, hi = pm.host_range or _ports.local_port_range()
-            port = _first_free(pm, lo, hi, taken, chosen)
+            port = _first_free(pm, lo, hi, exclude_cid, chosen)
             out.append(PortMapping(pm.container_port, port, pm.protocol, pm.host_ip))
         chosen.append((out[-1], "this container", exclude_cid or "-"))
     return out
@@ -120,10 +129,9 @@ def resolve(mappings: list[PortMapping], exclude_cid: str = "") -> list[PortMapp
 def check_fixed(mappings: list[PortMapping]) -> None:
     """At create time: the fixed host ports are free (nothing reserved yet)."""
     _ports.check_conflicts(mappings)
-    taken = published()
     for pm in mappings:
         if pm.host_port:
-            check_one(pm, taken)
+            check_one(pm)
 
 
 # --- the record's form (Docker's HostConfig.PortBindings) ----------------------

@@ -148,9 +148,13 @@ def _endpoint_dir(net: Network):
 
 def endpoints(net: Network) -> dict[str, dict]:
     """container id -> endpoint record (name, ifname, addresses, veth...)."""
+    return endpoints_by_id(net.id)
+
+
+def endpoints_by_id(net_id: str) -> dict[str, dict]:
     out = {}
-    base = _endpoint_dir(net)
-    if net.id and base.is_dir():
+    base = paths.networks_dir() / net_id / "endpoints"
+    if net_id and base.is_dir():
         for entry in sorted(os.listdir(base)):
             if entry.endswith(".json"):
                 data = state.read_json(base / entry)
@@ -159,15 +163,34 @@ def endpoints(net: Network) -> dict[str, dict]:
     return out
 
 
+def endpoint(net: Network, container_id: str) -> dict | None:
+    """One container's endpoint on net: one file, whatever else is attached."""
+    if not net.id:
+        return None
+    return _endpoint_file(net.id, container_id)
+
+
+def _endpoint_file(net_id: str, container_id: str) -> dict | None:
+    data = state.read_json(paths.networks_dir() / net_id / "endpoints" / f"{container_id}.json")
+    return data if isinstance(data, dict) else None
+
+
 def add_endpoint(net: Network, container_id: str, endpoint: dict) -> None:
+    """The port index first: an entry without its endpoint is ignored, an
+    endpoint without its entries would hide a taken port."""
+    _ensure_port_index()
+    _index_ports(paths.ports_dir(), net.id, container_id, endpoint)
     state.write_json(_endpoint_dir(net) / f"{container_id}.json", endpoint)
 
 
 def remove_endpoint(net: Network, container_id: str) -> None:
+    ep = endpoint(net, container_id)
     try:
         os.unlink(_endpoint_dir(net) / f"{container_id}.json")
     except FileNotFoundError:
         pass
+    if ep:
+        _unindex_ports(net.id, container_id, ep)
 
 
 def all_endpoints():
@@ -187,8 +210,74 @@ def all_endpoints():
 
 
 def endpoints_of(cid: str) -> list[dict]:
-    """The endpoints of one container, on every network."""
-    return [ep for _nid, c, ep in all_endpoints() if c == cid]
+    """The endpoints of one container, on every network: one file looked
+    for per network, never every endpoint read."""
+    base = paths.networks_dir()
+    found = (_endpoint_file(nid, cid) for nid in (sorted(os.listdir(base)) if base.is_dir() else []))
+    return [ep for ep in found if ep]
+
+
+# --- the host-port index: which endpoints publish (protocol, port) -----------
+
+def _port_keys(ep: dict) -> set[tuple[str, int]]:
+    return {(p["Protocol"], int(p["HostPort"])) for p in ep.get("Ports") or []}
+
+
+def _index_ports(base, net_id: str, cid: str, ep: dict) -> None:
+    for proto, port in _port_keys(ep):
+        d = base / f"{proto}-{port}"
+        for _ in range(3):  # a detach may rmdir an emptied directory in between
+            state.ensure_dir(d)
+            try:
+                os.close(os.open(d / f"{net_id}.{cid}", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                break
+            except FileNotFoundError:
+                continue
+
+
+def _unindex_ports(net_id: str, cid: str, ep: dict) -> None:
+    for proto, port in _port_keys(ep):
+        d = paths.ports_dir() / f"{proto}-{port}"
+        try:
+            os.unlink(d / f"{net_id}.{cid}")
+            os.rmdir(d)
+        except OSError:
+            pass  # gone already, or another endpoint still holds the port
+
+
+def _ensure_port_index() -> None:
+    """Built once from the endpoints of a state root older than the index,
+    in a scratch directory renamed into place (readers see all or nothing)."""
+    final = paths.ports_dir()
+    if final.is_dir():
+        return
+    scratch = final.with_name(f".ports.{os.getpid()}")
+    state.ensure_dir(scratch)
+    for nid, cid, ep in all_endpoints():
+        _index_ports(scratch, nid, cid, ep)
+    try:
+        os.rename(scratch, final)
+    except OSError:  # another process built it first
+        import shutil
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def port_holders(protocol: str, port: int):
+    """(network id, container id, endpoint) of the endpoints publishing this
+    host port: one directory listing, entries checked against their endpoint."""
+    _ensure_port_index()
+    d = paths.ports_dir() / f"{protocol}-{int(port)}"
+    try:
+        entries = sorted(os.listdir(d))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for entry in entries:
+        nid, _, cid = entry.partition(".")
+        ep = _endpoint_file(nid, cid) if nid and cid and not entry.startswith(".") else None
+        if ep and (protocol, int(port)) in _port_keys(ep):
+            out.append((nid, cid, ep))
+    return out
 
 
 def network_of(ep: dict) -> Network:
