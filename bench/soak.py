@@ -140,7 +140,7 @@ class Soak:
             found.append("rules differ from the first cycle's")
         leases = self.tmp / "lib" / "ipam"
         held = [p.name for p in leases.rglob("*") if p.is_file() and p.name != "lock"
-                and not p.name.startswith("last_reserved")] if leases.exists() else []
+                and not p.name.startswith(("last_reserved", "."))] if leases.exists() else []
         if held:
             found.append(f"IPAM leases: {held}")
         mounts = [m for m in _mounts(str(self.tmp))]

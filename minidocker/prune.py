@@ -95,7 +95,7 @@ def _leases() -> set[str]:
     base = paths.state_root() / "ipam"
     if not base.is_dir():
         return set()
-    return {str(p) for p in base.rglob("*") if p.is_file() and not p.name.startswith(("last_", "lock"))}
+    return {str(p) for p in base.rglob("*") if p.is_file() and not p.name.startswith(("last_", "lock", "."))}
 
 
 def _veths() -> set[str]:

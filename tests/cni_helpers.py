@@ -118,7 +118,7 @@ class Cni:
         if not d.is_dir():
             return {}
         return {p.name: p.read_bytes().decode() for p in d.iterdir()
-                if p.name != "lock" and not p.name.startswith("last_reserved_ip")}
+                if p.name != "lock" and not p.name.startswith(("last_reserved_ip", "."))}
 
     def close(self) -> None:
         for c in self.containers:

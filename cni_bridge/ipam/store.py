@@ -5,6 +5,13 @@ Disk layout (host-local's, so either plugin can release the other's leases):
 `<dataDir>/<network>/<ip>` holding "<containerID>\\r\\n<ifname>", created
 exclusively; `last_reserved_ip.<rangeset index>` for round-robin; and a
 `lock` file that serialises every change with flock(2).
+
+Beside each lease we write, an empty owner marker `.md~<ip>~<cid>~<ifname>`
+(host-local skips it: no lease content), so finding an attachment's leases
+costs one directory listing and opening its own leases, however many
+containers hold others (host-local opens every lease). A lease without a
+marker (host-local wrote it, or the name is too long) is opened as before;
+a marker whose lease is gone is dropped.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import os
 
 LINE_BREAK = "\r\n"
 LAST_PREFIX = "last_reserved_ip."
+MARK = ".md~"
 
 
 class Store:
@@ -73,6 +81,10 @@ class DiskStore(Store):
             os.write(fd, (cid.strip() + LINE_BREAK + ifname).encode())
         finally:
             os.close(fd)
+        try:
+            os.close(os.open(self._marker(ip, cid, ifname), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass  # no marker (a name too long): the lease is found by opening it
         fd = os.open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}"),
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -84,6 +96,65 @@ class DiskStore(Store):
             os.unlink(os.path.join(self.dir, ip))
         except FileNotFoundError:
             pass
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(f"{MARK}{ip}~"):
+                self._unlink(name)
+
+    def _marker(self, ip: str, cid: str, ifname: str) -> str:
+        return os.path.join(self.dir, f"{MARK}{ip}~{cid.strip()}~{ifname}")
+
+    def _unlink(self, name: str) -> None:
+        try:
+            os.unlink(os.path.join(self.dir, name))
+        except OSError:
+            pass
+
+    def _owner(self, ip: str) -> tuple[str, str] | None:
+        try:
+            with open(os.path.join(self.dir, ip), "rb") as fh:
+                data = fh.read().decode(errors="replace").strip()
+        except OSError:
+            return None
+        cid, _, ifname = data.partition(LINE_BREAK)
+        return cid.strip(), ifname.strip()
+
+    def get_by_id(self, cid: str, ifname: str) -> list[str]:
+        """Leases marked as this attachment's and unmarked leases, each
+        checked by its content; stale markers dropped."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        leases, marked, mine = set(), set(), []
+        for name in names:
+            if name.startswith(MARK):
+                parts = name[len(MARK):].split("~", 2)
+                if len(parts) == 3:
+                    marked.add(parts[0])
+                    if (parts[1], parts[2]) == (cid.strip(), ifname):
+                        mine.append((parts[0], name))
+            elif name != "lock" and not name.startswith((LAST_PREFIX, ".")):
+                leases.add(name)
+        out = []
+        for ip, marker in mine:
+            if ip not in leases:
+                self._unlink(marker)  # host-local released it
+        for ip in sorted({ip for ip, _ in mine} & leases | (leases - marked)):
+            owner = self._owner(ip)
+            if owner and owner[0] == cid.strip() and owner[1] in (ifname, ""):
+                out.append(ip)
+        return out
+
+    def release_by_id(self, cid: str, ifname: str) -> list[str]:
+        ips = self.get_by_id(cid, ifname)
+        for ip in ips:
+            self._unlink(ip)
+            self._unlink(os.path.basename(self._marker(ip, cid, ifname)))
+        return ips
 
     def last_reserved(self, range_id: int) -> str | None:
         try:
@@ -101,13 +172,9 @@ class DiskStore(Store):
         for name in names:
             if name == "lock" or name.startswith(LAST_PREFIX) or name.startswith("."):
                 continue
-            try:
-                with open(os.path.join(self.dir, name), "rb") as fh:
-                    data = fh.read().decode(errors="replace").strip()
-            except OSError:
-                continue
-            cid, _, ifname = data.partition(LINE_BREAK)
-            out.append((name, cid.strip(), ifname.strip()))
+            owner = self._owner(name)
+            if owner is not None:
+                out.append((name, *owner))
         return out
 
     def has(self, ip: str) -> bool:
