@@ -12,7 +12,6 @@ import os
 from cni import skel
 from cni.env import PluginArgs
 from cni.errors import CNIError, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, PLUGIN_FAILURE
-from cni_bridge import config as bconfig
 
 ABOUT = "cni-bridge: minidocker's CNI bridge plugin (bridge, veth, host-local IPAM, masquerade, port maps)"
 VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
@@ -41,6 +40,7 @@ def needs_firewall(c: bconfig.BridgeConf) -> bool:
 
 # --- ADD ------------------------------------------------------------------------
 def cmd_add(args: PluginArgs, conf: dict):
+    from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args)
     ipam = _ipam(c, args)
     from cni_bridge import link, netlink
@@ -215,6 +215,7 @@ def cmd_del(args: PluginArgs, conf: dict) -> None:
     lease is always released. A config that cannot be parsed still names the
     network: what is ours is found by container id and ifname, and stderr
     says which fields fell back to their defaults."""
+    from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     try:
         c = bconfig.parse(conf, args, with_env=False, with_prev=False)
     except CNIError as err:
@@ -236,6 +237,7 @@ def cmd_del(args: PluginArgs, conf: dict) -> None:
 
 # --- CHECK ----------------------------------------------------------------------
 def cmd_check(args: PluginArgs, conf: dict) -> None:
+    from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args)
     if c.prev_result is None:
         raise CNIError(INVALID_NETWORK_CONFIG, "required prevResult missing")
@@ -292,6 +294,7 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
 # --- GC ---------------------------------------------------------------------------
 def cmd_gc(args: PluginArgs, conf: dict) -> None:
     """Release what is not in the valid set; keep going after errors (P7)."""
+    from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args, with_env=False)
     items = next((conf[k] for k in VALID_KEYS if k in conf), [])
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -327,6 +330,7 @@ TOOLS = {"iptables": ("iptables-save", "iptables-restore"), "nftables": ("nft",)
 def cmd_status(args: PluginArgs, conf: dict) -> None:
     """Ready (exit 0) unless ADD could not succeed: the firewall backend's
     tools are missing or the address pool is exhausted (code 50)."""
+    from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args, with_env=False)
     if needs_firewall(c):
         from cni_bridge import proc
