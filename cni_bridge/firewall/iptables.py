@@ -181,16 +181,21 @@ class IptablesDriver(Driver):
     @staticmethod
     def _add_batch(saved: Saved, rules: list[tuple[str, str]], shared: list[tuple[str, str]]) -> str:
         per_table: dict[str, list[str]] = {}
+        jumps_in: dict[str, set] = {}    # each table's lines looked at once, not once per entry
         for table, chain, jumps in SCAFFOLD:
             if not any(t == table for t, _ in rules + shared):
                 continue
             cmds = per_table.setdefault(table, [])
             if chain not in saved.chains(table):
                 cmds.append(f"-N {chain}")
-            present = {_jump_spec(l) for l in saved.lines(table)}
-            cmds += [j for j in jumps if _jump_spec(j) not in present]
+            if table not in jumps_in:
+                jumps_in[table] = {_jump_spec(l) for l in saved.lines(table)}
+            cmds += [j for j in jumps if _jump_spec(j) not in jumps_in[table]]
+        tokens_in: dict[str, set] = {}
         for table, line in shared:
-            if _tokens(line) not in {_tokens(l) for l in saved.lines(table)}:
+            if table not in tokens_in:
+                tokens_in[table] = {_tokens(l) for l in saved.lines(table)}
+            if _tokens(line) not in tokens_in[table]:
                 per_table.setdefault(table, []).append(line)
         for table, line in rules:
             per_table.setdefault(table, []).append(line)
