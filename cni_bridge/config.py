@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
@@ -24,32 +23,24 @@ UNSUPPORTED = ("vlan", "vlanTrunk", "preserveDefaultVlan", "macspoofchk", "enabl
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
-@dataclass
 class BridgeConf:
-    network: str
-    cni_version: str
-    bridge: str = DEFAULT_BRIDGE
-    is_gateway: bool = False
-    is_default_gateway: bool = False
-    force_address: bool = False
-    ip_masq: bool = False
-    no_masq_to: list = field(default_factory=list)
-    mtu: int = 0
-    hairpin: bool = False
-    promisc: bool = False
-    mac: str = ""
-    firewall: str = "iptables"
-    ipam: dict = field(default_factory=dict)
-    ipam_type: str = ""
-    port_mappings: list[PortMapping] = field(default_factory=list)
-    isolation: bool = False
-    internal: bool = False
-    icc: bool = True
-    remove_idle_bridge: bool = False
-    prev_result: "Result | None" = None
-    raw: dict = field(default_factory=dict)
-    #: what `salvage` could not read and took the default for
-    unread: list[str] = field(default_factory=list)
+    """The parsed config. A plain class, not a dataclass: `dataclasses`
+    imports `inspect` (~5 ms), paid by every exec of the plugin."""
+    DEFAULTS = {"bridge": DEFAULT_BRIDGE, "is_gateway": False, "is_default_gateway": False,
+                "force_address": False, "ip_masq": False, "no_masq_to": list, "mtu": 0,
+                "hairpin": False, "promisc": False, "mac": "", "firewall": "iptables",
+                "ipam": dict, "ipam_type": "", "port_mappings": list, "isolation": False,
+                "internal": False, "icc": True, "remove_idle_bridge": False, "prev_result": None,
+                "raw": dict,
+                "unread": list}  # unread: what `salvage` could not read and took the default for
+
+    def __init__(self, network: str, cni_version: str, **fields):
+        self.network, self.cni_version = network, cni_version
+        for key, default in self.DEFAULTS.items():
+            setattr(self, key, fields.pop(key) if key in fields else
+                    (default() if default in (list, dict) else default))
+        if fields:
+            raise TypeError(f"BridgeConf: unknown fields {sorted(fields)}")
 
     @property
     def builtin_ipam(self) -> bool:

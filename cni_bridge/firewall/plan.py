@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 
 from cni.portmap import PortMapping
 
@@ -28,20 +27,29 @@ SCAFFOLD_COMMENT = "minidocker"
 BACKENDS = ("iptables", "nftables")
 
 
-@dataclass
 class Attachment:
-    """What the rules of one (network, container, ifname) are made from."""
-    network: str
-    container_id: str
-    ifname: str
-    bridge: str
-    addrs: list[tuple[str, str]] = field(default_factory=list)  # (ip, subnet cidr)
-    ip_masq: bool = False
-    no_masq_to: list[str] = field(default_factory=list)   # destinations kept unmasqueraded (a cluster's range)
-    port_mappings: list[PortMapping] = field(default_factory=list)
-    isolation: bool = False   # no traffic to other isolated networks' bridges
-    internal: bool = False    # no traffic between the bridge and anything else
-    icc: bool = True          # container-to-container traffic on the bridge
+    """What the rules of one (network, container, ifname) are made from.
+    A plain class, not a dataclass: `dataclasses` imports `inspect` (~5 ms),
+    paid by every exec of the plugin."""
+
+    def __init__(self, network: str, container_id: str, ifname: str, bridge: str, *,
+                 addrs: list[tuple[str, str]] | None = None, ip_masq: bool = False,
+                 no_masq_to: list[str] | None = None, port_mappings: list[PortMapping] | None = None,
+                 isolation: bool = False, internal: bool = False, icc: bool = True):
+        self.network, self.container_id, self.ifname, self.bridge = network, container_id, ifname, bridge
+        self.addrs = list(addrs or [])              # (ip, subnet cidr)
+        self.ip_masq = ip_masq
+        self.no_masq_to = list(no_masq_to or [])    # destinations kept unmasqueraded (a cluster's range)
+        self.port_mappings = list(port_mappings or [])
+        self.isolation = isolation   # no traffic to other isolated networks' bridges
+        self.internal = internal     # no traffic between the bridge and anything else
+        self.icc = icc               # container-to-container traffic on the bridge
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Attachment) and self.__dict__ == other.__dict__
+
+    def __repr__(self) -> str:
+        return f"Attachment({self.__dict__!r})"
 
     @property
     def comment(self) -> str:
