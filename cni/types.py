@@ -6,11 +6,10 @@ format: 0.1.0/0.2.0 (`ip4`/`ip6`), 0.3.x/0.4.0 (`ips[].version`), 1.0.0 (no
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
 
 from cni import version as _v
+from cni.record import Record
 from cni.errors import CNIError, DECODE_FAILURE
 
 
@@ -25,8 +24,7 @@ def _family(cidr: str) -> int:
         raise _bad("address is not IP/prefix", cidr) from None
 
 
-@dataclass
-class Interface:
+class Interface(Record):
     name: str
     mac: str = ""
     sandbox: str = ""
@@ -59,8 +57,7 @@ class Interface:
                    pci_id=d.get("pciID", "") or "")
 
 
-@dataclass
-class IPConfig:
+class IPConfig(Record):
     address: str                    # "10.0.0.2/24"
     gateway: str | None = None
     interface: int | None = None    # index into Result.interfaces
@@ -91,8 +88,7 @@ class IPConfig:
         return cls(address=d["address"], gateway=d.get("gateway") or None, interface=iface)
 
 
-@dataclass
-class Route:
+class Route(Record):
     dst: str
     gw: str | None = None
     mtu: int | None = None          # 1.1.0 from here on
@@ -130,12 +126,12 @@ class Route:
         return ipaddress.ip_network(self.dst, strict=False).version
 
 
-@dataclass
-class DNS:
-    nameservers: list[str] = field(default_factory=list)
+class DNS(Record):
+    FACTORIES = {"nameservers": list, "search": list, "options": list}
+    nameservers: list[str]
     domain: str = ""
-    search: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
+    search: list[str]
+    options: list[str]
 
     def to_dict(self) -> dict:
         out: dict = {}
@@ -162,13 +158,13 @@ class DNS:
         return not (self.nameservers or self.domain or self.search or self.options)
 
 
-@dataclass
-class Result:
+class Result(Record):
+    FACTORIES = {"interfaces": list, "ips": list, "routes": list, "dns": DNS}
     cni_version: str = _v.CURRENT
-    interfaces: list[Interface] = field(default_factory=list)
-    ips: list[IPConfig] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-    dns: DNS = field(default_factory=DNS)
+    interfaces: list[Interface]
+    ips: list[IPConfig]
+    routes: list[Route]
+    dns: DNS
 
     # --- reading ---------------------------------------------------------
     @classmethod
@@ -247,9 +243,8 @@ class Result:
         return Result.from_dict(self.to_dict(version), version)
 
     def copy(self) -> "Result":
-        return dataclasses.replace(
-            self, interfaces=[dataclasses.replace(i) for i in self.interfaces],
-            ips=[dataclasses.replace(i) for i in self.ips],
-            routes=[dataclasses.replace(r) for r in self.routes],
-            dns=dataclasses.replace(self.dns, nameservers=list(self.dns.nameservers),
-                                    search=list(self.dns.search), options=list(self.dns.options)))
+        return self.replace(
+            interfaces=[i.replace() for i in self.interfaces], ips=[i.replace() for i in self.ips],
+            routes=[r.replace() for r in self.routes],
+            dns=self.dns.replace(nameservers=list(self.dns.nameservers), search=list(self.dns.search),
+                                 options=list(self.dns.options)))

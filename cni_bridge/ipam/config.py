@@ -9,15 +9,14 @@ Accepted as host-local does: `ranges` (a list of range sets, each a list of
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 
+from cni.record import Record
 from cni_bridge.errors import bad_config, CNIError, INVALID_ENVIRONMENT
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 
 
-@dataclass
-class Range:
+class Range(Record):
     subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
     start: int
     end: int
@@ -35,13 +34,13 @@ class Range:
         return f"{base(self.start)}-{base(self.end)}"
 
 
-@dataclass
-class IPAMConf:
+class IPAMConf(Record):
+    FACTORIES = {"routes": list, "requested": list}
     range_sets: list[list[Range]]
-    routes: list[dict] = field(default_factory=list)
+    routes: list[dict]
     data_dir: str = DEFAULT_DATA_DIR
     resolv_conf: str = ""
-    requested: list[str] = field(default_factory=list)   # bare IPs
+    requested: list[str]   # bare IPs
 
     def families(self) -> set[int]:
         return {rs[0].version for rs in self.range_sets}
