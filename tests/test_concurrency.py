@@ -45,7 +45,7 @@ def test_fifty_concurrent_runs_and_removals(node):
         list(pool.map(lambda cid: node.md("rm", "-f", cid, timeout=120), cids))
     assert node.md("ps", "-aq").stdout.strip() == ""
     leases = [p for p in (node.state_root / "ipam").rglob("*")
-              if p.is_file() and p.name != "lock" and not p.name.startswith("last_")]
+              if p.is_file() and p.name != "lock" and not p.name.startswith(("last_", "."))]
     assert leases == []
     node.md("network", "rm", "many")
     assert node.md("system", "prune", "-f").stdout.startswith("Nothing to prune")

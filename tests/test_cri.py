@@ -229,7 +229,7 @@ def pod_leftovers(node, c: Containerd, sandbox_id: str) -> list[str]:
     """What of the pod is still there after RemovePodSandbox."""
     found = []
     leases = [p.name for p in (c.ipam / NETWORK).glob("*") if p.name != "lock"
-              and not p.name.startswith("last_reserved_ip")] if (c.ipam / NETWORK).is_dir() else []
+              and not p.name.startswith(("last_reserved_ip", "."))] if (c.ipam / NETWORK).is_dir() else []
     if leases:
         found.append(f"leases {leases}")
     veths = sorted(n for n in node.link_names() if n.startswith("veth"))

@@ -143,9 +143,9 @@ network_config_dir = "{d}/net.d"
 
     # --- what must be gone once podman removed its containers -------------
     def leases(self) -> list[str]:
-        d = self.ipam / NET
+        d = self.ipam / NET   # names starting with "." are cni-bridge's owner markers, not leases
         return sorted(p.name for p in d.iterdir()
-                      if p.name != "lock" and not p.name.startswith("last_reserved_ip")) if d.is_dir() else []
+                      if p.name != "lock" and not p.name.startswith(("last_reserved_ip", "."))) if d.is_dir() else []
 
     def cache_entries(self) -> list[str]:
         return sorted(p.name for p in CNI_CACHE.iterdir()
