@@ -70,6 +70,9 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
+    """Each datagram is answered by a forked child; a child still winding
+    down (slow under load) shares the socket and may swallow another peer's
+    datagram, so UDP clients ask several times (tries=10)."""
     return ["socat", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
 
 

@@ -29,12 +29,12 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
         places = {"node loopback": "127.0.0.1", "node address": NODE_ADDR}
         for where, host in places.items():
             assert client(node.netns, host, 8080, tries=3) == "hello", where
-            assert client(node.netns, host, 5353, "udp", tries=3) == "pong", where
+            assert client(node.netns, host, 5353, "udp", tries=10) == "pong", where
         assert client(node.ext_netns, NODE_ADDR, 8080, tries=3) == "hello"
-        assert client(node.ext_netns, NODE_ADDR, 5353, "udp", tries=3) == "pong"
+        assert client(node.ext_netns, NODE_ADDR, 5353, "udp", tries=10) == "pong"
         for ref in ("other", "web"):  # another container, and the publisher itself (hairpin)
             assert in_container(node, ref, NODE_ADDR, 8080, tries=3) == "hello", ref
-            assert in_container(node, ref, NODE_ADDR, 5353, "udp", tries=3) == "pong", ref
+            assert in_container(node, ref, NODE_ADDR, 5353, "udp", tries=10) == "pong", ref
         # outbound: the upstream server sees the node's address
         assert in_container(node, "other", EXT_ADDR, 9000, tries=20) == NODE_ADDR
         rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()

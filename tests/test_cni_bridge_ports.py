@@ -77,8 +77,8 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     got = {where: client(cni, ns, host, 8080, tries=20 if i == 0 else 3)
            for i, (where, (ns, host)) in enumerate(places.items())}
     assert got == {where: "hello" for where in places}
-    assert client(cni, node.ext_netns, NODE_ADDR, 5353, "udp", tries=3) == "pong"
-    assert client(cni, node.netns, "127.0.0.1", 5353, "udp", tries=3) == "pong"
+    assert client(cni, node.ext_netns, NODE_ADDR, 5353, "udp", tries=10) == "pong"
+    assert client(cni, node.netns, "127.0.0.1", 5353, "udp", tries=10) == "pong"
     # outbound: masqueraded to the node's address
     assert client(cni, c1.netns, EXT_ADDR, 9000, tries=20).startswith(NODE_ADDR)
 
