@@ -20,7 +20,7 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     env = node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_CNI_EXEC=cni_exec)
     cid = node.md("run", "-d", "--name", "web", "-p", "8080:80", "-p", "5353:53/udp", TOOLS, "sh", "-c",
                   "socat TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr 'SYSTEM:echo hello' & "
-                  "socat UDP6-RECVFROM:53,ipv6only=0,fork 'SYSTEM:echo pong' & wait",
+                  "socat -t5 UDP6-RECVFROM:53,ipv6only=0,fork 'SYSTEM:echo pong' & wait",
                   env=env).stdout.strip()
     node.md("run", "-d", "--name", "other", TOOLS, "sleep", "300", env=env)
     upstream = ext_server(node)
@@ -29,12 +29,12 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
         places = {"node loopback": "127.0.0.1", "node address": NODE_ADDR}
         for where, host in places.items():
             assert client(node.netns, host, 8080, tries=3) == "hello", where
-            assert client(node.netns, host, 5353, "udp", tries=10) == "pong", where
+            assert client(node.netns, host, 5353, "udp", tries=3) == "pong", where
         assert client(node.ext_netns, NODE_ADDR, 8080, tries=3) == "hello"
-        assert client(node.ext_netns, NODE_ADDR, 5353, "udp", tries=10) == "pong"
+        assert client(node.ext_netns, NODE_ADDR, 5353, "udp", tries=3) == "pong"
         for ref in ("other", "web"):  # another container, and the publisher itself (hairpin)
             assert in_container(node, ref, NODE_ADDR, 8080, tries=3) == "hello", ref
-            assert in_container(node, ref, NODE_ADDR, 5353, "udp", tries=10) == "pong", ref
+            assert in_container(node, ref, NODE_ADDR, 5353, "udp", tries=3) == "pong", ref
         # outbound: the upstream server sees the node's address
         assert in_container(node, "other", EXT_ADDR, 9000, tries=20) == NODE_ADDR
         rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()
