@@ -123,13 +123,15 @@ def rmi_cmd(refs):
 @click.argument("archive")
 @click.argument("ref")
 def import_cmd(archive, ref):
-    """Import a root filesystem tarball (.tar or .tar.gz) as image REF."""
+    """Import a root filesystem tarball (plain, gzip, zstd, bzip2, xz; `-` reads
+    standard input) as image REF."""
     img = images.import_rootfs(archive, ref)
     click.echo(img["Id"])
 
 
 @cli.command("load")
-@click.option("-i", "--input", "archive", required=True, help="docker save or OCI layout archive.")
+@click.option("-i", "--input", "archive", default="-", show_default=True,
+              help="docker save or OCI layout archive (`-`: standard input).")
 def load_cmd(archive):
     """Load images from a `docker save` or OCI image-layout archive."""
     for img in images.load(archive):
