@@ -141,6 +141,45 @@ def load_cmd(archive):
             click.echo(f"Loaded image ID: {img['Id']}")
 
 
+@cli.command("tag")
+@click.argument("source")
+@click.argument("target")
+def tag_cmd(source, target):
+    """Tag image SOURCE as TARGET ([REGISTRY/]NAME[:TAG])."""
+    images.tag(source, target)
+
+
+@cli.command("pull")
+@click.argument("ref")
+def pull_cmd(ref):
+    """Pull [REGISTRY/]NAME[:TAG|@sha256:DIGEST] from a registry."""
+    from minidocker.images import registry
+    registry.pull(ref)
+
+
+@cli.command("push")
+@click.argument("ref")
+def push_cmd(ref):
+    """Push a local image to the registry its REGISTRY/NAME:TAG names."""
+    from minidocker.images import registry
+    registry.push(ref)
+
+
+@cli.command("login")
+@click.option("-u", "--username", required=True)
+@click.option("-p", "--password", default=None, help="Prompted for when absent.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.argument("server", default="docker.io")
+def login_cmd(username, password, password_stdin, server):
+    """Log in to a registry: the credentials are checked, then kept 0600."""
+    from minidocker.images import registry
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True)
+    registry.login(server, username, password)
+
+
 # --- containers -------------------------------------------------------------------
 
 def _run_options(f):

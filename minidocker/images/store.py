@@ -225,6 +225,16 @@ def mount_rootfs(image: dict, target: str, upper: str, work: str, volatile: bool
         os.close(here)
 
 
+def tag(source: str, target: str) -> None:
+    """Give the image source (any reference lookup() takes) the tag target."""
+    name = normalize_ref(target)
+    with _lock():
+        image = lookup(source)
+        repos = _repositories()
+        repos[name] = image["Id"]
+        state.write_json(paths.repositories_file(), repos)
+
+
 def remove(ref: str, in_use: set[str]) -> list[str]:
     """Untag ref; delete the image once no tag is left, and its layers that
     no other image uses. in_use: image ids of existing containers (an image
