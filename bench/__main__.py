@@ -5,7 +5,8 @@ import sys
 SUITES = {
     "run": "bench.run",      # minidocker run vs runc run vs unshare (default)
     "cni": "bench.cni",      # cni-bridge vs reference plugins; executor overhead
-    "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
+    "soak": "bench.soak",
+    "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use    # run/rm cycles, leaks and memory over time
 }
 
 

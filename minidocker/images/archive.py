@@ -17,7 +17,6 @@ import json
 import os
 import posixpath
 import sys
-import tarfile
 
 from minidocker import clock
 from minidocker.images import layer, oci, store
@@ -86,7 +85,7 @@ class _Outer:
         self.devices = 0
         try:
             stream = layer.Hashing(layer.decompressed(fh))
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=layer._BoundedTarInfo) as tar:
+            with layer.open_tar(stream) as tar:
                 for m in tar:
                     self._member(tar, m)
             layer._drain(stream, label, quiet=True)

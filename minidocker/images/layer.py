@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import bz2
-import gzip
+import zlib
 import hashlib
 import lzma
 import os
@@ -119,12 +119,92 @@ def _peek(raw, n: int = 6) -> bytes:
     return head
 
 
+class _Gunzip:
+    """gzip members one after the other, inflated in large chunks with a
+    bound on each step's output (zlib checks each member's CRC and length
+    at its end)."""
+
+    def __init__(self, src):
+        self.src = src
+        self.z = None            # None between members
+        self.pending = b""       # input not yet given to zlib
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        out = []
+        want = n if n is not None and n >= 0 else 1 << 62
+        while want > 0 and not self.eof:
+            raw, self.pending = self.pending or self.src.read(CHUNK), b""
+            if not raw:
+                if self.z is None:
+                    self.eof = True
+                    break
+                data = self.z.flush()
+                if not self.z.eof:
+                    raise EOFError("compressed stream ended before its end marker")
+                out.append(data)
+                self.z, self.eof = None, True
+                break
+            if self.z is None:
+                raw = raw.lstrip(b"\x00")    # zero padding after the last member
+                if not raw:
+                    continue
+                self.z = zlib.decompressobj(31)
+            data = self.z.decompress(raw, min(want, 4 * CHUNK))
+            self.pending = self.z.unconsumed_tail
+            if self.z.eof:
+                self.pending, self.z = self.z.unused_data, None
+            out.append(data)
+            want -= len(data)
+        return b"".join(out)
+
+
+class _Forward:
+    """A reader tarfile can use in its seeking mode ("r:"): tell(), and
+    seek() forward only (by reading), so a pipe needs no seek and tarfile's
+    stream mode (which copies its buffer at every header) is not used.
+    read(n) returns n bytes unless the input ends."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            data = self.raw.read()
+            self.pos += len(data)
+            return data
+        parts, left = [], n
+        while left > 0:
+            chunk = self.raw.read(left)
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        target = pos if whence == 0 else self.pos + pos if whence == 1 else None
+        if target is None or target < self.pos:
+            raise OSError(f"cannot seek back in a stream (to {pos}, whence {whence}, at {self.pos})")
+        while self.pos < target:
+            if not self.read(min(target - self.pos, CHUNK)):
+                break
+        return self.pos
+
+
 def decompressed(raw):
-    """raw's bytes, decompressed by what its first bytes say."""
+    """raw's bytes, decompressed by what its first bytes say (raw itself when
+    they are plain)."""
     head = _peek(raw)
     src = _Prefixed(head, raw)
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return _Gunzip(src)
     if head[:4] == b"\x28\xb5\x2f\xfd":
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
@@ -133,6 +213,11 @@ def decompressed(raw):
     if head[:6] == b"\xfd7zXZ\x00":
         return lzma.LZMAFile(src)
     return src
+
+
+def open_tar(reader) -> tarfile.TarFile:
+    """tarfile over a forward-only reader (see _Forward)."""
+    return tarfile.open(fileobj=_Forward(reader), mode="r:", tarinfo=_BoundedTarInfo)
 
 
 def why(exc: BaseException) -> str:
@@ -262,12 +347,15 @@ def extract(raw, dest: str, label: str) -> Result:
     Refused naming every refused member after reading it all."""
     outer = Hashing(raw)
     try:
-        plain = Hashing(decompressed(outer))
+        inner = decompressed(outer)
+        # plain input: one digest serves as diffID and as the blob's digest
+        plain = inner if isinstance(inner, _Prefixed) else Hashing(inner)
+        plain_hash = outer if plain is inner else plain
         refused: list[str] = []
         size = devices = 0
         tree = _Tree(dest)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo) as tar:
+            with open_tar(plain) as tar:
                 for m in tar:
                     try:
                         size += _member(tar, tree, m)
@@ -280,7 +368,8 @@ def extract(raw, dest: str, label: str) -> Result:
         finally:
             tree.close()
         _drain(plain, label)
-        _drain(outer, label, quiet=True)
+        if plain_hash is not outer:
+            _drain(outer, label, quiet=True)
     except ImageError:
         raise
     except OSError as exc:
@@ -293,7 +382,7 @@ def extract(raw, dest: str, label: str) -> Result:
         more = f" and {len(refused) - REPORTED} more" if len(refused) > REPORTED else ""
         raise Refused(f"refusing {len(refused)} member(s) of {label}: "
                       + "; ".join(refused[:REPORTED]) + more)
-    return Result(plain.digest, size, devices, outer.digest, outer.count)
+    return Result(plain_hash.digest, size, devices, outer.digest, outer.count)
 
 
 class _Device(Exception):
