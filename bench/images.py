@@ -90,11 +90,14 @@ def docker_save(dest: Path, layers: list[Path], tags: list[list[str]], tops: lis
                                  "rootfs": {"type": "layers", "diff_ids": [digest, "sha256:" + top_id]}}).encode()
             cfg_name = hashlib.sha256(config).hexdigest() + ".json"
             add_bytes(cfg_name, config)
-            link = tarfile.TarInfo(f"{i:064x}/layer.tar")
-            link.type, link.linkname = tarfile.SYMTYPE, f"../{digest[7:]}/layer.tar"
-            tar.addfile(link)
+            base_name = f"{digest[7:]}/layer.tar"
+            if i:   # a repeat (podman 4.3 cannot load these: "blob size mismatch")
+                base_name = f"{i:064x}/layer.tar"
+                link = tarfile.TarInfo(base_name)
+                link.type, link.linkname = tarfile.SYMTYPE, f"../{digest[7:]}/layer.tar"
+                tar.addfile(link)
             manifest.append({"Config": cfg_name, "RepoTags": names,
-                             "Layers": [f"{i:064x}/layer.tar", f"{top_id}/layer.tar"]})
+                             "Layers": [base_name, f"{top_id}/layer.tar"]})
         add_bytes("manifest.json", json.dumps(manifest).encode())
 
 
@@ -226,8 +229,9 @@ def _peers(ns, rootfs: Path, saved: Path, remote: str, runs: int, notes: list[st
             with cls(ns) as peer:
                 base = peer.cmd([])
 
-                def rm(ref, peer=peer):
-                    return lambda: peer.run(["rmi", "-f", ref], check=False)
+                def rm(_ref, peer=peer):   # every tag of the image: no layer may be left
+                    return lambda: (peer.run(["rmi", "-f", REF], check=False),
+                                    peer.run(["rmi", "-f", remote], check=False))
                 ops = {"import rootfs.tar": (["import", str(rootfs), REF], REF),
                        "load -i saved.tar": (["load", "-i", str(saved)], REF),
                        "pull (local registry)": (["pull", *(["--tls-verify=false"] if cls is Podman else []),

@@ -312,6 +312,23 @@ def test_load_is_atomic_across_images(node, base_layer, tmp_path):
     assert [r.split()[0] for r in image_rows(node)] == ["base"]
 
 
+def test_many_and_repeated_layers(node, base_layer, tmp_path):
+    """125 layers (Docker's limit) fit in one overlay mount; repeated layers
+    (identical empty ones, as Docker writes) are stacked once; 126 are refused."""
+    empty = tar_bytes([])
+    layers = [base_layer] + [tar_bytes([member(f"f{i}", data=b"%d" % i)]) if i % 2 else empty
+                             for i in range(1, 125)]
+    archive = _write(tmp_path / "many.tar", docker_save(layers, {"Cmd": ["sh", "-c", "cat /f1 /f123"]}, ["many:1"]))
+    node.md("load", "-i", archive)
+    assert len(_layer_dirs(node)) == 1 + 1 + 62
+    for runtime in ("builtin", "runc"):
+        assert node.md("run", "--rm", "--runtime", runtime, "many:1").stdout == "1123"
+    before = store_snapshot(node)
+    archive = _write(tmp_path / "toomany.tar", docker_save(layers + [empty], {}, ["toomany:1"]))
+    one_line_error(node.md("load", "-i", archive, check=False), "126 layers", "at most 125")
+    assert store_snapshot(node) == before
+
+
 def test_load_and_import_from_standard_input(node, base_layer, tmp_path):
     layers, config = _layered(base_layer)
     saved = _write(tmp_path / "saved.tar", docker_save(layers, config, ["example/app:1.0"]))

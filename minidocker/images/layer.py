@@ -120,43 +120,53 @@ def _peek(raw, n: int = 6) -> bytes:
 
 
 class _Gunzip:
-    """gzip members one after the other, inflated in large chunks with a
-    bound on each step's output (zlib checks each member's CRC and length
-    at its end)."""
+    """gzip members one after the other, inflated in steps of at most
+    4 CHUNKs of output into a buffer that small reads (tar headers) are
+    served from; zlib checks each member's CRC and length at its end."""
 
     def __init__(self, src):
         self.src = src
         self.z = None            # None between members
         self.pending = b""       # input not yet given to zlib
+        self.buf = b""
+        self.off = 0
         self.eof = False
 
-    def read(self, n: int = -1) -> bytes:
-        out = []
-        want = n if n is not None and n >= 0 else 1 << 62
-        while want > 0 and not self.eof:
+    def _fill(self) -> bool:
+        """Inflate the next step into buf; False at the end of the stream."""
+        while not self.eof:
             raw, self.pending = self.pending or self.src.read(CHUNK), b""
             if not raw:
                 if self.z is None:
                     self.eof = True
-                    break
+                    return False
                 data = self.z.flush()
                 if not self.z.eof:
                     raise EOFError("compressed stream ended before its end marker")
-                out.append(data)
                 self.z, self.eof = None, True
-                break
-            if self.z is None:
-                raw = raw.lstrip(b"\x00")    # zero padding after the last member
-                if not raw:
-                    continue
-                self.z = zlib.decompressobj(31)
-            data = self.z.decompress(raw, min(want, 4 * CHUNK))
-            self.pending = self.z.unconsumed_tail
-            if self.z.eof:
-                self.pending, self.z = self.z.unused_data, None
-            out.append(data)
-            want -= len(data)
-        return b"".join(out)
+            else:
+                if self.z is None:
+                    raw = raw.lstrip(b"\x00")    # zero padding after the last member
+                    if not raw:
+                        continue
+                    self.z = zlib.decompressobj(31)
+                data = self.z.decompress(raw, 4 * CHUNK)
+                self.pending = self.z.unconsumed_tail
+                if self.z.eof:
+                    self.pending, self.z = self.z.unused_data, None
+            if data:
+                self.buf, self.off = data, 0
+                return True
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        if self.off >= len(self.buf) and not self._fill():
+            return b""
+        data = self.buf[self.off:self.off + n] if self.off or n < len(self.buf) else self.buf
+        self.off += len(data)
+        return data
 
 
 class _Forward:

@@ -210,10 +210,15 @@ def mount_rootfs(image: dict, target: str, upper: str, work: str, volatile: bool
     (top first), upper and work its own. The lower dirs are named by their
     short links relative to images/ (the process's cwd during the mount), so
     125 layers fit in the page the kernel allows for mount options."""
-    lower = [f"l/{short_link(d)}" for d in reversed(layer_ids(image))]
+    # A layer repeated in one image (Docker's empty layers often are) is
+    # stacked once, at its top position: everything it holds is applied
+    # there anyway, and overlayfs refuses a directory twice in one stack.
+    lower = [f"l/{short_link(d)}" for d in dict.fromkeys(reversed(layer_ids(image)))]
     if not lower:
         raise ImageError(f"image {image['Id'][:19]} has no layers: nothing to run", 125)
-    options = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    target = os.path.abspath(target)   # before the chdir below
+    options = (f"lowerdir={':'.join(lower)},upperdir={os.path.abspath(upper)},"
+               f"workdir={os.path.abspath(work)}")
     if volatile:
         options += ",volatile"
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
