@@ -167,6 +167,25 @@ def test_run_pulls_a_missing_image(node, registry, archives):
     one_line_error(node.md("run", "--rm", "nosuch:1", check=False), "unknown image 'nosuch:1'")
 
 
+def test_pull_and_run_as_a_newcomer(node, registry, archives):
+    """`env -i` with PATH and the two roots, as the README's set-up leaves a
+    user: pull, run, push, load from a pipe."""
+    from harness import VENV_BIN
+    registry.copy(f"docker-archive:{archives / 'app.tar'}", "app:1")
+    env = ["env", "-i", f"PATH={VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+           f"MINIDOCKER_ROOT={node.state_root}", f"MINIDOCKER_RUN={node.run_root}"]
+
+    def md(*args, **kw):
+        return subprocess.run(node.cmd([*env, "minidocker", *args]), capture_output=True, text=True,
+                              timeout=120, env={}, check=True, **kw)
+    assert "Pull complete" in md("pull", f"127.0.0.1:{PLAIN}/app:1").stdout
+    assert md("run", "--rm", f"127.0.0.1:{PLAIN}/app:1").stdout == "app\n"
+    md("tag", f"127.0.0.1:{PLAIN}/app:1", f"127.0.0.1:{PLAIN}/copy:1")
+    assert "digest: sha256:" in md("push", f"127.0.0.1:{PLAIN}/copy:1").stdout
+    with open(archives / "tool.tar", "rb") as fh:
+        assert md("load", stdin=fh).stdout == "Loaded image: tool:1\n"
+
+
 def test_multi_platform_index_resolved_to_this_machine(node, registry, archives):
     registry.copy(f"oci-archive:{archives / 'multi.tar'}", "multi:1", "--all")
     node.md("pull", f"localhost:{PLAIN}/multi:1")
