@@ -172,6 +172,16 @@ def oci_validator():
                                       registry=registry)
 
 
+def one_line_error(proc, *needles):
+    """A failed command's one `Error:` line, naming each of needles."""
+    assert proc.returncode != 0, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,8 @@ import tarfile
 import pytest
 
 from mdtools import (CONTAINED_CHECKS, CONTAINED_HOST_PATHS, CONTAINED_MEMBERS, HOSTILE_MEMBERS, _outer,
-                     busybox_tree, docker_save, image_config, member, oci_layout, tar_bytes, tree_tar)
+                     busybox_tree, docker_save, image_config, member, oci_layout, one_line_error, tar_bytes,
+                     tree_tar)
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +37,6 @@ def store_snapshot(node) -> list[str]:
 
 def image_rows(node) -> list[str]:
     return node.md("images").stdout.splitlines()[1:]
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0, proc
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
 
 
 def test_builtin_busybox_made_on_first_use_and_rmi(node):

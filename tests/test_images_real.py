@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from mdtools import _outer, image_config, member, oci_layout, tar_bytes
+from mdtools import image_config, member, oci_layout, tar_bytes
 
 BASH_VERSION = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True,
                               text=True, check=True).stdout

@@ -14,14 +14,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from mdtools import (busybox_tree, docker_save, image_config, member, oci_layout, tar_bytes,
-                     tree_tar, _outer, layer_media_type)
+from mdtools import (busybox_tree, docker_save, image_config, member, tar_bytes,
+                     tree_tar, _outer, layer_media_type, one_line_error)
 
 PLAIN, TOKEN = 5000, 5001
 TOKEN_SCRIPT = Path(__file__).resolve().parent / "token_registry.py"
@@ -117,14 +116,6 @@ def _multi_platform(base: bytes) -> bytes:
         {"mediaType": "application/vnd.oci.image.index.v1+json", **blob(index),
          "annotations": {"org.opencontainers.image.ref.name": "1"}}]}).encode()
     return _outer(files)
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0, proc
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _store(node) -> list[str]:
