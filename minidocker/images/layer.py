@@ -26,6 +26,7 @@ plus what follows the end marker, so no seek and no second pass is needed.
 from __future__ import annotations
 
 import base64
+import errno
 import bz2
 import zlib
 import hashlib
@@ -480,13 +481,23 @@ def _member(tar: tarfile.TarFile, tree: _Tree, m: tarfile.TarInfo) -> int:
     return m.size
 
 
+def _setxattrs(fd: int, m: tarfile.TarInfo) -> None:
+    """m's extended attributes; one the store's file system does not support
+    (security.selinux without SELinux...) is passed over, as Docker does."""
+    for key, value in _xattrs(m):
+        try:
+            os.setxattr(fd, key, value)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+
+
 def _meta_fd(fd: int, m: tarfile.TarInfo) -> None:
     """Owner, then mode (chown clears setuid bits), then xattrs (chown clears
     security.capability too), then times."""
     os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode & 0o7777)
-    for key, value in _xattrs(m):
-        os.setxattr(fd, key, value)
+    _setxattrs(fd, m)
     try:
         os.utime(fd, (m.mtime, m.mtime))
     except (OSError, OverflowError):
@@ -496,8 +507,7 @@ def _meta_fd(fd: int, m: tarfile.TarInfo) -> None:
 def _meta_dir(fd: int, m: tarfile.TarInfo) -> None:
     os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode & 0o7777)
-    for key, value in _xattrs(m):
-        os.setxattr(fd, key, value)
+    _setxattrs(fd, m)
 
 
 def _utime(base: str, pfd: int, m: tarfile.TarInfo) -> None:
