@@ -321,6 +321,29 @@ def test_many_and_repeated_layers(node, base_layer, tmp_path):
     assert store_snapshot(node) == before
 
 
+def test_scratch_of_a_killed_load_is_swept(node, base_layer, tmp_path):
+    """A load killed mid-way leaves images/.tmp-*; the next load, import or
+    pull removes it, unless its transaction is alive (holds its flock)."""
+    import fcntl
+    images = node.state_root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    dead = images / ".tmp-dead"
+    (dead / "x1/usr/bin").mkdir(parents=True)
+    (dead / "x1/usr/bin/half").write_bytes(b"half")
+    live = images / ".tmp-live"
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        node.md("import", _write(tmp_path / "ok.tar", base_layer), "ok:1")
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(fd)
+    node.md("rmi", "ok:1")
+    node.md("import", _write(tmp_path / "ok.tar", base_layer), "ok:1")
+    assert not live.exists()
+
+
 def test_load_and_import_from_standard_input(node, base_layer, tmp_path):
     layers, config = _layered(base_layer)
     saved = _write(tmp_path / "saved.tar", docker_save(layers, config, ["example/app:1.0"]))

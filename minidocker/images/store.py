@@ -321,6 +321,26 @@ def load(archive: str) -> list[dict]:
 
 # --- one load, import or pull, committed at once ---------------------------------
 
+def _sweep_scratch(own: str) -> None:
+    """Remove the scratch dirs of dead transactions (their flock is free)."""
+    import fcntl
+    import shutil
+    for entry in os.scandir(paths.images_dir()):
+        if not entry.name.startswith(".tmp-") or entry.path == own:
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue          # a live load, import or pull
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
 class Transaction:
     """What one load, import or pull makes, staged in images/.tmp-*/ (the same
     file system as the store) and moved in under the lock at commit: any
@@ -328,12 +348,18 @@ class Transaction:
     of images the source holds."""
 
     def __init__(self):
+        import fcntl
         import tempfile
         state.ensure_dir(paths.images_dir())
         self.dir = tempfile.mkdtemp(prefix=".tmp-", dir=paths.images_dir())
+        # held while this transaction lives: a scratch dir whose lock is free
+        # was left by a killed process (SIGKILL, power loss) and is removed
+        self._fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.layers: dict[str, int] = {}     # diffID -> size, staged under dir/<hex>/
         self.images: list[dict] = []
         self._n = 0
+        _sweep_scratch(self.dir)
 
     def __enter__(self):
         return self
@@ -341,6 +367,7 @@ class Transaction:
     def __exit__(self, *exc):
         import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
+        os.close(self._fd)
 
     def scratch(self) -> str:
         """A new empty directory to extract one layer into."""
