@@ -204,6 +204,7 @@ def test_token_auth_and_login(node, registry, archives, tmp_path):
     # pulled again: the manifest and config are read, no layer is downloaded again
     lines = node.md("pull", ref).stdout.splitlines()
     assert sum(l.endswith(": Already exists") for l in lines) == 2
+    assert lines[-1] == f"Status: Image is up to date for {ref}"
     assert len(registry.blob_gets()) == 3 + 1
 
 
@@ -220,6 +221,47 @@ def test_push_then_pull_into_a_fresh_store(node, registry, archives, tmp_path):
     assert node.md("run", "--rm", ref).stdout == "app\n"
     inspect = json.loads(node.sh("skopeo", "inspect", "--tls-verify=false", f"docker://{ref}").stdout)
     assert len(inspect["Layers"]) == 2
+
+
+def test_progress_on_a_terminal(node, registry, archives):
+    """On a terminal: one line per layer redrawn in place, with a bar."""
+    import pty
+    registry.copy(f"docker-archive:{archives / 'app.tar'}", "app:1")
+    from harness import MINIDOCKER
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(node.cmd([MINIDOCKER, "pull", f"127.0.0.1:{PLAIN}/app:1"]), env=node.env(),
+                            stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:      # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+        stderr = proc.communicate(timeout=60)[1]
+    text = out.decode()
+    assert proc.returncode == 0, stderr
+    assert "\x1b[" in text and "Downloading [" in text and "Pull complete" in text, text[-500:]
+
+
+def test_registry_scheme_and_references():
+    from minidocker.images.registry import _insecure
+    from minidocker.images.store import Reference
+    assert _insecure("localhost:5000") and _insecure("127.0.0.1") and _insecure("127.9.9.9:80")
+    assert _insecure("[::1]:5000")
+    assert not _insecure("ghcr.io") and not _insecure("10.0.0.1:5000") and not _insecure("localhost.example")
+    r = Reference("docker.io/library/debian:12")
+    assert (r.name, r.tag, r.registry, r.remote_path) == ("debian", "12", "docker.io", "library/debian")
+    r = Reference("ghcr.io/org/app@sha256:" + "a" * 64)
+    assert (r.name, r.tag, r.digest[:8], r.registry) == ("ghcr.io/org/app", "", "sha256:a", "ghcr.io")
+    r = Reference("localhost:5000/x")
+    assert (r.name, r.tag, r.remote_path) == ("localhost:5000/x", "latest", "x")
 
 
 def test_pull_refusals_leave_the_store_unchanged(node, registry, archives):

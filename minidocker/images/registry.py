@@ -251,7 +251,8 @@ class Progress:
         width = 50
         filled = int(width * done / total) if total else 0
         bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
-        self.set(key, f"Downloading [{bar}] {_human(done)}/{_human(total)}", force=False)
+        first = not self.text.get(key, "").startswith("Downloading")
+        self.set(key, f"Downloading [{bar}] {_human(done)}/{_human(total)}", force=first)
 
 
 def _human(n: float) -> str:
@@ -301,6 +302,7 @@ def pull(ref_text: str, out=sys.stdout) -> dict:
     diff_ids = oci.diff_ids(config, where)
     if len(diff_ids) != len(layers):
         raise ImageError(f"{where}: {len(layers)} layers in the manifest, {len(diff_ids)} diffIDs in the config")
+    fresh = not (paths.image_dir(store.hexid(oci.digest_of(config_blob))) / "image.json").exists()
     progress = Progress(out)
     devices = 0
     with store.Transaction() as tx:
@@ -337,7 +339,11 @@ def pull(ref_text: str, out=sys.stdout) -> dict:
         image = tx.add_image(config_blob, config, tags, [f"{ref.name}@{digest}"])
         tx.commit()
     print(f"Digest: {digest}", file=out)
-    print(f"Status: Downloaded newer image for {ref.tagged or ref.name + '@' + ref.digest}", file=out)
+    shown = ref.tagged or ref.name + "@" + ref.digest
+    if fresh:
+        print(f"Status: Downloaded newer image for {shown}", file=out)
+    else:
+        print(f"Status: Image is up to date for {shown}", file=out)
     from minidocker.images import archive
     archive.warn_devices(devices)
     return image
