@@ -19,7 +19,7 @@ import time  # noqa: E402
 
 import click  # noqa: E402
 
-from minidocker import clock, containers, entry, images, runcmd  # noqa: E402
+from minidocker import clock, containers, exits, images, runcmd  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
 RUN_COMMANDS = {"run"}
@@ -30,9 +30,11 @@ class LazyGroup(click.Group):
     imports would otherwise slow down every `run`. Add a group to LAZY as
     name -> (module, attribute)."""
 
-    LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
-            "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system")}
+    LAZY = {"cni": ("minidocker.cli_cni", "cni"),
+            "network": ("minidocker.cli_network", "network"),
+            "system": ("minidocker.cli_system", "system"),
+            "cluster": ("minidocker.cluster.command", "cluster"),
+            "node": ("minidocker.cluster.command", "node_group")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -153,16 +155,14 @@ def tag_cmd(source, target):
 @click.argument("ref")
 def pull_cmd(ref):
     """Pull [REGISTRY/]NAME[:TAG|@sha256:DIGEST] from a registry."""
-    from minidocker.images import registry
-    registry.pull(ref)
+    images.pull(ref)
 
 
 @cli.command("push")
 @click.argument("ref")
 def push_cmd(ref):
     """Push a local image to the registry its REGISTRY/NAME:TAG names."""
-    from minidocker.images import registry
-    registry.push(ref)
+    images.push(ref)
 
 
 @cli.command("login")
@@ -172,12 +172,11 @@ def push_cmd(ref):
 @click.argument("server", default="docker.io")
 def login_cmd(username, password, password_stdin, server):
     """Log in to a registry: the credentials are checked, then kept 0600."""
-    from minidocker.images import registry
     if password_stdin:
         password = sys.stdin.read().rstrip("\n")
     elif password is None:
         password = click.prompt("Password", hide_input=True)
-    registry.login(server, username, password)
+    images.login(server, username, password)
 
 
 # --- containers -------------------------------------------------------------------
@@ -353,8 +352,8 @@ def exec_cmd(interactive, ref, command):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit without interpreter finalisation (see
-    entry.finish)."""
-    entry.finish(_run(sys.argv[1:] if argv is None else argv))
+    exits.finish)."""
+    exits.finish(_run(sys.argv[1:] if argv is None else argv))
 
 
 def _run(argv: list[str]) -> int:
@@ -371,7 +370,7 @@ def _run(argv: list[str]) -> int:
     except click.exceptions.Abort:
         return 130
     except BaseException as exc:  # noqa: BLE001 - one line for users; the fast `run` path shares it
-        code = entry.exit_code(exc)
+        code = exits.exit_code(exc)
         # 125 (could not create the container) is run's; the image store
         # raises it for every command, and `rmi`, `load`... exit 1, as Docker.
         return 1 if code == 125 and argv[:1] != ["run"] else code

@@ -21,9 +21,8 @@ import os
 import select
 import sys
 
-from minidocker import clock, paths, state, syscalls as sc
+from minidocker import clock, paths, records, syscalls as sc
 
-RECORD = "container.json"
 COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 
 
@@ -32,30 +31,16 @@ def _now() -> str:
 
 
 def _update(cid: str, **fields) -> dict | None:
-    from minidocker.teardown import lock_path
-    path = paths.container_dir(cid) / RECORD
-    with state.locked(lock_path(cid)):
-        record = state.read_json(path)
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return None
         for key in ("ShimPid", "ShimStart"):
             if key in fields:
                 record[key] = fields.pop(key)
         record["State"].update(fields)
-        state.write_json(path, record)
+        records.save(record)
         return record
-
-
-def start_time(pid: int) -> int:
-    """The process's start time (clock ticks since boot; 0 if it is gone or
-    a zombie): with the pid it names one process for good, whatever its
-    cmdline (an attached shim is a fork of `run` and carries run's)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return 0 if fields[0] in (b"Z", b"X") else int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def _report(fd: int | None, line: str) -> None:
@@ -94,6 +79,19 @@ def main(argv: list[str]) -> int:
     return supervise(cid, status_fd, attach)
 
 
+def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> None:
+    """The runtime could not start the process: record why, tell `run`, tear down."""
+    code = getattr(exc, "code", 125)
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    message = " ".join(message.split())
+    never = record["State"].get("StartedAt") == clock.NEVER
+    _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
+            ExitCode=code, Error=message, FinishedAt=_now())
+    _report(status_fd, f"error {code} {message}\n")
+    from minidocker import teardown
+    teardown.run(cid)
+
+
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
     """Start the container, wait for it, record its end, tear down."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -103,7 +101,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     except OSError:
         pass
     cdir = paths.container_dir(cid)
-    record = state.read_json(cdir / RECORD)
+    record = records.load(cid)
     runtime = record["HostConfig"].get("Runtime", "builtin")
     log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -124,15 +122,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             from minidocker.runtime import builtin
             pid = builtin.start(str(cdir), stdio)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
-        code = getattr(exc, "code", 125)
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        message = " ".join(message.split())
-        never = record["State"].get("StartedAt") == clock.NEVER
-        _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
-                ExitCode=code, Error=message, FinishedAt=_now())
-        _report(status_fd, f"error {code} {message}\n")
-        from minidocker import teardown
-        teardown.run(cid)
+        _failed_start(cid, record, status_fd, exc)
         return 0
     from minidocker.faults import fault
     fault("shim:process-started")
@@ -144,7 +134,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
     _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
-            ShimStart=start_time(os.getpid()))
+            ShimStart=records.start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
     if not attach:
         os.close(status_fd)

@@ -457,7 +457,7 @@ class Env:
         self.md("network", "create", "--subnet", "10.77.0.0/24", "net1")
         net1 = json.loads(self.md("network", "inspect", "--no-debug", "net1").stdout)[0]["Id"]
         image = self.md("images", "-q").stdout.split()[0]
-        from minidocker.network.cni.command import cnitool_container_id
+        from minidocker.cli_cni import cnitool_container_id
         self.subst = {
             "{h}": str(self.h), "{bin}": str(self.bin), "{conf}": str(node.cni_conf),
             "{root}": str(node.state_root), "{cache}": str(node.cni_cache),

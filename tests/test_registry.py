@@ -252,7 +252,7 @@ def test_progress_on_a_terminal(node, registry, archives):
 
 def test_registry_scheme_and_references():
     from minidocker.images.registry import _insecure
-    from minidocker.images.store import Reference
+    from minidocker.images.refs import Reference
     assert _insecure("localhost:5000") and _insecure("127.0.0.1") and _insecure("127.9.9.9:80")
     assert _insecure("[::1]:5000")
     assert not _insecure("ghcr.io") and not _insecure("10.0.0.1:5000") and not _insecure("localhost.example")

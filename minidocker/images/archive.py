@@ -8,7 +8,7 @@ while it is read (layer.py), into the transaction's scratch space. At the
 end the manifest says which members are layers of which image; symlink
 members (how `docker save` writes a layer repeated across images) are
 followed inside the archive. Nothing reaches the store before everything
-has been read and checked (store.Transaction).
+has been read and checked (Transaction).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import posixpath
 import sys
 
 from minidocker import clock
-from minidocker.images import layer, oci, store
-from minidocker.images.store import ImageError
+from minidocker.images import layer, oci, streams
+from minidocker.images.refs import ImageError, normalize_ref
+from minidocker.images.transaction import Transaction
 
 SMALL = 1 << 20          # members kept in memory (JSON, tiny layers)
 MAX_JSON = 16 << 20
@@ -43,17 +44,11 @@ def _open(source: str, verb: str):
         raise ImageError(f"cannot {verb} {source!r}: {exc.strerror}") from None
 
 
-def warn_devices(count: int) -> None:
-    if count:
-        print(f"Warning: skipped {count} device node(s) of the image's layers "
-              "(a container gets its own /dev)", file=sys.stderr)
-
-
 def import_rootfs(source: str, ref: str) -> dict:
     """`import`: one tarball (plain or compressed) as a one-layer image."""
-    tag = store.normalize_ref(ref)
+    tag = normalize_ref(ref)
     fh, label = _open(source, "import")
-    with store.Transaction() as tx:
+    with Transaction() as tx:
         try:
             scratch = tx.scratch()
             res = layer.extract(fh, scratch, f"archive {label}")
@@ -68,14 +63,14 @@ def import_rootfs(source: str, ref: str) -> dict:
         blob = json.dumps(config, sort_keys=True).encode()
         tx.add_image(blob, config, [tag])
         image = tx.commit()[0]
-    warn_devices(res.devices)
+    layer.warn_devices(res.devices)
     return image
 
 
 class _Outer:
     """One pass over an image archive: what it holds, by cleaned name."""
 
-    def __init__(self, fh, label: str, tx: store.Transaction):
+    def __init__(self, fh, label: str, tx: Transaction):
         self.label, self.tx = label, tx
         self.small: dict[str, bytes] = {}
         self.extracted: dict[str, object] = {}   # name -> layer.Result or ImageError
@@ -84,15 +79,15 @@ class _Outer:
         self.added: set[str] = set()
         self.devices = 0
         try:
-            stream = layer.Hashing(layer.decompressed(fh))
-            with layer.open_tar(stream) as tar:
+            stream = streams.Hashing(streams.decompressed(fh))
+            with streams.open_tar(stream) as tar:
                 for m in tar:
                     self._member(tar, m)
-            layer._drain(stream, label, quiet=True)
+            streams.drain(stream, label, quiet=True)
         except ImageError:
             raise
         except Exception as exc:  # noqa: BLE001 - tarfile, zlib, EOFError...: a damaged archive
-            raise ImageError(f"cannot load {label}: {layer.why(exc)}") from None
+            raise ImageError(f"cannot load {label}: {streams.why(exc)}") from None
 
     def _member(self, tar, m) -> None:
         name = layer.clean_name(m.name, "archive member")
@@ -116,7 +111,7 @@ class _Outer:
                                  f"(at most {MAX_JSON >> 20} MiB)")
             self.small[name] = head + f.read()
             return
-        self._extract(name, layer._Prefixed(head, f))
+        self._extract(name, streams.Prefixed(head, f))
 
     def _extract(self, name: str, reader) -> None:
         scratch = self.tx.scratch()
@@ -176,7 +171,7 @@ class _Outer:
 def load(source: str) -> list[dict]:
     """`load`: a `docker save` archive or an OCI image layout (file or '-')."""
     fh, label = _open(source, "load")
-    with store.Transaction() as tx:
+    with Transaction() as tx:
         try:
             arc = _Outer(fh, label, tx)
         finally:
@@ -207,9 +202,9 @@ def load(source: str) -> list[dict]:
                 tx.add_image(blob, config, tags, digests)
         except (KeyError, TypeError, AttributeError) as exc:   # a field of the wrong type
             raise ImageError(f"invalid image archive {label}: {type(exc).__name__}: "
-                             f"{layer.why(exc)}") from None
+                             f"{streams.why(exc)}") from None
         images = tx.commit()
-    warn_devices(arc.devices)
+    layer.warn_devices(arc.devices)
     return images
 
 
@@ -228,7 +223,7 @@ def _docker_images(arc: _Outer):
         for name in [entry["Config"], *entry["Layers"]]:
             layer.clean_name(name, "archive member")
         blob = arc.read(entry["Config"])
-        tags = [store.normalize_ref(t) for t in entry.get("RepoTags") or []]
+        tags = [normalize_ref(t) for t in entry.get("RepoTags") or []]
         out.append((blob, arc.json(entry["Config"], blob), [(l, None) for l in entry["Layers"]],
                     tags, []))
     return out
@@ -251,7 +246,7 @@ def _oci_images(arc: _Outer, index=None, name=None, depth: int = 0):
         ref = name or ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
         tags = []
         if ref and (":" in ref.rsplit("/", 1)[-1] or "/" in ref):
-            tags = [store.normalize_ref(ref)]
+            tags = [normalize_ref(ref)]
         data = _blob(arc, desc.get("digest"))
         doc = arc.json(desc["digest"], data)
         if oci.is_index(desc) or oci.is_index(doc):

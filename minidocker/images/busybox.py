@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import tarfile
 
-from minidocker.images import layer, store
-from minidocker.images.store import BUILTIN, DEFAULT_PATH, ImageError
+from minidocker.images import layer
+from minidocker.images.refs import ImageError
+from minidocker.images.store import BUILTIN, DEFAULT_PATH
+from minidocker.images.transaction import Transaction
 
 DIRS = (("bin", 0o755), ("sbin", 0o755), ("usr", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755),
         ("etc", 0o755), ("root", 0o700), ("tmp", 0o1777), ("var", 0o755), ("var/tmp", 0o1777),
@@ -66,7 +68,7 @@ def ensure() -> dict:
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": f"minidocker: built in from {busybox}"}],
     }
-    with store.Transaction() as tx:
+    with Transaction() as tx:
         if tx.wanted(diff_id):
             scratch = tx.scratch()
             res = layer.extract(io.BytesIO(blob), scratch, "the built-in busybox layer")

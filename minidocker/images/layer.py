@@ -16,8 +16,8 @@ NAME, `.wh..wh..opq` the trusted.overlay.opaque attribute on its directory.
 Refused (every one is named, up to REPORTED): names with `..` or a leading
 `/`, names or targets over PATH_MAX, a member whose parent in the layer is
 a symlink or a file, hard links to nothing earlier in the layer, unknown
-member types, extended headers over MAX_EXT_HEADER (tarfile would read them
-whole), more than MAX_TRAILER bytes after the archive's end.
+member types, extended headers over streams.MAX_EXT_HEADER (tarfile would
+read them whole), more than streams.MAX_TRAILER bytes after the archive's end.
 
 The input is decompressed once, streaming (gzip, zstd, bzip2, xz or plain,
 told by its first bytes), and the diffID is the digest of what tarfile read
@@ -27,24 +27,19 @@ from __future__ import annotations
 
 import base64
 import errno
-import bz2
-import zlib
-import hashlib
-import lzma
 import os
 import stat
+import sys
 import tarfile
 
-from minidocker.images.store import ImageError
+from minidocker.images.refs import ImageError
+from minidocker.images.streams import CHUNK, Hashing, Prefixed, decompressed, drain, open_tar, why
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-MAX_EXT_HEADER = 2 << 20
 MAX_NAME = 4096
-MAX_TRAILER = 64 << 20
 REPORTED = 20
-CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FD_CACHE = 256
 
@@ -53,192 +48,7 @@ class Refused(ImageError):
     """Members refused from one layer (or archive)."""
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """tarfile's TarInfo refusing extended headers above MAX_EXT_HEADER before
-    they are read into memory."""
-
-    def _check_ext(self):
-        if self.size > MAX_EXT_HEADER:
-            raise ImageError(f"refusing member after {self.name[:60]!r}: extended header of "
-                             f"{self.size} bytes (at most {MAX_EXT_HEADER >> 20} MiB)")
-
-    def _proc_pax(self, tarfile):
-        self._check_ext()
-        return super()._proc_pax(tarfile)
-
-    def _proc_gnulong(self, tarfile):
-        self._check_ext()
-        return super()._proc_gnulong(tarfile)
-
-
 # --- reading: one pass, digests on the way ------------------------------------------
-
-class Hashing:
-    """A reader that digests what passes through it."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        self.count += len(data)
-        return data
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
-
-
-class _Prefixed:
-    """A reader giving back the bytes already peeked, then the rest."""
-
-    def __init__(self, head: bytes, raw):
-        self.head, self.raw = head, raw
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n is None or n < 0:
-                data, self.head = self.head + self.raw.read(), b""
-                return data
-            data, self.head = self.head[:n], self.head[n:]
-            if len(data) < n:
-                data += self.raw.read(n - len(data))
-            return data
-        return self.raw.read(n)
-
-
-def _peek(raw, n: int = 6) -> bytes:
-    head = b""
-    while len(head) < n:
-        chunk = raw.read(n - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head
-
-
-class _Gunzip:
-    """gzip members one after the other, inflated in steps of at most
-    4 CHUNKs of output into a buffer that small reads (tar headers) are
-    served from; zlib checks each member's CRC and length at its end."""
-
-    def __init__(self, src):
-        self.src = src
-        self.z = None            # None between members
-        self.pending = b""       # input not yet given to zlib
-        self.buf = b""
-        self.off = 0
-        self.eof = False
-
-    def _fill(self) -> bool:
-        """Inflate the next step into buf; False at the end of the stream."""
-        while not self.eof:
-            raw, self.pending = self.pending or self.src.read(CHUNK), b""
-            if not raw:
-                if self.z is None:
-                    self.eof = True
-                    return False
-                data = self.z.flush()
-                if not self.z.eof:
-                    raise EOFError("compressed stream ended before its end marker")
-                self.z, self.eof = None, True
-            else:
-                if self.z is None:
-                    raw = raw.lstrip(b"\x00")    # zero padding after the last member
-                    if not raw:
-                        continue
-                    self.z = zlib.decompressobj(31)
-                data = self.z.decompress(raw, 4 * CHUNK)
-                self.pending = self.z.unconsumed_tail
-                if self.z.eof:
-                    self.pending, self.z = self.z.unused_data, None
-            if data:
-                self.buf, self.off = data, 0
-                return True
-        return False
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = 1 << 62
-        if self.off >= len(self.buf) and not self._fill():
-            return b""
-        data = self.buf[self.off:self.off + n] if self.off or n < len(self.buf) else self.buf
-        self.off += len(data)
-        return data
-
-
-class _Forward:
-    """A reader tarfile can use in its seeking mode ("r:"): tell(), and
-    seek() forward only (by reading), so a pipe needs no seek and tarfile's
-    stream mode (which copies its buffer at every header) is not used.
-    read(n) returns n bytes unless the input ends."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            data = self.raw.read()
-            self.pos += len(data)
-            return data
-        parts, left = [], n
-        while left > 0:
-            chunk = self.raw.read(left)
-            if not chunk:
-                break
-            parts.append(chunk)
-            left -= len(chunk)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        target = pos if whence == 0 else self.pos + pos if whence == 1 else None
-        if target is None or target < self.pos:
-            raise OSError(f"cannot seek back in a stream (to {pos}, whence {whence}, at {self.pos})")
-        while self.pos < target:
-            if not self.read(min(target - self.pos, CHUNK)):
-                break
-        return self.pos
-
-
-def decompressed(raw):
-    """raw's bytes, decompressed by what its first bytes say (raw itself when
-    they are plain)."""
-    head = _peek(raw)
-    src = _Prefixed(head, raw)
-    if head[:2] == b"\x1f\x8b":
-        return _Gunzip(src)
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-    if head[:3] == b"BZh":
-        return bz2.BZ2File(src)
-    if head[:6] == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(src)
-    return src
-
-
-def open_tar(reader) -> tarfile.TarFile:
-    """tarfile over a forward-only reader (see _Forward)."""
-    return tarfile.open(fileobj=_Forward(reader), mode="r:", tarinfo=_BoundedTarInfo)
-
-
-def why(exc: BaseException) -> str:
-    """A tar/decompression failure in a few words."""
-    if isinstance(exc, tarfile.ReadError) and ("could not be opened" in str(exc) or "invalid header" in str(exc)
-                                               or "bad checksum" in str(exc)):
-        return "not a tar archive (plain, gzip, zstd, bzip2 or xz)"
-    if isinstance(exc, tarfile.ReadError) and "empty file" in str(exc):
-        return "empty file, not a tar archive"
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def clean_name(name: str, what: str = "member") -> str:
@@ -360,7 +170,7 @@ def extract(raw, dest: str, label: str) -> Result:
     try:
         inner = decompressed(outer)
         # plain input: one digest serves as diffID and as the blob's digest
-        plain = inner if isinstance(inner, _Prefixed) else Hashing(inner)
+        plain = inner if isinstance(inner, Prefixed) else Hashing(inner)
         plain_hash = outer if plain is inner else plain
         refused: list[str] = []
         size = devices = 0
@@ -378,9 +188,9 @@ def extract(raw, dest: str, label: str) -> Result:
                         refused.append(f"{m.name[:200]!r} ({exc.strerror or exc})")
         finally:
             tree.close()
-        _drain(plain, label)
+        drain(plain, label)
         if plain_hash is not outer:
-            _drain(outer, label, quiet=True)
+            drain(outer, label, quiet=True)
     except ImageError:
         raise
     except OSError as exc:
@@ -412,63 +222,32 @@ def _member(tar: tarfile.TarFile, tree: _Tree, m: tarfile.TarInfo) -> int:
     if m.ischr() or m.isblk():
         raise _Device()
     parent, _, base = name.rpartition("/")
-    if base == OPAQUE:
-        fd = tree.dir(parent)
-        os.setxattr(fd, OPAQUE_XATTR, b"y")
-        return 0
     if base.startswith(WHITEOUT):
-        hidden = base[len(WHITEOUT):]
-        if not hidden or hidden in (".", ".."):
-            raise ImageError("whiteout of nothing")
-        pfd = tree.dir(parent)
-        tree.clear(pfd, hidden, f"{parent}/{hidden}".lstrip("/"))
-        os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        _whiteout(tree, parent, base)
         return 0
     if not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo()):
         raise ImageError(f"unsupported member type {m.type!r}")
     pfd = tree.dir(parent)
     if m.islnk():
-        target = clean_name(m.linkname, "hard link target")
-        tparent, _, tbase = target.rpartition("/")
-        tfd = tree.dir(tparent, create=False) if target else None
-        try:
-            st = os.lstat(tbase, dir_fd=tfd) if tfd is not None else None
-        except FileNotFoundError:
-            st = None
-        if st is None or stat.S_ISDIR(st.st_mode):
-            raise ImageError(f"hard link to {m.linkname!r}, which is not a file earlier in the layer")
-        if target == name:
-            return 0
-        tree.clear(pfd, base, name)
-        os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        _hard_link(tree, pfd, name, base, m)
         return 0
     if m.isdir():
         if not tree.clear(pfd, base, name, keep_dir=True):
             os.mkdir(base, 0o700, dir_fd=pfd)
-        fd = tree.dir(name)
-        _meta_dir(fd, m)
+        _meta_dir(tree.dir(name), m)
         return 0
     tree.clear(pfd, base, name)
     if m.issym():
-        os.symlink(m.linkname, base, dir_fd=pfd)
-        os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
-        for key, value in _xattrs(m):
-            if not key.startswith("user."):   # the kernel allows no user.* on symlinks
-                os.setxattr(f"/proc/self/fd/{pfd}/{base}", key, value, follow_symlinks=False)
-        _utime(base, pfd, m)
+        _symlink(pfd, base, m)
         return len(m.linkname)
     if m.isfifo():
         os.mkfifo(base, 0o600, dir_fd=pfd)
         fd = os.open(base, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-        try:
-            _meta_fd(fd, m)
-        finally:
-            os.close(fd)
-        return 0
-    fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=pfd)
+    else:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
     try:
-        if m.size:
+        if m.isreg() and m.size:
             src = tar.extractfile(m)
             while True:
                 chunk = src.read(CHUNK)
@@ -478,7 +257,47 @@ def _member(tar: tarfile.TarFile, tree: _Tree, m: tarfile.TarInfo) -> int:
         _meta_fd(fd, m)
     finally:
         os.close(fd)
-    return m.size
+    return m.size if m.isreg() else 0
+
+
+def _whiteout(tree: _Tree, parent: str, base: str) -> None:
+    """`.wh..wh..opq`: the directory hides the layers below; `.wh.NAME`: NAME
+    is a 0:0 character device, which hides it."""
+    if base == OPAQUE:
+        os.setxattr(tree.dir(parent), OPAQUE_XATTR, b"y")
+        return
+    hidden = base[len(WHITEOUT):]
+    if not hidden or hidden in (".", ".."):
+        raise ImageError("whiteout of nothing")
+    pfd = tree.dir(parent)
+    tree.clear(pfd, hidden, f"{parent}/{hidden}".lstrip("/"))
+    os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+
+
+def _hard_link(tree: _Tree, pfd: int, name: str, base: str, m: tarfile.TarInfo) -> None:
+    """A hard link to a file written earlier in this layer (never through a link)."""
+    target = clean_name(m.linkname, "hard link target")
+    tparent, _, tbase = target.rpartition("/")
+    tfd = tree.dir(tparent, create=False) if target else None
+    try:
+        st = os.lstat(tbase, dir_fd=tfd) if tfd is not None else None
+    except FileNotFoundError:
+        st = None
+    if st is None or stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"hard link to {m.linkname!r}, which is not a file earlier in the layer")
+    if target != name:
+        tree.clear(pfd, base, name)
+        os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+
+
+def _symlink(pfd: int, base: str, m: tarfile.TarInfo) -> None:
+    """The link as it is: its target is never looked at here."""
+    os.symlink(m.linkname, base, dir_fd=pfd)
+    os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+    for key, value in _xattrs(m):
+        if not key.startswith("user."):   # the kernel allows no user.* on symlinks
+            os.setxattr(f"/proc/self/fd/{pfd}/{base}", key, value, follow_symlinks=False)
+    _utime(base, pfd, m)
 
 
 def _setxattrs(fd: int, m: tarfile.TarInfo) -> None:
@@ -517,19 +336,8 @@ def _utime(base: str, pfd: int, m: tarfile.TarInfo) -> None:
         pass
 
 
-def _drain(stream, label: str, quiet: bool = False) -> None:
-    """Read what follows the tar's end marker: the diffID covers it, and
-    gzip, zstd, bzip2 and xz check their checksums only at the end, so a
-    damaged stream is caught; more than MAX_TRAILER is refused (a bomb after
-    the marker is not inflated)."""
-    left = MAX_TRAILER
-    while left > 0:
-        chunk = stream.read(min(left, CHUNK))
-        if not chunk:
-            return
-        left -= len(chunk)
-    if not quiet:
-        raise ImageError(f"refusing layer {label}: more than {MAX_TRAILER >> 20} MiB of data "
-                         "after the end of its archive")
-    while stream.read(CHUNK):
-        pass
+def warn_devices(count: int) -> None:
+    """The one warning line of a command that skipped device nodes."""
+    if count:
+        print(f"Warning: skipped {count} device node(s) of the image's layers "
+              "(a container gets its own /dev)", file=sys.stderr)

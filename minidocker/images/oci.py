@@ -7,7 +7,7 @@ import hashlib
 import platform
 import re
 
-from minidocker.images.store import ImageError
+from minidocker.images.refs import ImageError
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

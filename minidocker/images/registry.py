@@ -13,30 +13,26 @@ once, digests on the way). Every digest is verified (manifest, config, each
 blob's compressed digest and its diffID against the config) before the
 transaction commits.
 
-Push: each layer is written back as a tar of its stored files (gzip), the
-config's diff_ids are those of these tars; blobs the registry has are not
-sent again (HEAD), then the manifest.
+pusher.py pushes through the same Client.
 """
 from __future__ import annotations
 
 import base64
-import io
 import ipaddress
 import json
 import os
 import re
 import sys
-import tarfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from minidocker import paths, state
-from minidocker.images import layer, oci, store
-from minidocker.images.store import ImageError, Reference
+from minidocker.images import layer, oci, progress, store
+from minidocker.images.refs import ImageError, Reference
+from minidocker.images.transaction import Transaction
 
 HUB = "registry-1.docker.io"
 TIMEOUT = 60
@@ -78,10 +74,10 @@ def login(registry: str, username: str, password: str, out=sys.stdout) -> None:
     """Check the credentials against the registry, then store them (0600)."""
     host = registry.split("://", 1)[-1].rstrip("/") or "docker.io"
     secret = base64.b64encode(f"{username}:{password}".encode()).decode()
-    client = _Client(host, "", creds=secret)
+    client = Client(host, "", creds=secret)
     client.request("GET", "/v2/", scope=None)
     path = paths.registry_auth_file()
-    with store._lock():
+    with store.lock():
         data = state.read_json(path, {}) or {}
         data.setdefault("auths", {})[host] = {"auth": secret}
         state.write_json(path, data)
@@ -95,7 +91,7 @@ class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
     an unredirected header, which urllib does not copy."""
 
 
-class _Client:
+class Client:
     """One repository on one registry, with its token."""
 
     def __init__(self, host: str, repo: str, creds: str | None = None):
@@ -204,93 +200,21 @@ class _Client:
         return self.request("GET", f"/v2/{self.repo}/blobs/{oci.checked_digest(digest)}")
 
 
-# --- progress ---------------------------------------------------------------------
-
-class Progress:
-    """Docker's display: one line per layer. On a terminal the lines are
-    redrawn in place with a bar; otherwise each state change is one line."""
-
-    def __init__(self, out):
-        self.out = out
-        self.tty = hasattr(out, "isatty") and out.isatty()
-        self.rows: list[str] = []
-        self.text: dict[str, str] = {}
-        self.lock = threading.Lock()
-        self.drawn = 0
-        self.last = 0.0
-
-    def add(self, key: str, text: str) -> None:
-        with self.lock:
-            self.rows.append(key)
-            self._set(key, text)
-
-    def set(self, key: str, text: str, force: bool = True) -> None:
-        with self.lock:
-            self._set(key, text, force)
-
-    def _set(self, key, text, force=True):
-        self.text[key] = text
-        if not self.tty:
-            if force:
-                print(f"{key}: {text}", file=self.out, flush=True)
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.1:
-            return
-        self.last = now
-        if self.drawn:
-            self.out.write(f"\x1b[{self.drawn}A")
-        for k in self.rows:
-            self.out.write(f"\x1b[2K{k}: {self.text[k]}\n")
-        self.drawn = len(self.rows)
-        self.out.flush()
-
-    def bytes(self, key: str, done: int, total: int) -> None:
-        if not self.tty:
-            return
-        width = 50
-        filled = int(width * done / total) if total else 0
-        bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
-        first = not self.text.get(key, "").startswith("Downloading")
-        self.set(key, f"Downloading [{bar}] {_human(done)}/{_human(total)}", force=first)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return str(n)
-
-
-class _Counting:
-    def __init__(self, raw, tick):
-        self.raw, self.tick, self.n = raw, tick, 0
-
-    def read(self, n=-1):
-        data = self.raw.read(n)
-        self.n += len(data)
-        self.tick(self.n)
-        return data
-
-
 # --- pull --------------------------------------------------------------------------
 
-def pull(ref_text: str, out=sys.stdout) -> dict:
-    """Pull [REGISTRY/]NAME[:TAG|@DIGEST] into the store."""
-    ref = Reference(ref_text)
-    client = _Client(ref.registry, ref.remote_path)
-    print(f"{ref.tag or ref.digest}: Pulling from {ref.remote_path}", file=out, flush=True)
-    doc, body, digest = client.manifest(ref.digest or ref.tag)
-    if oci.is_index(doc):
-        desc = oci.pick_platform(doc, f"registry {ref.registry}: {ref.name}")
-        doc, body, digest_one = client.manifest(oci.checked_digest(desc.get("digest")))
-        if oci.is_index(doc):
-            raise ImageError(f"registry {ref.registry}: {ref.name}: an index inside an index")
-    if doc.get("schemaVersion") != 2 or "config" not in doc:
-        raise ImageError(f"registry {ref.registry}: {ref.name}: unsupported manifest "
-                         f"(media type {doc.get('mediaType')!r}; schema 2 manifests are accepted)")
+def _image(client: Client, ref: Reference) -> tuple:
+    """(manifest digest, layer descriptors, config blob, config, diffIDs) of
+    ref, an index resolved to this platform, every digest verified."""
     where = f"registry {ref.registry}: {ref.name}"
+    doc, _body, digest = client.manifest(ref.digest or ref.tag)
+    if oci.is_index(doc):
+        desc = oci.pick_platform(doc, where)
+        doc, _body, _digest = client.manifest(oci.checked_digest(desc.get("digest")))
+        if oci.is_index(doc):
+            raise ImageError(f"{where}: an index inside an index")
+    if doc.get("schemaVersion") != 2 or "config" not in doc:
+        raise ImageError(f"{where}: unsupported manifest (media type {doc.get('mediaType')!r}; "
+                         "schema 2 manifests are accepted)")
     layers = oci.check_layers(doc, where)
     config_desc = doc.get("config") or {}
     with client.blob(config_desc.get("digest")) as resp:
@@ -302,136 +226,57 @@ def pull(ref_text: str, out=sys.stdout) -> dict:
     diff_ids = oci.diff_ids(config, where)
     if len(diff_ids) != len(layers):
         raise ImageError(f"{where}: {len(layers)} layers in the manifest, {len(diff_ids)} diffIDs in the config")
+    return digest, layers, config_blob, config, diff_ids
+
+
+def _fetch(client: Client, tx: Transaction, todo: list, display, where: str) -> int:
+    """Download and extract the layers of todo, PARALLEL at a time, each
+    checked against its digest and diffID; returns the devices skipped."""
+    def fetch(item):
+        desc, diff_id, key = item
+        scratch = tx.scratch()
+        with client.blob(desc["digest"]) as resp:
+            total = int(desc.get("size") or resp.headers.get("Content-Length") or 0)
+            reader = progress.Counting(resp, lambda n: display.bytes(key, n, total))
+            res = layer.extract(reader, scratch, f"layer {desc['digest'][:19]}... of {where}")
+        if res.compressed != desc["digest"]:
+            raise ImageError(f"{where}: blob {desc['digest'][:19]}... does not match its digest")
+        if res.diff_id != diff_id:
+            raise ImageError(f"{where}: layer {desc['digest'][:19]}... has diffID "
+                             f"{res.diff_id[:19]}..., the config says {diff_id[:19]}...")
+        display.set(key, "Pull complete")
+        return res, scratch
+
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        results = list(pool.map(fetch, todo))
+    for (desc, diff_id, key), (res, scratch) in zip(todo, results):
+        tx.add_layer(diff_id, scratch, res.size)
+    return sum(res.devices for res, _ in results)
+
+
+def pull(ref_text: str, out=sys.stdout) -> dict:
+    """Pull [REGISTRY/]NAME[:TAG|@DIGEST] into the store."""
+    ref = Reference(ref_text)
+    client = Client(ref.registry, ref.remote_path)
+    print(f"{ref.tag or ref.digest}: Pulling from {ref.remote_path}", file=out, flush=True)
+    digest, layers, config_blob, config, diff_ids = _image(client, ref)
     fresh = not (paths.image_dir(store.hexid(oci.digest_of(config_blob))) / "image.json").exists()
-    progress = Progress(out)
-    devices = 0
-    with store.Transaction() as tx:
+    display = progress.Progress(out)
+    with Transaction() as tx:
         todo = []
         for desc, diff_id in zip(layers, diff_ids):
             key = desc["digest"][7:19]
             if not tx.wanted(diff_id) or any(d == diff_id for _, d, _ in todo):
-                progress.add(key, "Already exists")
+                display.add(key, "Already exists")
             else:
-                progress.add(key, "Pulling fs layer")
+                display.add(key, "Pulling fs layer")
                 todo.append((desc, diff_id, key))
-
-        def fetch(item):
-            desc, diff_id, key = item
-            scratch = tx.scratch()
-            with client.blob(desc["digest"]) as resp:
-                total = int(desc.get("size") or resp.headers.get("Content-Length") or 0)
-                reader = _Counting(resp, lambda n: progress.bytes(key, n, total))
-                res = layer.extract(reader, scratch, f"layer {desc['digest'][:19]}... of {ref.name}")
-            if res.compressed != desc["digest"]:
-                raise ImageError(f"{where}: blob {desc['digest'][:19]}... does not match its digest")
-            if res.diff_id != diff_id:
-                raise ImageError(f"{where}: layer {desc['digest'][:19]}... has diffID "
-                                 f"{res.diff_id[:19]}..., the config says {diff_id[:19]}...")
-            progress.set(key, "Pull complete")
-            return res, scratch
-
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            results = list(pool.map(fetch, todo))
-        for (desc, diff_id, key), (res, scratch) in zip(todo, results):
-            tx.add_layer(diff_id, scratch, res.size)
-            devices += res.devices
+        devices = _fetch(client, tx, todo, display, f"registry {ref.registry}: {ref.name}")
         tags = [ref.tagged] if ref.tag and not ref.digest else []
         image = tx.add_image(config_blob, config, tags, [f"{ref.name}@{digest}"])
         tx.commit()
     print(f"Digest: {digest}", file=out)
     shown = ref.tagged or ref.name + "@" + ref.digest
-    if fresh:
-        print(f"Status: Downloaded newer image for {shown}", file=out)
-    else:
-        print(f"Status: Image is up to date for {shown}", file=out)
-    from minidocker.images import archive
-    archive.warn_devices(devices)
+    print(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {shown}", file=out)
+    layer.warn_devices(devices)
     return image
-
-
-# --- push --------------------------------------------------------------------------
-
-def _layer_tar(diff_dir: str) -> bytes:
-    """A layer's stored files as a tar (overlay whiteouts back to .wh. names),
-    in sorted order so the same layer gives the same bytes."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(diff_dir):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, diff_dir)
-            for name in sorted(dirnames + filenames):
-                path = os.path.join(dirpath, name)
-                arc = name if rel_dir == "." else f"{rel_dir}/{name}"
-                st = os.lstat(path)
-                if (st.st_mode & 0o170000) == 0o020000 and st.st_rdev == 0:
-                    info = tarfile.TarInfo(os.path.join(os.path.dirname(arc), layer.WHITEOUT + name))
-                    tar.addfile(info)
-                    continue
-                info = tar.gettarinfo(path, arc)
-                info.uname = info.gname = ""
-                info.mtime = int(st.st_mtime)
-                xattrs = {}
-                for key in os.listxattr(path, follow_symlinks=False):
-                    value = os.getxattr(path, key, follow_symlinks=False)
-                    if key == layer.OPAQUE_XATTR:
-                        continue
-                    xattrs["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
-                info.pax_headers = xattrs
-                if info.isreg():
-                    with open(path, "rb") as fh:
-                        tar.addfile(info, fh)
-                else:
-                    tar.addfile(info)
-                if info.isdir() and layer.OPAQUE_XATTR in os.listxattr(path, follow_symlinks=False):
-                    tar.addfile(tarfile.TarInfo(f"{arc}/{layer.OPAQUE}"))
-    return raw.getvalue()
-
-
-def push(ref_text: str, out=sys.stdout) -> str:
-    """Push a local image to the registry its reference names."""
-    import gzip
-    image = store.lookup(ref_text)
-    ref = Reference(ref_text)
-    if not ref.tag or ref.digest:
-        raise ImageError(f"cannot push {ref_text!r}: name a tag, not a digest")
-    client = _Client(ref.registry, ref.remote_path)
-    print(f"The push refers to repository [{ref.registry}/{ref.remote_path}]", file=out, flush=True)
-    with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-        config = json.load(fh)
-    descs, diff_ids = [], []
-    for diff_id in store.layer_ids(image):
-        tar = _layer_tar(str(paths.layer_dir(store.hexid(diff_id)) / "diff"))
-        blob = gzip.compress(tar, mtime=0)
-        diff_ids.append(oci.digest_of(tar))
-        desc = {"mediaType": oci.OCI_LAYER + "+gzip", "digest": oci.digest_of(blob), "size": len(blob)}
-        print(f"{desc['digest'][7:19]}: {_upload(client, blob, desc['digest'])}", file=out, flush=True)
-        descs.append(desc)
-    config.setdefault("rootfs", {})["diff_ids"] = diff_ids
-    config_blob = json.dumps(config, separators=(",", ":")).encode()
-    _upload(client, config_blob, oci.digest_of(config_blob))
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
-                           "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.digest_of(config_blob),
-                                      "size": len(config_blob)},
-                           "layers": descs}, separators=(",", ":")).encode()
-    client.request("PUT", f"/v2/{ref.remote_path}/manifests/{ref.tag}", data=manifest,
-                   headers={"Content-Type": oci.OCI_MANIFEST}, scope="pull,push", ok=(201, 200))
-    digest = oci.digest_of(manifest)
-    print(f"{ref.tag}: digest: {digest} size: {len(manifest)}", file=out)
-    return digest
-
-
-def _upload(client: _Client, blob: bytes, digest: str) -> str:
-    path = f"/v2/{client.repo}/blobs/{digest}"
-    resp = client.request("HEAD", path, scope="pull,push", ok=(200, 404))
-    if resp.status == 200:
-        return "Layer already exists"
-    resp = client.request("POST", f"/v2/{client.repo}/blobs/uploads/", scope="pull,push", ok=(202,))
-    location = resp.headers.get("Location") or ""
-    if not location:
-        raise ImageError(f"registry {client.host}: upload gave no Location")
-    if location.startswith("/"):
-        location = client.base + location
-    sep = "&" if "?" in location else "?"
-    client.request("PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", data=blob,
-                   headers={"Content-Type": "application/octet-stream"}, scope="pull,push", ok=(201,))
-    return "Pushed"
