@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bridge_helpers import udp_ask
 from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, with_prev
 from harness import EXT_ADDR, NODE_ADDR, NODE_ADDR6
 
@@ -27,16 +28,11 @@ def serve(cni, ns: str, *socat_args):
 
 def client(cni, ns, host, port, proto="tcp", tries=1) -> str:
     from harness import run
-    if proto == "tcp":
-        target = f"TCP:[{host}]:{port}" if ":" in host else f"TCP:{host}:{port}"
-        data = ""
-    else:
-        target = f"UDP:[{host}]:{port}" if ":" in host else f"UDP:{host}:{port}"
-        data = "ping\n"
+    if proto == "udp":
+        return udp_ask(ns, host, port, tries)
+    target = f"TCP:[{host}]:{port}" if ":" in host else f"TCP:{host}:{port}"
     for _ in range(tries):
-        # UDP has no EOF: stop after a short silence, and give the reply 1 s after stdin's EOF
-        wait = ["-T2"] if proto == "tcp" else ["-T1", "-t1"]
-        out = run(["nsenter", f"--net={ns}", "--", "socat", *wait, "-", target], check=False, input=data)
+        out = run(["nsenter", f"--net={ns}", "--", "socat", "-T2", "-", target], check=False, input="")
         if out.stdout.strip():
             return out.stdout.strip()
         time.sleep(0.05)
