@@ -20,7 +20,7 @@ from minidocker import clock, fsutil, images, paths, state, syscalls as sc, tear
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
-from minidocker.runtime import oci
+from minidocker.runtime import cgroups, oci
 
 RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
@@ -30,6 +30,8 @@ HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
          "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
          "ff02::2\tip6-allrouters\n")
 SHIM_TIMEOUT = 30
+#: HostConfig's resource fields when run sets none (resources.py parses them).
+NO_LIMITS = {"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": None}
 
 
 class CreateOptions:
@@ -58,6 +60,12 @@ class CreateOptions:
         "add_hosts": list,
         "aliases": list,         # --network-alias
         "mac": None,
+        # resources (resources.py): the values as given
+        "memory": None,
+        "memory_swap": None,
+        "cpus": None,
+        "cpu_shares": None,
+        "pids_limit": None,
     }
 
     def __init__(self, image: str, **options):
@@ -225,6 +233,10 @@ def create(opts: CreateOptions) -> dict:
     if opts.hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", opts.hostname):
         raise MinidockerError(f"invalid hostname {opts.hostname!r}: letters, digits, '.' "
                               "and '-', at most 63 characters", 125)
+    limits = NO_LIMITS
+    if (opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit) != (None,) * 5:
+        from minidocker import resources
+        limits = resources.host_config(opts)
     image = images.resolve(opts.image)
     icfg = image.get("Config") or {}
     if opts.entrypoint is not None:
@@ -268,7 +280,7 @@ def create(opts: CreateOptions) -> dict:
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
                        "ExtraHosts": netcfg["ExtraHosts"],
-                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime},
+                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits},
         "NetworkingConfig": {"EndpointsConfig": netcfg["EndpointsConfig"]},
         "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
         "ShimPid": 0,
@@ -384,10 +396,23 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
     teardown.save(record)  # what setup attached, for inspect and the teardown
+    rel = cgroups.relative_path(cid)
+    record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
+    teardown.save(record)
+    hc = record["HostConfig"]
+    limits = None
+    if any(hc.get(k) for k in NO_LIMITS):
+        from minidocker import resources
+        limits = resources.oci(hc, swap_accounting=cgroups.swap_accounting())
     spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,
                      hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
-                     annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]})
-    state.write_json(d / "config.json", spec.to_dict())
+                     annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]},
+                     limits=limits, cgroups_path=rel).to_dict()
+    if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc":
+        # No BPF device program here: without CAP_MKNOD no device node can be made.
+        for key, names in spec["process"]["capabilities"].items():
+            spec["process"]["capabilities"][key] = [n for n in names if n != "CAP_MKNOD"]
+    state.write_json(d / "config.json", spec)
 
 
 class Started:

@@ -97,6 +97,23 @@ def runc_root() -> Path:
     return run_root() / "runc"
 
 
+def cgroup_fs() -> str:
+    """Where the cgroup file systems are mounted (v2: the unified one)."""
+    return os.environ.get("MINIDOCKER_CGROUP_FS", "/sys/fs/cgroup")
+
+
+def cgroup_parent() -> str:
+    """Containers' cgroups are <own cgroup>/<this>/<id> (Docker: /docker/<id>);
+    a relative path, so that runc reads it as the built-in runner does."""
+    parts = [p for p in os.environ.get("MINIDOCKER_CGROUP_PARENT", "").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        from minidocker.errors import MinidockerError
+        raise MinidockerError(f"invalid MINIDOCKER_CGROUP_PARENT "
+                              f"{os.environ['MINIDOCKER_CGROUP_PARENT']!r}: a relative cgroup "
+                              "path without '..'", 125)
+    return "/".join(parts) or "minidocker"
+
+
 def netns_path(cid: str) -> Path:
     return netns_dir() / cid
 

@@ -77,6 +77,12 @@ OPTIONS = (
     Option("--add-host", dest="add_hosts", multiple=True, help="NAME:IP line for /etc/hosts."),
     Option("--network-alias", dest="aliases", multiple=True, help="Another name on a user network."),
     Option("--mac-address", dest="mac", help="The container's MAC address."),
+    Option("-m", "--memory", dest="memory", help="Memory limit (32m, 1g, bytes)."),
+    Option("--memory-swap", dest="memory_swap",
+           help="Memory plus swap limit; -1 for unlimited swap (default: twice --memory)."),
+    Option("--cpus", dest="cpus", help="Number of CPUs (0.5, 1.5...)."),
+    Option("-c", "--cpu-shares", dest="cpu_shares", help="CPU shares (relative weight, 1024 = default)."),
+    Option("--pids-limit", dest="pids_limit", help="At most this many processes (-1: unlimited)."),
     Option("--runtime", dest="runtime", default="builtin", show_default=True,
            help="builtin | runc"),
 )

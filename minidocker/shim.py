@@ -142,7 +142,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     if stdio[0] == 0:
         os.close(0)
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
-    _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
+    _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="", OOMKilled=False,
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
             ShimStart=start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
@@ -154,7 +154,10 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
 
     status = _wait(pid, pipes)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now())
+    from minidocker.runtime import cgroups
+    oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
+    _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now(),
+            OOMKilled=oom)
     for fd, _ in pipes:
         os.close(fd)
     os.close(log_fd)

@@ -72,6 +72,11 @@ def release(record: dict, reaped: bool = False) -> None:
         fault("teardown:half")
     unmount(str(paths.container_dir(cid) / "rootfs"))
     netns.unpin(str(paths.netns_path(cid)))
+    try:
+        from minidocker.runtime import cgroups
+        cgroups.remove(record.get("Cgroups") or {})
+    except OSError as exc:
+        print(f"minidocker: cgroup removal of {cid[:12]}: {exc}", file=sys.stderr)
     settings = record.setdefault("NetworkSettings", {})
     settings["SandboxKey"] = ""
     settings["Networks"] = {}

@@ -16,6 +16,7 @@ import json
 import os
 
 from minidocker import fsutil, syscalls as sc
+from minidocker.runtime import cgroups
 from minidocker.runtime.caps import cap_mask
 
 OPTION_FLAGS = {
@@ -58,20 +59,31 @@ def start(bundle: str, stdio: tuple[int, int, int]) -> int:
     """Start the bundle's process in new namespaces; returns its host pid."""
     spec = load_spec(bundle)
     new_pid = any(ns["type"] == "pid" and not ns.get("path") for ns in spec["linux"]["namespaces"])
-    r, w = os.pipe2(os.O_CLOEXEC)
-    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    cgdirs = {}
+    if spec["linux"].get("cgroupsPath"):
+        cgdirs = cgroups.dirs(spec["linux"]["cgroupsPath"])
+        try:
+            cgroups.setup(cgdirs, spec["linux"].get("resources") or {})
+        except OSError as exc:
+            raise StartError(125, f"cannot set up the container's cgroup: {exc.strerror}") from None
     try:
-        if new_pid:
-            sc.unshare(sc.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _child(_init_container, w, bundle, spec, stdio)
-        sc.setns(own_pid_ns, sc.CLONE_NEWPID)
-    finally:
-        os.close(own_pid_ns)
-    os.close(w)
-    _wait_exec(r, pid)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if new_pid:
+                sc.unshare(sc.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _child(_init_container, w, bundle, spec, stdio, cgdirs)
+            sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+        finally:
+            os.close(own_pid_ns)
+        os.close(w)
+        _wait_exec(r, pid)
+    except BaseException:
+        cgroups.remove(cgdirs)
+        raise
     return pid
 
 
@@ -80,6 +92,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
     """`exec`: a new process in the namespaces and root of container pid,
     with the container's user, capabilities and no_new_privs."""
     fds = {}
+    cgroup_procs = cgroups.procs_files(pid)  # exec'd processes count against its limits too
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         for kind in ("ipc", "uts", "net", "pid", "mnt"):
@@ -92,7 +105,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
             child = os.fork()
             if child == 0:
                 os.close(r)
-                _child(_join_container, w, fds, spec, args, env, cwd, stdio)
+                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_procs)
             sc.setns(own_pid_ns, sc.CLONE_NEWPID)
         finally:
             os.close(own_pid_ns)
@@ -138,7 +151,8 @@ def _setup_stdio(stdio, keep: int) -> None:
     os.closerange(keep + 1, 65536)
 
 
-def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
+def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, w: int) -> None:
+    cgroups.join(cgdirs)  # first: the device allow-list holds before any node is made
     _setup_stdio(stdio, w)
     os.setsid()
     linux = spec["linux"]
@@ -175,7 +189,8 @@ def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
     _exec(proc["args"], proc["env"], proc.get("cwd") or "/")
 
 
-def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, w: int) -> None:
+def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_procs, w: int) -> None:
+    cgroups.join(cgroup_procs)
     for kind, flag in (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS)):
         sc.setns(fds[kind], flag)

@@ -108,13 +108,16 @@ class DeviceRule(_Type):
 
 
 class Resources(_Type):
-    FIELDS = (("devices", list),)
+    """devices: the allow-list; memory, cpu, pids: dicts in the spec's shape
+    (resources.oci() makes them from run's flags)."""
+    FIELDS = (("devices", list), ("memory", None), ("cpu", None), ("pids", None))
 
 
 class Linux(_Type):
     FIELDS = (("namespaces", REQUIRED), ("devices", list), ("resources", Resources),
               ("maskedPaths", lambda: list(MASKED_PATHS)),
-              ("readonlyPaths", lambda: list(READONLY_PATHS)), ("rootfsPropagation", None))
+              ("readonlyPaths", lambda: list(READONLY_PATHS)), ("rootfsPropagation", None),
+              ("cgroupsPath", None))
 
 
 class Spec(_Type):
@@ -153,9 +156,11 @@ def default_mounts(files: dict[str, str]) -> list[Mount]:
 
 def build(*, args: list[str], env: list[str], cwd: str, user: User, hostname: str,
           rootfs: str, netns_path: str | None, files: dict[str, str],
-          annotations: dict[str, str] | None = None) -> Spec:
+          annotations: dict[str, str] | None = None, limits: dict | None = None,
+          cgroups_path: str | None = None) -> Spec:
     """The config.json of one container. netns_path None = share the host's
-    network namespace (`--network host`)."""
+    network namespace (`--network host`); limits: linux.resources' memory,
+    cpu and pids; cgroups_path: relative (runtime/cgroups.relative_path)."""
     namespaces = [Namespace("pid"), Namespace("ipc"), Namespace("uts"), Namespace("mount")]
     if netns_path is not None:
         namespaces.append(Namespace("network", netns_path))
@@ -168,7 +173,8 @@ def build(*, args: list[str], env: list[str], cwd: str, user: User, hostname: st
         mounts=default_mounts(files),
         linux=Linux(namespaces=namespaces,
                     devices=[Device(p, "c", ma, mi) for p, ma, mi in DEFAULT_DEVICES],
-                    resources=Resources(devices=rules)),
+                    resources=Resources(devices=rules, **(limits or {})),
+                    cgroupsPath=cgroups_path),
         annotations=dict(annotations or {}),
     )
 
