@@ -302,12 +302,21 @@ def port_cmd(ref, port):
 
 @cli.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
 @click.argument("ref")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_cmd(interactive, ref, command):
+def exec_cmd(interactive, tty, ref, command):
     """Run a command in a running container."""
     sys.stdout.flush()
-    sys.exit(containers.exec_(ref, list(command), interactive))
+    sys.exit(containers.exec_(ref, list(command), interactive, tty))
+
+
+@cli.command("attach")
+@click.argument("ref")
+def attach_cmd(ref):
+    """Attach to a running container's terminal (ctrl-p ctrl-q detaches) or output."""
+    from minidocker import attach
+    sys.exit(attach.attach(ref))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,7 @@ class CreateOptions:
         "hostname": None,
         "entrypoint": None,
         "interactive": False,
+        "tty": False,
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
@@ -268,13 +269,14 @@ def create(opts: CreateOptions) -> dict:
         "Config": {
             "Hostname": opts.hostname or cid[:12],
             "User": icfg.get("User", ""),
-            "Env": merge_env(icfg.get("Env") or [], env),
+            "Env": merge_env(icfg.get("Env") or [], (["TERM=xterm"] if opts.tty else []) + env),
             "Cmd": cmd or None,
             "Entrypoint": entrypoint or None,
             "WorkingDir": opts.workdir if opts.workdir is not None else icfg.get("WorkingDir", ""),
             "Image": opts.image,
             "ExposedPorts": icfg.get("ExposedPorts") or {},
             "OpenStdin": opts.interactive,
+            "Tty": opts.tty,
             "Labels": icfg.get("Labels") or {},
         },
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
@@ -408,6 +410,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
                      hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
                      annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]},
                      limits=limits, cgroups_path=rel).to_dict()
+    spec["process"]["terminal"] = bool(cfg.get("Tty"))
     if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc":
         # No BPF device program here: without CAP_MKNOD no device node can be made.
         for key, names in spec["process"]["capabilities"].items():
@@ -646,26 +649,49 @@ def remove(ref: str, force: bool = False) -> dict:
 
 # --- exec --------------------------------------------------------------------------
 
-def exec_(ref: str, args: list[str], interactive: bool = False) -> int:
+def exec_(ref: str, args: list[str], interactive: bool = False, tty: bool = False) -> int:
     from minidocker.runtime import builtin
     record = find(ref)
     if not record["State"].get("Running"):
         raise MinidockerError(f"container {record['Name'].lstrip('/')} ({record['Id'][:12]}) "
                               "is not running")
+    if tty and interactive and not os.isatty(0):
+        raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
+                              "on stdin (drop -t, or run from a terminal)")
     spec = state.read_json(cdir(record["Id"]) / "config.json")
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    ours = theirs = None
     try:
         stdio = (0 if interactive else devnull, 1, 2)
         proc = spec["process"]
-        pid = builtin.exec_in(spec, record["State"]["Pid"], args, proc["env"],
-                              proc.get("cwd") or "/", stdio)
+        env = proc["env"]
+        if tty:
+            import socket
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            stdio = (devnull, devnull, devnull)
+            if not any(e.startswith("TERM=") for e in env):
+                env = [*env, "TERM=xterm"]
+        pid = builtin.exec_in(spec, record["State"]["Pid"], args, env,
+                              proc.get("cwd") or "/", stdio,
+                              console=theirs.fileno() if theirs else None)
     except builtin.StartError as exc:
         raise MinidockerError(exc.message, exc.code) from None
     except OSError as exc:
         raise MinidockerError(f"cannot exec in container {record['Id'][:12]}: {exc}", 126) from None
     finally:
         os.close(devnull)
+        if theirs:
+            theirs.close()
 
     sc.forward_signals(pid)
+    if ours:
+        from minidocker import terminal
+        with ours:
+            master = terminal.recv_fd(ours)
+        try:
+            with terminal.RawMode(0 if interactive else -1):
+                terminal.relay_pty(master, pid, stdin=interactive)
+        finally:
+            os.close(master)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

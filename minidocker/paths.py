@@ -92,6 +92,11 @@ def shim_dir() -> Path:
     return run_root() / "shims"
 
 
+def shim_socket(cid: str) -> Path:
+    """The shim's socket of a container with a terminal (`attach`)."""
+    return shim_dir() / f"{cid}.sock"
+
+
 def runc_root() -> Path:
     """runc's --root: its state for the containers it runs for us."""
     return run_root() / "runc"

@@ -65,6 +65,7 @@ OPTIONS = (
     Option("--hostname", dest="hostname", help="Container host name."),
     Option("--entrypoint", dest="entrypoint", help="Override the image's entrypoint."),
     Option("-i", "--interactive", dest="interactive", flag=True, help="Keep stdin attached."),
+    Option("-t", "--tty", dest="tty", flag=True, help="Allocate a pseudo-terminal."),
     Option("--network", "--net", dest="network", default="bridge", show_default=True,
            help="bridge | NETWORK | container:<id> | none | host"),
     Option("-p", "--publish", dest="publish", multiple=True,
@@ -140,6 +141,10 @@ def run(image: str, command, options: dict) -> int:
     signals and return its exit code. options: every OPTIONS dest."""
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     detach = options.pop("detach")
+    if options["tty"] and options["interactive"] and not detach and not os.isatty(0):
+        from minidocker.errors import MinidockerError
+        raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
+                              "on stdin (drop -t, or run from a terminal)", 1)
     record = containers.create(containers.CreateOptions(image, cmd=list(command), **options))
     if detach:
         containers.start(record["Id"])
@@ -153,4 +158,9 @@ def run(image: str, command, options: dict) -> int:
         relay.restore()
         raise
     sys.stdout.flush()
+    if options["tty"]:
+        from minidocker import attach
+        if attach.terminal_session(record["Id"], stdin=options["interactive"]):
+            relay.restore()
+            return 0  # detached (ctrl-p ctrl-q): the container runs on
     return containers.wait_attached(started, relay)

@@ -116,14 +116,21 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         pipes = [(out_r, [log_fd, 1]), (err_r, [log_fd, 2])]
     else:
         stdio = (devnull, log_fd, log_fd)
+    tty = None
     try:
-        if runtime == "runc":
+        if record["Config"].get("Tty"):
+            stdio, pipes = (devnull, devnull, devnull), []
+            tty = _Tty(cid, log_fd, hold=attach)
+            pid = tty.start(runtime, str(cdir), stdio)
+        elif runtime == "runc":
             from minidocker.runtime import runc
             pid = runc.start(str(cdir), cid, stdio)
         else:
             from minidocker.runtime import builtin
             pid = builtin.start(str(cdir), stdio)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
+        if tty:
+            tty.close()
         code = getattr(exc, "code", 125)
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         message = " ".join(message.split())
@@ -142,6 +149,9 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     if stdio[0] == 0:
         os.close(0)
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
+    if tty:  # the caller's terminal is reached through the socket only (it may detach)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
     _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="", OOMKilled=False,
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
             ShimStart=start_time(os.getpid()))
@@ -152,7 +162,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
 
     sc.forward_signals(pid)
 
-    status = _wait(pid, pipes)
+    status = _wait(pid, pipes, tty)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     from minidocker.runtime import cgroups
     oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
@@ -160,6 +170,8 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             OOMKilled=oom)
     for fd, _ in pipes:
         os.close(fd)
+    if tty:
+        tty.close()  # the attached client sees the end
     os.close(log_fd)
     _report(status_fd, f"exit {code}\n")
     from minidocker import teardown
@@ -167,29 +179,170 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     return 0
 
 
-def _wait(pid: int, pipes: list[tuple[int, list[int]]]) -> int:
+def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "_Tty | None" = None) -> int:
     """Copy output until the container has exited; return its wait status."""
     pidfd = os.pidfd_open(pid)
     open_pipes = dict(pipes)
     status = None
     try:
         while status is None:
+            watched = [pidfd, *open_pipes, *(tty.fds() if tty else ())]
             try:
-                ready, _, _ = select.select([pidfd, *open_pipes], [], [])
+                ready, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 continue
             for fd in ready:
                 if fd == pidfd:
                     status = _reap(pid)
-                elif not _copy(fd, open_pipes[fd]):
-                    del open_pipes[fd]
+                elif fd in open_pipes:
+                    if not _copy(fd, open_pipes[fd]):
+                        del open_pipes[fd]
+                else:
+                    tty.handle(fd)
     finally:
         os.close(pidfd)
     # pid 1 is gone, so its namespace's processes are too: drain what is left.
     for fd, sinks in open_pipes.items():
         while select.select([fd], [], [], 0.5)[0] and _copy(fd, sinks):
             pass
+    if tty:
+        tty.drain()
     return status
+
+
+class _Tty:
+    """A container's terminal: the pty master (from the runner), the log,
+    and the one client attached through the shim's socket."""
+
+    HOLD_MAX = 1 << 16
+
+    def __init__(self, cid: str, log_fd: int, hold: bool):
+        self.cid = cid
+        self.log_fd = log_fd
+        self.master = -1
+        self.listener = None
+        self.client = None
+        self.frames = None
+        # run -it: what the container says before run's client is connected
+        # (its first prompt) is kept for it.
+        self.held = b"" if hold else None
+
+    def start(self, runtime: str, bundle: str, stdio) -> int:
+        import socket
+        from minidocker import terminal
+        state.ensure_dir(paths.shim_dir())
+        self.listener = terminal.listen(str(paths.shim_socket(self.cid)))
+        if runtime == "runc":
+            import tempfile
+            from minidocker.runtime import runc
+            tmp = tempfile.mkdtemp(prefix="mdcon-")  # sun_path is short: not under the bundle
+            path = os.path.join(tmp, "c.sock")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as con:
+                    con.bind(path)
+                    con.listen(1)
+                    con.settimeout(30)
+                    pid = runc.start(bundle, self.cid, stdio, console_socket=path)
+                    conn, _ = con.accept()
+                    with conn:
+                        self.master = terminal.recv_fd(conn)
+            finally:
+                for leftover in (path, tmp):
+                    try:
+                        os.unlink(leftover) if leftover == path else os.rmdir(leftover)
+                    except OSError:
+                        pass
+            return pid
+        from minidocker.runtime import builtin
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            os.set_inheritable(theirs.fileno(), True)
+            pid = builtin.start(bundle, stdio, console=theirs.fileno())
+            theirs.close()
+            self.master = terminal.recv_fd(ours)
+        return pid
+
+    def fds(self) -> list:
+        out = [self.listener]
+        if self.master >= 0:
+            out.append(self.master)
+        if self.client is not None:
+            out.append(self.client)
+        return out
+
+    def handle(self, fd) -> None:
+        from minidocker import terminal
+        if fd is self.listener:
+            conn, _ = self.listener.accept()
+            if self.client is not None:
+                self.client.close()  # one client at a time: the newest wins
+            self.client, self.frames = conn, terminal.Frames()
+            if self.held:
+                _copy_bytes(self.held, [conn.fileno()])
+            self.held = None
+        elif fd is self.client:
+            try:
+                data = self.client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.client.close()
+                self.client = None
+                return
+            for kind, payload in self.frames.feed(data):
+                if kind == terminal.DATA:
+                    _copy_bytes(payload, [self.master])
+                elif kind == terminal.WINSIZE:
+                    terminal.set_winsize(self.master, payload)
+        elif fd == self.master:
+            self._output()
+
+    def _output(self) -> bool:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the container's side is closed
+            data = b""
+        if not data:
+            os.close(self.master)
+            self.master = -1
+            return False
+        if self.held is not None and len(self.held) < self.HOLD_MAX:
+            self.held += data
+        sinks = [self.log_fd] + ([self.client.fileno()] if self.client is not None else [])
+        _copy_bytes(data, sinks)
+        return True
+
+    def drain(self) -> None:
+        while self.master >= 0 and select.select([self.master], [], [], 0.2)[0] and self._output():
+            pass
+        if self.held is not None and self.listener is not None:
+            # run -it whose container ended before run's client was accepted:
+            # it is on its way (run connects right after `started`).
+            if select.select([self.listener], [], [], 5)[0]:
+                self.handle(self.listener)
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+        for sock in (self.client, self.listener):
+            if sock is not None:
+                sock.close()
+        self.client = self.listener = None
+        try:
+            os.unlink(paths.shim_socket(self.cid))
+        except OSError:
+            pass
+
+
+def _copy_bytes(data: bytes, sinks: list[int]) -> None:
+    for fd in sinks:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            pass  # a gone client must not stop the log
 
 
 def _reap(pid: int) -> int | None:

@@ -73,6 +73,10 @@ def release(record: dict, reaped: bool = False) -> None:
     unmount(str(paths.container_dir(cid) / "rootfs"))
     netns.unpin(str(paths.netns_path(cid)))
     try:
+        os.unlink(paths.shim_socket(cid))  # a killed shim's terminal socket
+    except FileNotFoundError:
+        pass
+    try:
         from minidocker.runtime import cgroups
         cgroups.remove(record.get("Cgroups") or {})
     except OSError as exc:

@@ -55,9 +55,13 @@ def load_spec(bundle: str) -> dict:
         return json.load(fh)
 
 
-def start(bundle: str, stdio: tuple[int, int, int]) -> int:
-    """Start the bundle's process in new namespaces; returns its host pid."""
+def start(bundle: str, stdio: tuple[int, int, int], console: int | None = None) -> int:
+    """Start the bundle's process in new namespaces; returns its host pid.
+    console: with process.terminal, a unix socket the pty's master is sent
+    on (made inside the container, as runc's --console-socket)."""
     spec = load_spec(bundle)
+    if console is not None:
+        from minidocker import terminal  # noqa: F401 - imported here: after pivot_root it is out of reach
     new_pid = any(ns["type"] == "pid" and not ns.get("path") for ns in spec["linux"]["namespaces"])
     cgdirs = {}
     if spec["linux"].get("cgroupsPath"):
@@ -75,7 +79,7 @@ def start(bundle: str, stdio: tuple[int, int, int]) -> int:
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                _child(_init_container, w, bundle, spec, stdio, cgdirs)
+                _child(_init_container, w, bundle, spec, stdio, cgdirs, console)
             sc.setns(own_pid_ns, sc.CLONE_NEWPID)
         finally:
             os.close(own_pid_ns)
@@ -88,10 +92,13 @@ def start(bundle: str, stdio: tuple[int, int, int]) -> int:
 
 
 def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
-            stdio: tuple[int, int, int]) -> int:
+            stdio: tuple[int, int, int], console: int | None = None) -> int:
     """`exec`: a new process in the namespaces and root of container pid,
-    with the container's user, capabilities and no_new_privs."""
+    with the container's user, capabilities and no_new_privs; console as
+    for start()."""
     fds = {}
+    if console is not None:
+        from minidocker import terminal  # noqa: F401 - imported here: after chroot it is out of reach
     cgroup_procs = cgroups.procs_files(pid)  # exec'd processes count against its limits too
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -105,7 +112,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
             child = os.fork()
             if child == 0:
                 os.close(r)
-                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_procs)
+                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_procs, console)
             sc.setns(own_pid_ns, sc.CLONE_NEWPID)
         finally:
             os.close(own_pid_ns)
@@ -143,17 +150,33 @@ def _child(fn, w: int, *args) -> None:
         os._exit(code)
 
 
-def _setup_stdio(stdio, keep: int) -> None:
+def _setup_stdio(stdio, *keep: int) -> None:
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
+    low = 3
+    for fd in sorted(k for k in keep if k is not None):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
 
 
-def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, w: int) -> None:
+def _terminal(console: int | None) -> None:
+    """With a console socket: a pty of the container's own devpts becomes
+    stdio and controlling terminal; its master goes to the shim."""
+    if console is None:
+        return
+    from minidocker import terminal
+    master, slave = terminal.open_pty()
+    terminal.become_controlled(slave)
+    terminal.send_fd(console, master)
+    os.close(master)
+    os.close(console)
+
+
+def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, console, w: int) -> None:
     cgroups.join(cgdirs)  # first: the device allow-list holds before any node is made
-    _setup_stdio(stdio, w)
+    _setup_stdio(stdio, w, console)
     os.setsid()
     linux = spec["linux"]
     flags = 0
@@ -182,6 +205,7 @@ def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, w: int) -> Non
         _mask(path)
     for path in linux.get("readonlyPaths", []):
         _readonly(path)
+    _terminal(console)
     if spec["root"].get("readonly"):
         sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     proc = spec["process"]
@@ -189,14 +213,18 @@ def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, w: int) -> Non
     _exec(proc["args"], proc["env"], proc.get("cwd") or "/")
 
 
-def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_procs, w: int) -> None:
+def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_procs, console,
+                    w: int) -> None:
     cgroups.join(cgroup_procs)
     for kind, flag in (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS)):
         sc.setns(fds[kind], flag)
     os.fchdir(fds["root"])
     os.chroot(".")
-    _setup_stdio(stdio, w)
+    _setup_stdio(stdio, w, console)
+    if console is not None:
+        os.setsid()
+        _terminal(console)
     _become(spec["process"])
     _exec(args, env, cwd)
 
