@@ -32,7 +32,8 @@ class LazyGroup(click.Group):
 
     LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
             "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system")}
+            "system": ("minidocker.system_cmd", "system"),
+            "volume": ("minidocker.volume_cmd", "volume")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -180,11 +181,12 @@ def stop_cmd(timeout, refs):
 
 @cli.command("rm")
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes too.")
 @click.argument("refs", nargs=-1, required=True)
-def rm_cmd(force, refs):
+def rm_cmd(force, volumes, refs):
     """Remove containers."""
     for ref in refs:
-        containers.remove(ref, force)
+        containers.remove(ref, force, volumes)
         click.echo(ref)
 
 

@@ -61,6 +61,11 @@ class CreateOptions:
         "add_hosts": list,
         "aliases": list,         # --network-alias
         "mac": None,
+        # mounts (volumes.py)
+        "volumes": list,         # -v
+        "mounts": list,          # --mount
+        "tmpfs": list,
+        "read_only": False,
         # resources (resources.py): the values as given
         "memory": None,
         "memory_swap": None,
@@ -238,6 +243,10 @@ def create(opts: CreateOptions) -> dict:
     if (opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit) != (None,) * 5:
         from minidocker import resources
         limits = resources.host_config(opts)
+    mounts = []
+    if opts.volumes or opts.mounts or opts.tmpfs:
+        from minidocker import volumes
+        mounts = volumes.mounts_of(opts)
     image = images.resolve(opts.image)
     icfg = image.get("Config") or {}
     if opts.entrypoint is not None:
@@ -282,7 +291,11 @@ def create(opts: CreateOptions) -> dict:
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
                        "ExtraHosts": netcfg["ExtraHosts"],
-                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits},
+                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits,
+                       "Binds": list(opts.volumes) or None, "ReadonlyRootfs": opts.read_only,
+                       "Tmpfs": {m["Destination"]: m["Mode"] for m in mounts
+                                 if m["Type"] == "tmpfs"} or None},
+        "Mounts": mounts,
         "NetworkingConfig": {"EndpointsConfig": netcfg["EndpointsConfig"]},
         "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
         "ShimPid": 0,
@@ -411,6 +424,12 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
                      annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]},
                      limits=limits, cgroups_path=rel).to_dict()
     spec["process"]["terminal"] = bool(cfg.get("Tty"))
+    if record.get("Mounts"):
+        from minidocker import volumes
+        spec["mounts"] += volumes.spec_mounts(record, images.rootfs(image))
+        teardown.save(record)  # the volumes' host paths, for inspect
+    if hc.get("ReadonlyRootfs"):
+        spec["root"]["readonly"] = True
     if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc":
         # No BPF device program here: without CAP_MKNOD no device node can be made.
         for key, names in spec["process"]["capabilities"].items():
@@ -631,7 +650,7 @@ def stop(ref: str, timeout: float = 10) -> dict:
     return record
 
 
-def remove(ref: str, force: bool = False) -> dict:
+def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
     record = find(ref)
     cid = record["Id"]
     if record["State"].get("Running"):
@@ -644,6 +663,9 @@ def remove(ref: str, force: bool = False) -> dict:
     teardown.run(cid, auto_remove=False)
     with _lock(cid):
         teardown.remove_files(cid)
+    if volumes and record.get("Mounts"):
+        from minidocker import volumes as store
+        store.remove_anonymous(record)
     return record
 
 

@@ -59,6 +59,11 @@ def containers_dir() -> Path:
     return state_root() / "containers"
 
 
+def volumes_dir() -> Path:
+    """Named volumes: <name>/volume.json and <name>/_data."""
+    return state_root() / "volumes"
+
+
 def networks_dir() -> Path:
     return state_root() / "networks"
 

@@ -147,5 +147,8 @@ def run(cid: str, auto_remove: bool = True, reaped: bool = False) -> None:
             runc.delete(cid)
         if auto_remove and record["HostConfig"].get("AutoRemove") and not record["State"].get("Running"):
             remove_files(cid)
+            if record.get("Mounts"):  # --rm takes the anonymous volumes with it, as Docker
+                from minidocker import volumes
+                volumes.remove_anonymous(record)
         else:
             save(record)

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from harness import MINIDOCKER
+from harness import MINIDOCKER, VENV_BIN
 
 RUNTIMES = ["builtin", "runc"]
 PROMPT = b"/ # "
@@ -36,10 +36,10 @@ def runtime(request):
 class Terminal:
     """minidocker ARGS on the slave of a new pty; the test types on the master."""
 
-    def __init__(self, node, *args, rows=24, cols=80):
+    def __init__(self, node, *args, rows=24, cols=80, prefix=(MINIDOCKER,)):
         self.master, slave = pty.openpty()
         self.resize(rows, cols)
-        self.proc = subprocess.Popen(node.cmd(["setsid", "-c", MINIDOCKER, *map(str, args)]),
+        self.proc = subprocess.Popen(node.cmd(["setsid", "-c", *prefix, *map(str, args)]),
                                      stdin=slave, stdout=slave, stderr=slave, env=node.env())
         os.close(slave)
         self.seen = b""
@@ -167,3 +167,22 @@ def test_attach_without_tty_follows_output(node):
     proc = node.md("attach", "talk", check=False)
     assert proc.returncode == 1 and "start it first" in proc.stderr
     node.md("rm", "talk")
+
+
+def test_as_a_newcomer_runs_it(node):
+    """README's Terminals lines under `env -i`, in a terminal."""
+    clean = ["env", "-i", f"PATH={VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+             f"MINIDOCKER_ROOT={node.state_root}", f"MINIDOCKER_RUN={node.run_root}", "minidocker"]
+    term = Terminal(node, "run", "-it", "--name", "box", "busybox", "sh", prefix=clean)
+    term.expect(PROMPT)
+    term.type(b"\x10\x11")
+    assert term.wait() == 0
+    term = Terminal(node, "exec", "-it", "box", "sh", prefix=clean)
+    term.expect(PROMPT)
+    term.type(b"exit 2\r")
+    assert term.wait() == 2
+    term = Terminal(node, "attach", "box", prefix=clean)
+    time.sleep(0.5)
+    term.type(b"exit 9\r")
+    assert term.wait() == 9
+    node.md("rm", "box")
