@@ -216,23 +216,33 @@ def _ports(record: dict) -> str:
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include stopped containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only ids.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def ps_cmd(show_all, quiet, fmt):
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="label=KEY[=VALUE], status=STATUS, name=NAME, id=PREFIX.")
+@click.option("--format", "fmt", default="table",
+              help='table, json, or a template: "{{.ID}}\\t{{.Names}}", "table {{.Names}}".')
+def ps_cmd(show_all, quiet, filters, fmt):
     """List containers."""
-    rows = [r for r in containers.all_records() if show_all or r["State"].get("Running")]
+    from minidocker import psview
+    wanted = psview.parse_filters(list(filters))
+    rows = [r for r in containers.all_records()
+            if (show_all or r["State"].get("Running") or "status" in wanted)
+            and psview.matches(r, wanted)]
     if quiet:
         for r in rows:
             click.echo(r["Id"][:12])
         return
-    if fmt == "json":
-        for r in rows:
-            click.echo(json.dumps({
-                "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
-                "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
-                "State": r["State"]["Status"], "Status": _status(r),
-                "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
-                "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
-            }))
+    if fmt != "table":
+        fields = [{
+            "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
+            "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
+            "State": r["State"]["Status"], "Status": _status(r),
+            "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
+            "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
+            "Labels": r["Config"].get("Labels") or {}, "Size": "",
+            "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.get("Mounts") or []),
+        } for r in rows]
+        for line in psview.render(fields, fmt):
+            click.echo(line)
         return
     click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<24} "
                f"{'STATUS':<34} {'PORTS':<8} NAMES")

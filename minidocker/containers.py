@@ -61,6 +61,10 @@ class CreateOptions:
         "add_hosts": list,
         "aliases": list,         # --network-alias
         "mac": None,
+        "user": None,            # -u
+        "group_add": list,
+        "labels": list,          # -l KEY=VALUE
+        "label_files": list,
         # mounts (volumes.py)
         "volumes": list,         # -v
         "mounts": list,          # --mount
@@ -183,7 +187,18 @@ def parse_env(items: list[str], source: str = "-e") -> list[str]:
     return out
 
 
-def read_env_file(path: str) -> list[str]:
+def _labels(items: list[str], source: str) -> dict[str, str]:
+    """KEY=VALUE (or KEY: an empty value) items as a dict."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise MinidockerError(f"invalid label {item!r} in {source}: expected KEY=VALUE", 125)
+        out[key] = value
+    return out
+
+
+def read_env_file(path: str, raw: bool = False) -> list[str]:
     try:
         with open(path) as fh:
             lines = [l.strip() for l in fh]
@@ -192,7 +207,8 @@ def read_env_file(path: str) -> list[str]:
     except UnicodeDecodeError as exc:
         raise MinidockerError(f"cannot read env file {path!r}: not UTF-8 text "
                               f"(byte {exc.start})", 125) from None
-    return parse_env([l for l in lines if l and not l.startswith("#")], source=path)
+    lines = [l for l in lines if l and not l.startswith("#")]
+    return lines if raw else parse_env(lines, source=path)
 
 
 def merge_env(base: list[str], extra: list[str]) -> list[str]:
@@ -247,6 +263,20 @@ def create(opts: CreateOptions) -> dict:
     if opts.volumes or opts.mounts or opts.tmpfs:
         from minidocker import volumes
         mounts = volumes.mounts_of(opts)
+    if opts.user is not None and not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", opts.user):
+        raise MinidockerError(f"invalid --user {opts.user!r}: expected USER[:GROUP], names or "
+                              "numbers", 125)
+    for part in (opts.user or "").split(":") + list(opts.group_add):
+        if part.isdigit() and int(part) > 2147483647:
+            raise MinidockerError(f"invalid user or group {part!r}: uids and gids must be in "
+                                  "range 0-2147483647", 125)
+    for group in opts.group_add:
+        if not re.fullmatch(r"[^:\s]+", group):
+            raise MinidockerError(f"invalid --group-add {group!r}: a group name or number", 125)
+    labels = {}
+    for f in opts.label_files:
+        labels.update(_labels(read_env_file(f, raw=True), f))
+    labels.update(_labels(opts.labels, "--label"))
     image = images.resolve(opts.image)
     icfg = image.get("Config") or {}
     if opts.entrypoint is not None:
@@ -277,7 +307,7 @@ def create(opts: CreateOptions) -> dict:
         "HostsPath": str(cdir(cid) / "hosts"),
         "Config": {
             "Hostname": opts.hostname or cid[:12],
-            "User": icfg.get("User", ""),
+            "User": opts.user if opts.user is not None else icfg.get("User", ""),
             "Env": merge_env(icfg.get("Env") or [], (["TERM=xterm"] if opts.tty else []) + env),
             "Cmd": cmd or None,
             "Entrypoint": entrypoint or None,
@@ -286,12 +316,13 @@ def create(opts: CreateOptions) -> dict:
             "ExposedPorts": icfg.get("ExposedPorts") or {},
             "OpenStdin": opts.interactive,
             "Tty": opts.tty,
-            "Labels": icfg.get("Labels") or {},
+            "Labels": {**(icfg.get("Labels") or {}), **labels},
         },
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
                        "ExtraHosts": netcfg["ExtraHosts"],
                        "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits,
+                       "GroupAdd": list(opts.group_add) or None,
                        "Binds": list(opts.volumes) or None, "ReadonlyRootfs": opts.read_only,
                        "Tmpfs": {m["Destination"]: m["Mode"] for m in mounts
                                  if m["Type"] == "tmpfs"} or None},
@@ -393,7 +424,8 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
             options += ",volatile"
         sc.mount("overlay", rootfs, "overlay", 0, options)
         cfg = record["Config"]
-        user = oci.resolve_user(rootfs, cfg.get("User", ""))
+        user = oci.resolve_user(rootfs, cfg.get("User", ""),
+                                record["HostConfig"].get("GroupAdd") or ())
         cwd = cfg.get("WorkingDir") or "/"
         fsutil.mkdir_in_root(rootfs, cwd)
         if mode.own_namespace:

@@ -179,11 +179,12 @@ def build(*, args: list[str], env: list[str], cwd: str, user: User, hostname: st
     )
 
 
-def resolve_user(rootfs: str, spec: str) -> User:
+def resolve_user(rootfs: str, spec: str, group_add=()) -> User:
     """Docker's USER: name or uid, optionally :group or :gid, looked up in the
-    image's /etc/passwd and /etc/group."""
+    image's /etc/passwd and /etc/group; group_add: --group-add names or gids."""
+    extra_groups = _group_ids(rootfs, group_add)
     if not spec:
-        return User()
+        return User(additionalGids=extra_groups or None)
     name, _, group = spec.partition(":")
     passwd = _table(rootfs, "/etc/passwd")
     groups = _table(rootfs, "/etc/group")
@@ -212,9 +213,27 @@ def resolve_user(rootfs: str, spec: str) -> User:
                                       "in the image's /etc/group", 125)
             gid = hits[0]
     gid = 0 if gid is None else gid
-    extra = sorted({int(r[2]) for r in groups
-                    if len(r) > 3 and not name.isdigit() and name in r[3].split(",")} - {gid})
+    extra = sorted(({int(r[2]) for r in groups
+                     if len(r) > 3 and not name.isdigit() and name in r[3].split(",")}
+                    | set(extra_groups)) - {gid})
     return User(uid=uid, gid=gid, additionalGids=extra or None)
+
+
+def _group_ids(rootfs: str, names) -> list[int]:
+    if not names:
+        return []
+    groups = _table(rootfs, "/etc/group")
+    out = []
+    for name in names:
+        if name.isdigit():
+            out.append(int(name))
+            continue
+        hits = [int(r[2]) for r in groups if len(r) > 2 and r[0] == name]
+        if not hits:
+            raise MinidockerError(f"unable to find group {name!r} (--group-add): no matching "
+                                  "entries in the image's /etc/group", 125)
+        out.append(hits[0])
+    return out
 
 
 def _table(rootfs: str, path: str) -> list[list[str]]:
