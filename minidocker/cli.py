@@ -169,8 +169,8 @@ def start_cmd(refs):
 
 
 @cli.command("stop")
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Seconds to wait before SIGKILL.")
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
+              help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
 @click.argument("refs", nargs=-1, required=True)
 def stop_cmd(timeout, refs):
     """Stop running containers: SIGTERM, then SIGKILL."""
@@ -192,6 +192,8 @@ def rm_cmd(force, volumes, refs):
 
 def _status(record: dict) -> str:
     st = record["State"]
+    if st.get("Restarting"):
+        return f"Restarting ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
     if st.get("Running"):
         return f"Up {_age(st['StartedAt'])}"
     if st.get("Status") == "created":

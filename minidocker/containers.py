@@ -32,6 +32,10 @@ HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 SHIM_TIMEOUT = 30
 #: HostConfig's resource fields when run sets none (resources.py parses them).
 NO_LIMITS = {"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": None}
+#: HostConfig's security fields when run sets none (security.py parses them).
+NO_SECURITY = {"CapAdd": None, "CapDrop": None, "Privileged": False, "SecurityOpt": None,
+               "Sysctls": None, "Ulimits": None, "Init": None}
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
 
 class CreateOptions:
@@ -65,6 +69,17 @@ class CreateOptions:
         "group_add": list,
         "labels": list,          # -l KEY=VALUE
         "label_files": list,
+        # security and process (security.py)
+        "cap_add": list,
+        "cap_drop": list,
+        "privileged": False,
+        "security_opt": list,
+        "sysctls": list,
+        "ulimits": list,
+        "init": False,
+        "stop_signal": None,
+        "stop_timeout": None,
+        "restart": None,
         # mounts (volumes.py)
         "volumes": list,         # -v
         "mounts": list,          # --mount
@@ -221,6 +236,33 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
+def parse_signal(text: str, what: str, code: int = 1) -> int:
+    """SIGTERM, TERM, term or 15 -> 15; anything else is an error naming it."""
+    value = str(text).strip().upper()
+    if value.isdigit() and 0 < int(value) <= 64:
+        return int(value)
+    name = value if value.startswith("SIG") else "SIG" + value
+    if name in signal.Signals.__members__ and not name.startswith("SIG_"):
+        return int(signal.Signals[name])
+    raise MinidockerError(f"invalid signal {text!r} for {what}: a name such as SIGTERM, TERM "
+                          "or KILL, or a number from 1 to 64", code)
+
+
+def parse_restart(text: str) -> dict:
+    """Docker's --restart: no | on-failure[:N] | always | unless-stopped."""
+    name, colon, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise MinidockerError(f"invalid restart policy {text!r}: accepted are no, "
+                              "on-failure[:MAX-RETRIES], always, unless-stopped", 125)
+    if colon and name != "on-failure":
+        raise MinidockerError(f"invalid restart policy {text!r}: a maximum retry count is only "
+                              "for on-failure", 125)
+    if colon and not count.isdigit():
+        raise MinidockerError(f"invalid restart policy {text!r}: the maximum retry count must "
+                              "be a number", 125)
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
 def _random_name(taken: set[str]) -> str:
     adjectives = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet",
                   "sharp", "tender", "vivid", "witty", "bold", "clever", "jolly", "nifty"]
@@ -277,6 +319,34 @@ def create(opts: CreateOptions) -> dict:
     for f in opts.label_files:
         labels.update(_labels(read_env_file(f, raw=True), f))
     labels.update(_labels(opts.labels, "--label"))
+    security = NO_SECURITY
+    if (opts.cap_add or opts.cap_drop or opts.privileged or opts.security_opt or opts.sysctls
+            or opts.ulimits or opts.init):
+        from minidocker import security as sec
+        sec.capabilities(opts.cap_add, opts.cap_drop, opts.privileged)  # names checked now
+        sec.no_new_privileges(opts.security_opt)
+        security = {"CapAdd": list(opts.cap_add) or None, "CapDrop": list(opts.cap_drop) or None,
+                    "Privileged": opts.privileged, "SecurityOpt": list(opts.security_opt) or None,
+                    "Sysctls": sec.sysctls(opts.sysctls, opts.network) or None,
+                    "Ulimits": sec.ulimits(opts.ulimits) or None, "Init": opts.init or None}
+        if opts.init:
+            sec.init_binary()
+    stop_signal = None
+    if opts.stop_signal is not None:
+        parse_signal(opts.stop_signal, "--stop-signal", 125)
+        stop_signal = opts.stop_signal
+    stop_timeout = None
+    if opts.stop_timeout is not None:
+        if not re.fullmatch(r"-?\d+", opts.stop_timeout):
+            raise MinidockerError(f"invalid --stop-timeout {opts.stop_timeout!r}: a number of "
+                                  "seconds", 125)
+        stop_timeout = int(opts.stop_timeout)
+    restart = {"Name": "no", "MaximumRetryCount": 0}
+    if opts.restart is not None:
+        restart = parse_restart(opts.restart)
+        if restart["Name"] != "no" and opts.auto_remove:
+            raise MinidockerError(f"conflicting options: --restart {opts.restart} and --rm "
+                                  "(a removed container cannot restart)", 125)
     image = images.resolve(opts.image)
     icfg = image.get("Config") or {}
     if opts.entrypoint is not None:
@@ -317,12 +387,16 @@ def create(opts: CreateOptions) -> dict:
             "OpenStdin": opts.interactive,
             "Tty": opts.tty,
             "Labels": {**(icfg.get("Labels") or {}), **labels},
+            **({"StopSignal": stop_signal or icfg["StopSignal"]}
+               if stop_signal or icfg.get("StopSignal") else {}),
+            **({"StopTimeout": stop_timeout} if stop_timeout is not None else {}),
         },
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
                        "ExtraHosts": netcfg["ExtraHosts"],
                        "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits,
-                       "GroupAdd": list(opts.group_add) or None,
+                       "GroupAdd": list(opts.group_add) or None, **security,
+                       "RestartPolicy": restart,
                        "Binds": list(opts.volumes) or None, "ReadonlyRootfs": opts.read_only,
                        "Tmpfs": {m["Destination"]: m["Mode"] for m in mounts
                                  if m["Type"] == "tmpfs"} or None},
@@ -330,6 +404,7 @@ def create(opts: CreateOptions) -> dict:
         "NetworkingConfig": {"EndpointsConfig": netcfg["EndpointsConfig"]},
         "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
         "ShimPid": 0,
+        "RestartCount": 0,
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
     with _global_lock():
@@ -456,13 +531,17 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
                      annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]},
                      limits=limits, cgroups_path=rel).to_dict()
     spec["process"]["terminal"] = bool(cfg.get("Tty"))
+    if any(hc.get(k) for k in NO_SECURITY):
+        from minidocker import security
+        security.apply(spec, hc)
     if record.get("Mounts"):
         from minidocker import volumes
         spec["mounts"] += volumes.spec_mounts(record, images.rootfs(image))
         teardown.save(record)  # the volumes' host paths, for inspect
     if hc.get("ReadonlyRootfs"):
         spec["root"]["readonly"] = True
-    if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc":
+    if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc" \
+            and not hc.get("Privileged"):
         # No BPF device program here: without CAP_MKNOD no device node can be made.
         for key, names in spec["process"]["capabilities"].items():
             spec["process"]["capabilities"][key] = [n for n in names if n != "CAP_MKNOD"]
@@ -517,6 +596,7 @@ def start(ref: str, attach: bool = False) -> Started:
         if record["State"].get("Running"):
             return Started(record, record["State"]["Pid"], None)
         teardown.release(record)  # whatever a crashed shim left
+        record["HasBeenManuallyStopped"] = False
         mode = modes.resolve(record["HostConfig"]["NetworkMode"])
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -615,15 +695,17 @@ def wait_attached(started: Started, relay: SignalRelay) -> int:
     finishes its teardown (the status pipe closes)."""
     relay.attach(started.pid)
     code = None
+    restarting = False
     try:
         with started.status as fh:
             for line in fh:
                 parts = line.split()
                 if parts and parts[0] == "exit":
                     code = int(parts[1])
+                    restarting = parts[2:] == ["restarting"]
     finally:
         relay.restore()
-    if started.shim_pid:
+    if started.shim_pid and not restarting:  # a restarting shim lives on without us
         os.waitpid(started.shim_pid, 0)
     if code is None:
         record = teardown.load(started.record["Id"])
@@ -669,10 +751,27 @@ def _stop_signal(value) -> int:
     return int(signal.Signals.__members__.get(name, signal.SIGTERM))
 
 
-def stop(ref: str, timeout: float = 10) -> dict:
-    """SIGTERM, then SIGKILL after timeout seconds, as `docker stop`."""
+def _mark_stopped(cid: str) -> None:
+    """A stop by the user: the restart policy leaves the container be (the
+    shim reads this when the process exits); start clears it."""
+    with _lock(cid):
+        record = teardown.load(cid)
+        if record is not None:
+            record["HasBeenManuallyStopped"] = True
+            teardown.save(record)
+
+
+def stop(ref: str, timeout: float | None = None) -> dict:
+    """The stop signal (SIGTERM), then SIGKILL after timeout seconds (the
+    container's --stop-timeout, else 10), as `docker stop`."""
     record = find(ref)
+    if timeout is None:
+        timeout = record["Config"].get("StopTimeout")
+        timeout = 10 if timeout is None else timeout
     if record["State"].get("Running"):
+        _mark_stopped(record["Id"])
+        if timeout < 0:  # Docker: -1 waits for ever
+            timeout = 10**9
         sig = _stop_signal(record["Config"].get("StopSignal"))
         _signal(record, sig)
         if not _wait_shim(record, max(timeout, 0)):
@@ -689,6 +788,7 @@ def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
         if not force:
             raise Conflict(f"cannot remove container {record['Name'].lstrip('/')} "
                            f"({cid[:12]}): it is running; stop it first or use rm -f")
+        _mark_stopped(cid)
         _signal(record, signal.SIGKILL)
         if not _wait_shim(record, SHIM_TIMEOUT):
             raise MinidockerError(f"container {cid[:12]} did not stop")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import select
 import sys
+import time
 
 from minidocker import clock, paths, state, syscalls as sc
 
@@ -38,7 +39,7 @@ def _update(cid: str, **fields) -> dict | None:
         record = state.read_json(path)
         if record is None:
             return None
-        for key in ("ShimPid", "ShimStart"):
+        for key in ("ShimPid", "ShimStart", "RestartCount", "HasBeenManuallyStopped"):
             if key in fields:
                 record[key] = fields.pop(key)
         record["State"].update(fields)
@@ -161,15 +162,34 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         status_fd = None
 
     sc.forward_signals(pid)
-
-    status = _wait(pid, pipes, tty)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    from minidocker.runtime import cgroups
-    oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
-    _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now(),
-            OOMKilled=oom)
-    for fd, _ in pipes:
-        os.close(fd)
+    began, backoff = time.monotonic(), _Backoff()
+    while True:
+        status = _wait(pid, pipes, tty)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        from minidocker.runtime import cgroups
+        oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
+        _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now(),
+                OOMKilled=oom)
+        for fd, _ in pipes:
+            os.close(fd)
+        pipes = []
+        delay = backoff.next(_restart_wanted(cid, code), time.monotonic() - began)
+        if delay is None:
+            break
+        # An attached `run` ends with the first exit; the restarts are ours alone.
+        _report(status_fd, f"exit {code} restarting\n")
+        if status_fd is not None:
+            os.close(status_fd)
+            status_fd = None
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        restarted = _restart(cid, record, runtime, log_fd, devnull, tty, delay)
+        if restarted is None:
+            tty = None
+            break
+        pid, tty = restarted
+        began = time.monotonic()
+        sc.forward_signals(pid)
     if tty:
         tty.close()  # the attached client sees the end
     os.close(log_fd)
@@ -177,6 +197,73 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     from minidocker import teardown
     teardown.run(cid, reaped=True)
     return 0
+
+
+class _Backoff:
+    """Docker's restart delay: 100 ms doubling up to a minute, back to
+    100 ms after a run of 10 s or more."""
+
+    def __init__(self):
+        self.delay = 0.0
+
+    def next(self, wanted: bool, ran: float) -> float | None:
+        if not wanted:
+            return None
+        self.delay = 0.1 if ran >= 10 or not self.delay else min(self.delay * 2, 60.0)
+        return self.delay
+
+
+def _restart_wanted(cid: str, code: int) -> bool:
+    """The record's RestartPolicy says go again (and nobody stopped it)."""
+    record = state.read_json(paths.container_dir(cid) / RECORD) or {}
+    policy = record.get("HostConfig", {}).get("RestartPolicy") or {}
+    name = policy.get("Name", "no")
+    if record.get("HasBeenManuallyStopped") or name in ("", "no"):
+        return False
+    if name == "on-failure":
+        limit = policy.get("MaximumRetryCount") or 0
+        return code != 0 and (not limit or record.get("RestartCount", 0) < limit)
+    return name in ("always", "unless-stopped")
+
+
+def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tty, delay: float):
+    """Wait out the delay (a `stop` cancels), then start the process again
+    in the same rootfs and network; (pid, tty) or None."""
+    _update(cid, Status="restarting", Restarting=True, Running=True)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        if (state.read_json(paths.container_dir(cid) / RECORD) or {}).get("HasBeenManuallyStopped"):
+            _update(cid, Status="exited", Restarting=False, Running=False)
+            return None
+    from minidocker.runtime import cgroups
+    cgroups.remove(record.get("Cgroups") or {})  # a fresh cgroup: counters start again
+    cdir = str(paths.container_dir(cid))
+    try:
+        if runtime == "runc":
+            from minidocker.runtime import runc
+            runc.delete(cid)
+        if tty:
+            tty.close()
+            tty = _Tty(cid, log_fd, hold=False)
+            pid = tty.start(runtime, cdir, (devnull, devnull, devnull))
+        elif runtime == "runc":
+            from minidocker.runtime import runc
+            pid = runc.start(cdir, cid, (devnull, log_fd, log_fd))
+        else:
+            from minidocker.runtime import builtin
+            pid = builtin.start(cdir, (devnull, log_fd, log_fd))
+    except Exception as exc:  # noqa: BLE001 - recorded; the teardown follows
+        if tty:
+            tty.close()
+        message = " ".join((getattr(exc, "message", None) or str(exc)).split())
+        _update(cid, Status="exited", Restarting=False, Running=False, Error=message)
+        return None
+    count = ((state.read_json(paths.container_dir(cid) / RECORD) or {}).get("RestartCount") or 0) + 1
+    _update(cid, Status="running", Running=True, Restarting=False, Pid=pid, ExitCode=0,
+            Error="", OOMKilled=False, StartedAt=_now(), FinishedAt=clock.NEVER,
+            RestartCount=count)
+    return pid, tty
 
 
 def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "_Tty | None" = None) -> int:

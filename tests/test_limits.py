@@ -56,14 +56,38 @@ def _running(node, runtime, *opts, cmd=("sleep", "60")) -> tuple[str, int]:
     return cid, _inspect(node, cid)["State"]["Pid"]
 
 
-def _host_block_device() -> tuple[int, int]:
-    """A real block device of the host (its disk if there is one)."""
-    found = []
-    for name in sorted(os.listdir("/sys/block")):
-        major, minor = map(int, _read(f"/sys/block/{name}/dev").split(":"))
-        found.append((not name.startswith(("loop", "ram", "zram")), major, minor))
-    found.sort(reverse=True)
-    return found[0][1], found[0][2]
+def _host_openable(tmp_path, kind: str, candidates) -> tuple[int, int]:
+    """A device outside the allow-list that the host itself can open (so a
+    refusal inside comes from the container's cgroup, not from the host)."""
+    import stat
+    for major, minor in candidates:
+        node = tmp_path / f"probe-{kind}-{major}-{minor}"
+        os.mknod(node, 0o600 | (stat.S_IFBLK if kind == "b" else stat.S_IFCHR),
+                 os.makedev(major, minor))
+        try:
+            os.close(os.open(node, os.O_RDONLY))
+            return major, minor
+        except OSError:
+            continue
+        finally:
+            node.unlink()
+    pytest.fail(f"no {kind} device the host can open among {candidates}")
+
+
+def host_devices(tmp_path) -> dict:
+    blocks = [tuple(map(int, _read(f"/sys/block/{n}/dev").split(":")))
+              for n in sorted(os.listdir("/sys/block"))]
+    return {"b": _host_openable(tmp_path, "b", blocks),
+            "c": _host_openable(tmp_path, "c", [(1, 11), (10, 237), (7, 0)])}  # kmsg, loop-control, vcs
+
+
+def open_script(devices: dict) -> str:
+    (bmaj, bmin), (cmaj, cmin) = devices["b"], devices["c"]
+    return (f"mknod /tmp/disk b {bmaj} {bmin} && echo made-disk; "
+            "head -c 1 /tmp/disk >/dev/null; "
+            f"mknod /tmp/chr c {cmaj} {cmin} && echo made-chr; head -c 0 /tmp/chr; "
+            "mknod /tmp/null c 1 3 && echo hi > /tmp/null && echo null-ok; "
+            "head -c 4 /dev/zero | wc -c")
 
 
 def test_device_cgroup_is_dockers_allow_list(node, runtime):
@@ -76,28 +100,29 @@ def test_device_cgroup_is_dockers_allow_list(node, runtime):
         node.md("rm", "-f", cid)
 
 
-def test_mknod_allowed_but_opening_a_host_disk_is_not(node, runtime):
+def test_mknod_allowed_but_opening_a_host_device_is_not(node, runtime, tmp_path):
     """CAP_MKNOD stays (Docker's default set), the cgroup stops the open:
-    EPERM for the host's disk and /dev/mem, the allowed nodes still work."""
-    major, minor = _host_block_device()
-    script = (f"mknod /tmp/disk b {major} {minor} && echo made-disk; "
-              "head -c 1 /tmp/disk >/dev/null; "
-              "mknod /tmp/mem c 1 1 && echo made-mem; head -c 1 /tmp/mem >/dev/null; "
-              "mknod /tmp/null c 1 3 && echo hi > /tmp/null && echo null-ok; "
-              "head -c 4 /dev/zero | wc -c")
+    EPERM for a block and a char device the host can open, the allowed
+    nodes still work; --privileged opens them."""
+    devices = host_devices(tmp_path)
     proc = node.md("run", "--rm", "--runtime", runtime, "--network", "none", "busybox",
-                   "sh", "-c", script, check=False)
-    assert proc.stdout.split() == ["made-disk", "made-mem", "null-ok", "4"], proc
+                   "sh", "-c", open_script(devices), check=False)
+    assert proc.stdout.split() == ["made-disk", "made-chr", "null-ok", "4"], proc
     assert proc.stderr.count("Operation not permitted") == 2, proc.stderr
-    assert "/tmp/disk" in proc.stderr and "/tmp/mem" in proc.stderr
+    assert "/tmp/disk" in proc.stderr and "/tmp/chr" in proc.stderr
+    proc = node.md("run", "--rm", "--runtime", runtime, "--network", "none", "--privileged",
+                   "busybox", "sh", "-c", open_script(devices), check=False)
+    assert proc.stdout.split() == ["made-disk", "made-chr", "null-ok", "4"], proc
+    assert "Operation not permitted" not in proc.stderr
 
 
-def test_exec_joins_the_container_cgroups(node, runtime):
+def test_exec_joins_the_container_cgroups(node, runtime, tmp_path):
     """`exec` processes are held by the same allow-list and pids limit."""
+    major, minor = host_devices(tmp_path)["c"]
     cid, pid = _running(node, runtime, "--pids-limit", "7")
     try:
-        proc = node.md("exec", cid, "sh", "-c", "mknod /tmp/mem c 1 1; head -c1 /tmp/mem; "
-                       "cat /proc/self/cgroup", check=False)
+        proc = node.md("exec", cid, "sh", "-c", f"mknod /tmp/chr c {major} {minor}; "
+                       "head -c0 /tmp/chr; cat /proc/self/cgroup", check=False)
         assert "Operation not permitted" in proc.stderr
         ours = open(f"/proc/{pid}/cgroup").read()
         for controller in ("devices", "pids", "memory"):

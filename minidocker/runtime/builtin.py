@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 
 from minidocker import fsutil, syscalls as sc
 from minidocker.runtime import cgroups
@@ -192,6 +193,10 @@ def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, console, w: in
         else:
             flags |= sc.NS_FLAGS[ns["type"]]
     sc.unshare(flags)
+    for key, value in (linux.get("sysctl") or {}).items():
+        # /proc/sys/net and the ipc keys follow the namespaces just joined
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+            fh.write(value)
     if spec.get("hostname") and flags & sc.CLONE_NEWUTS:
         sc.sethostname(spec["hostname"])
     rootfs = rootfs_path(bundle, spec)
@@ -327,6 +332,12 @@ def _become(proc: dict) -> None:
     for cap in range(sc.last_cap() + 1):
         if not bounding & (1 << cap):
             sc.prctl(sc.PR_CAPBSET_DROP, cap)
+    if proc.get("rlimits"):
+        for rl in proc["rlimits"]:
+            unlimited = 2**64 - 1
+            resource.setrlimit(getattr(resource, rl["type"]),
+                               tuple(resource.RLIM_INFINITY if v >= unlimited else v
+                                     for v in (rl["soft"], rl["hard"])))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
