@@ -47,19 +47,26 @@ def attach(ref: str) -> int:
     return exit_code(cid)
 
 
-def _follow_log(record: dict) -> None:
-    out = sys.stdout.buffer
-    with open(record["LogPath"], "rb") as fh:
-        fh.seek(0, os.SEEK_END)
+def _follow_log(record: dict, offset: int | None = None) -> None:
+    """Its output from now on (or from offset), each stream to ours, until it exits."""
+    from minidocker import logfile
+    streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+
+    def show(lines):
+        for e in logfile.entries(lines):
+            out = streams.get(e.get("stream"), sys.stdout.buffer)
+            out.write(e["log"].encode())
+            out.flush()
+
+    with open(record["LogPath"], "ab+") as fh:
+        fh.seek(offset if offset is not None else 0, os.SEEK_SET if offset is not None else os.SEEK_END)
         while True:
-            chunk = fh.read(65536)
-            if chunk:
-                out.write(chunk)
-                out.flush()
+            lines = fh.readlines()
+            if lines:
+                show(lines)
                 continue
             if not containers.shim_alive(teardown.load(record["Id"]) or {}):
-                out.write(fh.read())
-                out.flush()
+                show(fh.readlines())
                 return
             time.sleep(0.05)
 
@@ -73,3 +80,22 @@ def exit_code(cid: str) -> int:
         if not containers.shim_alive(record):
             return record["State"].get("ExitCode", 0)
         time.sleep(0.05)
+
+
+def start_attached(ref: str, stdin: bool) -> int:
+    """`start -a`: start the container and follow it (its terminal, or its
+    output from the start on) to its exit code."""
+    record = containers.find(ref)
+    if record["State"].get("Running"):
+        return attach(ref)
+    try:
+        offset = os.path.getsize(record["LogPath"])
+    except OSError:
+        offset = 0
+    containers.start(record["Id"])
+    if record["Config"].get("Tty"):
+        if terminal_session(record["Id"], stdin and os.isatty(0)):
+            return 0
+    else:
+        _follow_log(record, offset)
+    return exit_code(record["Id"])

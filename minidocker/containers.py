@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from minidocker import clock, fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker import clock, events, fsutil, images, paths, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
@@ -24,7 +24,7 @@ from minidocker.runtime import cgroups, oci
 
 RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
-_NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
+NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
 _ENV_KEY_RE = r"^[^=\s\x00]+\Z"
 HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
          "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
@@ -126,7 +126,7 @@ def _lock(cid: str):
     return state.locked(teardown.lock_path(cid))
 
 
-def _global_lock():
+def global_lock():
     return state.locked(paths.locks_dir() / "containers.lock")
 
 
@@ -282,7 +282,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
-    if opts.name is not None and not re.match(_NAME_RE, opts.name):
+    if opts.name is not None and not re.match(NAME_RE, opts.name):
         raise MinidockerError(f"invalid container name {opts.name!r}: use [a-zA-Z0-9] then "
                               "[a-zA-Z0-9_.-], at least 2 characters", 125)
     env = []
@@ -407,7 +407,7 @@ def create(opts: CreateOptions) -> dict:
         "RestartCount": 0,
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
-    with _global_lock():
+    with global_lock():
         taken = {r["Name"]: r["Id"] for r in all_records()}
         if opts.name:
             name = "/" + opts.name.lstrip("/")
@@ -421,6 +421,7 @@ def create(opts: CreateOptions) -> dict:
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
             state.ensure_dir(cdir(cid) / sub, mode=0o755)
         teardown.save(record)
+    events.append("create", record)
     return record
 
 
@@ -733,13 +734,16 @@ def _wait_shim(record: dict, timeout: float) -> bool:
         os.close(fd)
 
 
-def _signal(record: dict, sig: int) -> None:
+def signal_container(record: dict, sig: int) -> None:
     pid = record["State"].get("Pid") or 0
     if pid > 0 and shim_alive(record):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+        if record["State"].get("Paused"):  # a frozen process takes its signal once thawed
+            from minidocker import lifecycle
+            lifecycle.thaw(record)
 
 
 def _stop_signal(value) -> int:
@@ -751,7 +755,7 @@ def _stop_signal(value) -> int:
     return int(signal.Signals.__members__.get(name, signal.SIGTERM))
 
 
-def _mark_stopped(cid: str) -> None:
+def mark_stopped(cid: str) -> None:
     """A stop by the user: the restart policy leaves the container be (the
     shim reads this when the process exits); start clears it."""
     with _lock(cid):
@@ -769,15 +773,18 @@ def stop(ref: str, timeout: float | None = None) -> dict:
         timeout = record["Config"].get("StopTimeout")
         timeout = 10 if timeout is None else timeout
     if record["State"].get("Running"):
-        _mark_stopped(record["Id"])
+        mark_stopped(record["Id"])
         if timeout < 0:  # Docker: -1 waits for ever
             timeout = 10**9
         sig = _stop_signal(record["Config"].get("StopSignal"))
-        _signal(record, sig)
+        events.append("kill", record, signal=sig)
+        signal_container(record, sig)
         if not _wait_shim(record, max(timeout, 0)):
-            _signal(record, signal.SIGKILL)
+            events.append("kill", record, signal=int(signal.SIGKILL))
+            signal_container(record, signal.SIGKILL)
             if not _wait_shim(record, SHIM_TIMEOUT):
                 raise MinidockerError(f"container {record['Id'][:12]} did not stop")
+        events.append("stop", record)
     return record
 
 
@@ -788,8 +795,8 @@ def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
         if not force:
             raise Conflict(f"cannot remove container {record['Name'].lstrip('/')} "
                            f"({cid[:12]}): it is running; stop it first or use rm -f")
-        _mark_stopped(cid)
-        _signal(record, signal.SIGKILL)
+        mark_stopped(cid)
+        signal_container(record, signal.SIGKILL)
         if not _wait_shim(record, SHIM_TIMEOUT):
             raise MinidockerError(f"container {cid[:12]} did not stop")
     teardown.run(cid, auto_remove=False)
@@ -798,6 +805,7 @@ def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
     if volumes and record.get("Mounts"):
         from minidocker import volumes as store
         store.remove_anonymous(record)
+    events.append("destroy", record)
     return record
 
 

@@ -59,6 +59,11 @@ def containers_dir() -> Path:
     return state_root() / "containers"
 
 
+def events_file() -> Path:
+    """The events journal (`minidocker events`)."""
+    return state_root() / "events.log"
+
+
 def volumes_dir() -> Path:
     """Named volumes: <name>/volume.json and <name>/_data."""
     return state_root() / "volumes"

@@ -273,7 +273,7 @@ def _stray_files(gone, report: Report) -> None:
     known = set()
     base = paths.containers_dir()
     if base.is_dir():
-        with containers._global_lock():  # create() makes the directory, then the record
+        with containers.global_lock():  # create() makes the directory, then the record
             for entry in sorted(os.listdir(base)):
                 if (base / entry / teardown.RECORD).exists():
                     known.add(entry)

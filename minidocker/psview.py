@@ -88,7 +88,7 @@ def render(rows: list[dict], fmt: str) -> list[str]:
     if not table:
         return lines
     header = _ACTION.sub(lambda m: HEADERS.get(m.group(2), ""), text)
-    return _align([header] + lines)
+    return align([header] + lines)
 
 
 def _fill(text: str, row: dict) -> str:
@@ -110,7 +110,7 @@ def _labels_text(labels: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _align(lines: list[str]) -> list[str]:
+def align(lines: list[str]) -> list[str]:
     """Go's tabwriter as docker uses it: tab-separated cells padded to the
     widest of their column plus 3 spaces."""
     cells = [l.split("\t") for l in lines]

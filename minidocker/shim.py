@@ -68,7 +68,18 @@ def _report(fd: int | None, line: str) -> None:
         pass  # the command that started us is gone: nobody to tell
 
 
-def _copy(src: int, sinks: list[int]) -> bool:
+def _output_pipes(stdin: int, log_fd: int, attach: bool):
+    """The container's stdio and the pipes the shim copies: each stream to
+    the log (tagged stdout/stderr) and, attached, to the caller's too."""
+    from minidocker.logfile import Stream
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pipes = [(out_r, [Stream(log_fd, "stdout")] + ([1] if attach else [])),
+             (err_r, [Stream(log_fd, "stderr")] + ([2] if attach else []))]
+    return (stdin, out_w, err_w), pipes
+
+
+def _copy(src: int, sinks: list) -> bool:
     """One read from src to every sink; False at EOF."""
     try:
         data = os.read(src, 65536)
@@ -76,13 +87,7 @@ def _copy(src: int, sinks: list[int]) -> bool:
         return False
     if not data:
         return False
-    for fd in sinks:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError:
-            pass  # a closed terminal must not stop the log
+    _copy_bytes(data, sinks)
     return True
 
 
@@ -108,18 +113,15 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     runtime = record["HostConfig"].get("Runtime", "builtin")
     log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    pipes = []
-    if attach:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        stdin = 0 if record["Config"].get("OpenStdin") else devnull
-        stdio = (stdin, out_w, err_w)
-        pipes = [(out_r, [log_fd, 1]), (err_r, [log_fd, 2])]
-    else:
-        stdio = (devnull, log_fd, log_fd)
+    stdin = 0 if attach and record["Config"].get("OpenStdin") else devnull
+    stdio, pipes = _output_pipes(stdin, log_fd, attach)
     tty = None
     try:
         if record["Config"].get("Tty"):
+            for fd, _ in pipes:
+                os.close(fd)
+            for fd in stdio[1:]:
+                os.close(fd)
             stdio, pipes = (devnull, devnull, devnull), []
             tty = _Tty(cid, log_fd, hold=attach)
             pid = tty.start(runtime, str(cdir), stdio)
@@ -144,9 +146,9 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         return 0
     from minidocker.faults import fault
     fault("shim:process-started")
-    if attach:
-        os.close(out_w)
-        os.close(err_w)
+    for fd in stdio[1:]:
+        if fd != devnull:
+            os.close(fd)  # the container holds the write ends now
     if stdio[0] == 0:
         os.close(0)
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
@@ -157,6 +159,8 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
             ShimStart=start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
+    from minidocker import events
+    events.append("start", record)
     if not attach:
         os.close(status_fd)
         status_fd = None
@@ -168,8 +172,11 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
         from minidocker.runtime import cgroups
         oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
-        _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now(),
-                OOMKilled=oom)
+        now = _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code,
+                      FinishedAt=_now(), OOMKilled=oom, Paused=False) or record
+        if oom:
+            events.append("oom", now)
+        events.append("die", now, exitCode=code)
         for fd, _ in pipes:
             os.close(fd)
         pipes = []
@@ -187,7 +194,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
         if restarted is None:
             tty = None
             break
-        pid, tty = restarted
+        pid, tty, pipes = restarted
         began = time.monotonic()
         sc.forward_signals(pid)
     if tty:
@@ -243,17 +250,26 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
         if runtime == "runc":
             from minidocker.runtime import runc
             runc.delete(cid)
+        pipes = []
         if tty:
             tty.close()
             tty = _Tty(cid, log_fd, hold=False)
             pid = tty.start(runtime, cdir, (devnull, devnull, devnull))
-        elif runtime == "runc":
-            from minidocker.runtime import runc
-            pid = runc.start(cdir, cid, (devnull, log_fd, log_fd))
         else:
-            from minidocker.runtime import builtin
-            pid = builtin.start(cdir, (devnull, log_fd, log_fd))
+            stdio, pipes = _output_pipes(devnull, log_fd, attach=False)
+            try:
+                if runtime == "runc":
+                    from minidocker.runtime import runc
+                    pid = runc.start(cdir, cid, stdio)
+                else:
+                    from minidocker.runtime import builtin
+                    pid = builtin.start(cdir, stdio)
+            finally:
+                os.close(stdio[1])
+                os.close(stdio[2])
     except Exception as exc:  # noqa: BLE001 - recorded; the teardown follows
+        for fd, _ in pipes:
+            os.close(fd)
         if tty:
             tty.close()
         message = " ".join((getattr(exc, "message", None) or str(exc)).split())
@@ -263,7 +279,9 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
     _update(cid, Status="running", Running=True, Restarting=False, Pid=pid, ExitCode=0,
             Error="", OOMKilled=False, StartedAt=_now(), FinishedAt=clock.NEVER,
             RestartCount=count)
-    return pid, tty
+    from minidocker import events
+    events.append("start", record)
+    return pid, tty, pipes
 
 
 def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "_Tty | None" = None) -> int:
@@ -304,8 +322,9 @@ class _Tty:
     HOLD_MAX = 1 << 16
 
     def __init__(self, cid: str, log_fd: int, hold: bool):
+        from minidocker.logfile import Stream
         self.cid = cid
-        self.log_fd = log_fd
+        self.log = Stream(log_fd, "stdout")  # a terminal has one stream
         self.master = -1
         self.listener = None
         self.client = None
@@ -395,7 +414,7 @@ class _Tty:
             return False
         if self.held is not None and len(self.held) < self.HOLD_MAX:
             self.held += data
-        sinks = [self.log_fd] + ([self.client.fileno()] if self.client is not None else [])
+        sinks = [self.log] + ([self.client.fileno()] if self.client is not None else [])
         _copy_bytes(data, sinks)
         return True
 
@@ -422,14 +441,18 @@ class _Tty:
             pass
 
 
-def _copy_bytes(data: bytes, sinks: list[int]) -> None:
-    for fd in sinks:
+def _copy_bytes(data: bytes, sinks: list) -> None:
+    """data to every sink: an fd, or a log stream."""
+    for sink in sinks:
         try:
+            if not isinstance(sink, int):
+                sink.write(data)
+                continue
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(sink, view):]
         except OSError:
-            pass  # a gone client must not stop the log
+            pass  # a gone client or terminal must not stop the log
 
 
 def _reap(pid: int) -> int | None:
