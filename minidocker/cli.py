@@ -142,6 +142,17 @@ def load_cmd(archive):
 
 # --- containers -------------------------------------------------------------------
 
+def _each(refs, action) -> None:
+    """Docker's commands over several containers: act on each, echo its name."""
+    for ref in refs:
+        action(ref)
+        click.echo(ref)
+
+
+_STOP_TIME = click.option(
+    "-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
+    help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
+
 def _run_options(f):
     """run's options come from runcmd.OPTIONS, declared once there: the fast
     parser of plain `run` invocations (entry.py) reads the same table."""
@@ -182,21 +193,16 @@ def start_cmd(attach, interactive, refs):
             raise MinidockerError("start -a attaches to one container: give exactly one")
         from minidocker import attach as attaching
         sys.exit(attaching.start_attached(refs[0], interactive))
-    for ref in refs:
-        containers.start(ref)
-        click.echo(ref)
+    _each(refs, containers.start)
 
 
 @cli.command("restart")
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
-              help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
+@_STOP_TIME
 @click.argument("refs", nargs=-1, required=True)
 def restart_cmd(timeout, refs):
     """Stop, then start containers."""
     from minidocker import lifecycle
-    for ref in refs:
-        lifecycle.restart(ref, timeout)
-        click.echo(ref)
+    _each(refs, lambda ref: lifecycle.restart(ref, timeout))
 
 
 @cli.command("kill")
@@ -206,9 +212,7 @@ def restart_cmd(timeout, refs):
 def kill_cmd(sig, refs):
     """Send a signal to running containers."""
     from minidocker import lifecycle
-    for ref in refs:
-        lifecycle.kill(ref, sig)
-        click.echo(ref)
+    _each(refs, lambda ref: lifecycle.kill(ref, sig))
 
 
 @cli.command("wait")
@@ -225,9 +229,7 @@ def wait_cmd(refs):
 def pause_cmd(refs):
     """Freeze every process of containers (the freezer cgroup)."""
     from minidocker import lifecycle
-    for ref in refs:
-        lifecycle.pause(ref)
-        click.echo(ref)
+    _each(refs, lifecycle.pause)
 
 
 @cli.command("unpause")
@@ -235,9 +237,7 @@ def pause_cmd(refs):
 def unpause_cmd(refs):
     """Thaw paused containers."""
     from minidocker import lifecycle
-    for ref in refs:
-        lifecycle.unpause(ref)
-        click.echo(ref)
+    _each(refs, lifecycle.unpause)
 
 
 @cli.command("rename")
@@ -360,14 +360,11 @@ def events_cmd(since, until, filters, fmt):
 
 
 @cli.command("stop")
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
-              help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
+@_STOP_TIME
 @click.argument("refs", nargs=-1, required=True)
 def stop_cmd(timeout, refs):
-    """Stop running containers: SIGTERM, then SIGKILL."""
-    for ref in refs:
-        containers.stop(ref, timeout)
-        click.echo(ref)
+    """Stop running containers: the stop signal (SIGTERM), then SIGKILL."""
+    _each(refs, lambda ref: containers.stop(ref, timeout))
 
 
 @cli.command("rm")
@@ -376,9 +373,7 @@ def stop_cmd(timeout, refs):
 @click.argument("refs", nargs=-1, required=True)
 def rm_cmd(force, volumes, refs):
     """Remove containers."""
-    for ref in refs:
-        containers.remove(ref, force, volumes)
-        click.echo(ref)
+    _each(refs, lambda ref: containers.remove(ref, force, volumes))
 
 
 def _status(record: dict) -> str:

@@ -509,9 +509,15 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
         else:
             hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
         files = _write_files(record, host_mode=not mode.own_namespace)
+        user_mounts = []
+        if record.get("Mounts"):  # volumes made, bind sources resolved: their paths recorded
+            from minidocker import volumes
+            user_mounts = volumes.spec_mounts(record, images.rootfs(image))
     finally:
         if pinned:
             pinned()  # the thread is done before anyone may unpin
+    rel = cgroups.relative_path(cid)
+    record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
     teardown.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
@@ -519,9 +525,6 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
     teardown.save(record)  # what setup attached, for inspect and the teardown
-    rel = cgroups.relative_path(cid)
-    record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
-    teardown.save(record)
     hc = record["HostConfig"]
     limits = None
     if any(hc.get(k) for k in NO_LIMITS):
@@ -535,10 +538,7 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
     if any(hc.get(k) for k in NO_SECURITY):
         from minidocker import security
         security.apply(spec, hc)
-    if record.get("Mounts"):
-        from minidocker import volumes
-        spec["mounts"] += volumes.spec_mounts(record, images.rootfs(image))
-        teardown.save(record)  # the volumes' host paths, for inspect
+    spec["mounts"] += user_mounts
     if hc.get("ReadonlyRootfs"):
         spec["root"]["readonly"] = True
     if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc" \

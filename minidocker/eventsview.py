@@ -12,17 +12,6 @@ from minidocker.errors import MinidockerError
 FILTERS = ("container", "event", "type", "image")
 
 
-def _filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in FILTERS:
-            raise MinidockerError(f"invalid filter {item!r}: expected KEY=VALUE with KEY one of "
-                                  f"{', '.join(FILTERS)}")
-        out.setdefault(key, []).append(value)
-    return out
-
-
 def _matches(e: dict, wanted: dict[str, list[str]]) -> bool:
     attrs = e["Actor"]["Attributes"]
     tests = {"container": lambda v: e["Actor"]["ID"].startswith(v) or attrs.get("name") == v,
@@ -56,7 +45,8 @@ def line(e: dict, fmt: str | None) -> str:
 
 def show(since: str | None, until: str | None, filters: list[str], fmt: str | None) -> None:
     from minidocker.logfile import parse_time
-    wanted = _filters(filters)
+    from minidocker.psview import parse_filters
+    wanted = parse_filters(filters, FILTERS)
     lo = parse_time(since, "--since") if since else time.time()
     hi = parse_time(until, "--until") if until else None
     seen = 0

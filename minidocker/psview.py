@@ -24,13 +24,14 @@ HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
 _ACTION = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z]*)(?:\s+\"([^\"]*)\")?\s*\}\}")
 
 
-def parse_filters(items: list[str]) -> dict[str, list[str]]:
+def parse_filters(items: list[str], keys=FILTER_KEYS) -> dict[str, list[str]]:
+    """--filter KEY=VALUE items (KEY one of keys) by key; `events` uses it too."""
     out: dict[str, list[str]] = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or key not in FILTER_KEYS:
+        if not eq or key not in keys:
             raise MinidockerError(f"invalid filter {item!r}: expected KEY=VALUE with KEY one of "
-                                  f"{', '.join(FILTER_KEYS)}")
+                                  f"{', '.join(keys)}")
         if key == "status" and value not in STATUSES:
             raise MinidockerError(f"invalid filter 'status={value}': accepted are "
                                   f"{', '.join(STATUSES)}")

@@ -102,19 +102,19 @@ def table(rows: list[dict]) -> list[str]:
     return align(["\t".join(HEADER)] + ["\t".join(r[f] for f in FIELDS) for r in rows])
 
 
+def _size(n: float, step: int, units: tuple[str, ...], digits: str) -> str:
+    for unit in units:
+        if n < step or unit == units[-1]:
+            return f"{int(n)}B" if unit == "B" else f"{n:{digits}}{unit}"
+        n /= step
+    return str(n)
+
+
 def _iec(n: float) -> str:
     """Docker's binary sizes: 1.5MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.4g}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1024
-    return str(n)
+    return _size(n, 1024, ("B", "KiB", "MiB", "GiB", "TiB"), ".4g")
 
 
 def _si(n: float) -> str:
     """Docker's decimal sizes: 1.2kB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1000
-    return str(n)
+    return _size(n, 1000, ("B", "kB", "MB", "GB", "TB"), ".3g")

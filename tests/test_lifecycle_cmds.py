@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import VENV_BIN
+from mdtools import newcomer
 
 RUNTIMES = ["builtin", "runc"]
 LOOP = "while true; do sleep 0.1; done"
@@ -208,9 +208,7 @@ def test_version_info_events(node):
 
 
 def test_as_a_newcomer_runs_it(node):
-    env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
-           "MINIDOCKER_ROOT": str(node.state_root), "MINIDOCKER_RUN": str(node.run_root)}
-    argv = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "minidocker"]
+    argv, env = newcomer(node)
     node.run([*argv, "create", "--name", "nc", "busybox", "sh", "-c", "echo hi >&2"], env=env)
     proc = node.run([*argv, "start", "-a", "nc"], env=env)
     assert proc.stderr == "hi\n"

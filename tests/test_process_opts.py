@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import VENV_BIN
+from mdtools import newcomer
 
 RUNTIMES = ["builtin", "runc"]
 CAP = {"CHOWN": 0, "NET_ADMIN": 12, "NET_RAW": 13, "SYS_TIME": 25, "MKNOD": 27}
@@ -209,9 +209,7 @@ def test_restart_foreground_and_bad_policies(node, runtime):
 
 
 def test_as_a_newcomer_runs_it(node):
-    env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
-           "MINIDOCKER_ROOT": str(node.state_root), "MINIDOCKER_RUN": str(node.run_root)}
-    argv = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "minidocker"]
+    argv, env = newcomer(node)
     out = node.run([*argv, "run", "--rm", "--init", "--cap-drop", "ALL", "--ulimit", "nofile=64",
                     "busybox", "sh", "-c", "ulimit -n; grep CapEff /proc/self/status"], env=env).stdout
     assert out.split() == ["64", "CapEff:", "0000000000000000"]

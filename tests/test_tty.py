@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from harness import MINIDOCKER, VENV_BIN
+from harness import MINIDOCKER
+from mdtools import newcomer
 
 RUNTIMES = ["builtin", "runc"]
 PROMPT = b"/ # "
@@ -171,8 +172,7 @@ def test_attach_without_tty_follows_output(node):
 
 def test_as_a_newcomer_runs_it(node):
     """README's Terminals lines under `env -i`, in a terminal."""
-    clean = ["env", "-i", f"PATH={VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
-             f"MINIDOCKER_ROOT={node.state_root}", f"MINIDOCKER_RUN={node.run_root}", "minidocker"]
+    clean, _ = newcomer(node)
     term = Terminal(node, "run", "-it", "--name", "box", "busybox", "sh", prefix=clean)
     term.expect(PROMPT)
     term.type(b"\x10\x11")

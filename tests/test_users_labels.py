@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from harness import VENV_BIN
+from mdtools import newcomer
 
 RUNTIMES = ["builtin", "runc"]
 
@@ -99,9 +99,7 @@ def test_ps_format_templates(node):
 
 
 def test_as_a_newcomer_runs_it(node):
-    env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
-           "MINIDOCKER_ROOT": str(node.state_root), "MINIDOCKER_RUN": str(node.run_root)}
-    argv = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "minidocker"]
+    argv, env = newcomer(node)
     out = node.run([*argv, "run", "--rm", "--network", "none", "-u", "nobody", "-l", "k=v",
                     "busybox", "id", "-u"], env=env).stdout
     assert out == "65534\n"
