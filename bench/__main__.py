@@ -6,6 +6,8 @@ SUITES = {
     "run": "bench.run",      # minidocker run vs runc run vs unshare (default)
     "cni": "bench.cni",      # cni-bridge vs reference plugins; executor overhead
     "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
+    "cluster": "bench.cluster",  # pod network across nodes: convergence, data path, agent
+    "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
 }
 
 

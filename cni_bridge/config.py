@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
+from cni.portmap import PortMapping
 from cni_bridge.errors import bad_config
-from cni_bridge.firewall import BACKENDS, PortMapping
+from cni_bridge.firewall import BACKENDS
 
 DEFAULT_BRIDGE = "cni0"
 # ipam.type values served by the built-in IPAM (host-local's files and options);
@@ -32,6 +33,7 @@ class BridgeConf:
     is_default_gateway: bool = False
     force_address: bool = False
     ip_masq: bool = False
+    no_masq_to: list = field(default_factory=list)
     mtu: int = 0
     hairpin: bool = False
     promisc: bool = False
@@ -124,9 +126,27 @@ def check_cni_args(args: PluginArgs) -> None:
                            "set IgnoreUnknown=1 to ignore unknown CNI_ARGS")
 
 
+def _cidrs(value, key: str) -> list:
+    """A list of networks, normalised (ip-masq-agent's nonMasqueradeCIDRs)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_config(f"invalid {key} {value!r}", "a list of CIDRs such as [\"10.244.0.0/16\"]")
+    import ipaddress
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except (TypeError, ValueError):
+            raise bad_config(f"invalid {key} entry {item!r}", "a CIDR such as 10.244.0.0/16") from None
+    return out
+
+
 def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: bool = True) -> BridgeConf:
     """The request's config, read as a Go plugin reads it (capability and
-    args keys matched without case: see cni.conventions)."""
+    args keys matched without case: see cni.conventions). (long: one line
+    per field of the README's option table, in its order, so the two can be
+    read side by side.)"""
     conf = canonical(conf)
     version = conf.get("cniVersion") or "0.1.0"
     out = BridgeConf(network=conf.get("name", ""), cni_version=version, raw=conf)
@@ -146,6 +166,7 @@ def parse(conf: dict, args: PluginArgs, *, with_env: bool = True, with_prev: boo
     for key in ("isolation", "internal"):
         setattr(out, key, _bool(conf, key))
     out.remove_idle_bridge = _bool(conf, "removeIdleBridge")
+    out.no_masq_to = _cidrs(conf.get("nonMasqueradeCIDRs"), "nonMasqueradeCIDRs")
     out.icc = conf.get("icc") is None or _bool(conf, "icc")
     if out.is_default_gateway:
         out.is_gateway = True

@@ -160,6 +160,22 @@ def _idle_bridge(nl: Netlink, bridge: str, but: int = 0) -> dict | None:
     return br
 
 
+def _drop_if_idle(nl: Netlink, bridge: str, veth: int = 0) -> bool:
+    """THE deletion of a bridge (callers hold its lock alone): when no port
+    but `veth` is on it, the bridge and that veth go in one kernel batch."""
+    br = _idle_bridge(nl, bridge, but=veth)
+    if br is None:
+        return False
+    nl.del_links(([veth] if veth else []) + [br["index"]])
+    return True
+
+
+def delete_idle_bridge(bridge: str) -> bool:
+    """The bridge if no port is on it (a failed ADD that made it, GC)."""
+    with BridgeLock(bridge, exclusive=True), Netlink() as nl:
+        return _drop_if_idle(nl, bridge)
+
+
 def delete_attachment(network: str, cid: str, ifname: str, netns_path: str,
                       idle_bridge: str = "") -> bool:
     """Delete the veth pair (either end takes the other along). True when
@@ -170,9 +186,7 @@ def delete_attachment(network: str, cid: str, ifname: str, netns_path: str,
         with BridgeLock(idle_bridge, exclusive=True), Netlink() as nl:
             link = nl.link(host_veth_name(network, cid, ifname))
             ours = link is not None and link["alias"] == veth_alias(network, cid, ifname)
-            br = _idle_bridge(nl, idle_bridge, but=link["index"] if ours else 0)
-            if br is not None:
-                nl.del_links(([link["index"]] if ours else []) + [br["index"]])
+            if _drop_if_idle(nl, idle_bridge, veth=link["index"] if ours else 0):
                 return True
     with Netlink() as nl:
         link = nl.link(host_veth_name(network, cid, ifname))

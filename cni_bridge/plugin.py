@@ -26,16 +26,16 @@ def _ipam(c: bconfig.BridgeConf, args: PluginArgs, env_args=True, parse=True):
     return Delegate(c.ipam_type, args, args.stdin, c.cni_version)
 
 
-def _attachment(c: bconfig.BridgeConf, cid: str, ifname: str, ips) -> "firewall.Attachment":
+def attachment(c: bconfig.BridgeConf, cid: str, ifname: str, ips) -> "firewall.Attachment":
     import ipaddress
     from cni_bridge.firewall import Attachment
     addrs = [(str(i.ip), str(i.network)) for i in (ipaddress.ip_interface(x.address) for x in ips)]
     return Attachment(network=c.network, container_id=cid, ifname=ifname, bridge=c.bridge,
-                      addrs=addrs, ip_masq=c.ip_masq, port_mappings=c.port_mappings,
+                      addrs=addrs, ip_masq=c.ip_masq, no_masq_to=c.no_masq_to, port_mappings=c.port_mappings,
                       isolation=c.isolation, internal=c.internal, icc=c.icc)
 
 
-def _needs_firewall(c: bconfig.BridgeConf) -> bool:
+def needs_firewall(c: bconfig.BridgeConf) -> bool:
     return c.ip_masq or bool(c.port_mappings) or c.isolation or c.internal or not c.icc
 
 
@@ -68,15 +68,20 @@ def cmd_add(args: PluginArgs, conf: dict):
 
 
 def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
+    """ADD's kernel work in the order the kernel needs it: firewall batch
+    started, bridge, gateways and sysctls, veth, container addresses and
+    routes, the result. `state` tells the rollback what was made. (long: one
+    sequence whose steps share the links and the rollback state; split, each
+    part would take most of the same arguments.)"""
     import ipaddress
     from cni.types import Interface, Result, Route
     from cni_bridge import link
-    if _needs_firewall(c):
+    if needs_firewall(c):
         # Started now, waited for at the end: the rule commit runs while the
         # links are made (its lock is held until then).
         from cni_bridge import firewall
         state["firewall"] = firewall.driver(c.firewall).setup(
-            _attachment(c, args.container_id, args.ifname, ipam_result.ips))
+            attachment(c, args.container_id, args.ifname, ipam_result.ips))
     families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
     if c.remove_idle_bridge:
         # held until the veth is on the bridge: a DEL must not remove it meanwhile
@@ -171,19 +176,11 @@ def _rollback(c, args, ipam, state: dict) -> None:
                  lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
                  lambda: _teardown_rules(c, args.container_id, args.ifname).wait(),
                  lambda: ipam.delete(args.container_id, args.ifname),
-                 lambda: state["bridge_created"] and _delete_bridge(c.bridge)):
+                 lambda: state["bridge_created"] and link.delete_idle_bridge(c.bridge)):
         try:
             step()
         except Exception:
             pass
-
-
-def _delete_bridge(name: str) -> None:
-    from cni_bridge.netlink import Netlink
-    with Netlink() as nl:
-        br = nl.link(name)
-        if br and not any(l["master"] == br["index"] for l in nl.links()):
-            nl.del_link(br["index"])
 
 
 def _families(c: bconfig.BridgeConf) -> tuple[int, ...]:
@@ -282,9 +279,9 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
                     raise CNIError(PLUGIN_FAILURE, f"route {r.dst} via {r.gw} is missing")
     finally:
         os.close(fd)
-    if _needs_firewall(c):
+    if needs_firewall(c):
         from cni_bridge import firewall
-        att = _attachment(c, args.container_id, args.ifname, ips)
+        att = attachment(c, args.container_id, args.ifname, ips)
         have = firewall.driver(c.firewall).owned(tuple(sorted(att.families())))
         want, got = firewall.expected_count(att, c.firewall), have.get(att.comment, 0)
         if got < want:
@@ -315,6 +312,8 @@ def cmd_gc(args: PluginArgs, conf: dict) -> None:
     keep = {firewall.owner_comment(c.network, cid, ifn) for cid, ifn in valid}
     attempt(lambda: firewall.driver(c.firewall).teardown(c.network, keep=keep).wait())
     attempt(lambda: link.stale_veths(c.network, valid))
+    if c.remove_idle_bridge:
+        attempt(lambda: link.delete_idle_bridge(c.bridge))
     if errors:
         first = errors[0]
         raise CNIError(first.code, "; ".join(e.msg for e in errors),
@@ -329,11 +328,11 @@ def cmd_status(args: PluginArgs, conf: dict) -> None:
     """Ready (exit 0) unless ADD could not succeed: the firewall backend's
     tools are missing or the address pool is exhausted (code 50)."""
     c = bconfig.parse(conf, args, with_env=False)
-    if _needs_firewall(c):
+    if needs_firewall(c):
         from cni_bridge import proc
         for tool in TOOLS[c.firewall]:
             try:
-                proc._which(tool)
+                proc.which(tool)
             except CNIError:
                 raise CNIError(50, f"{tool} not found: the {c.firewall} backend cannot add rules") from None
     _ipam(c, args, env_args=False).status()

@@ -16,7 +16,7 @@ from cni_bridge.errors import failure
 TIMEOUT = 30.0
 
 
-def _which(name: str) -> str:
+def which(name: str) -> str:
     if "/" in name:
         return name
     for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
@@ -36,7 +36,7 @@ class Proc:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            self.pid = os.posix_spawn(_which(argv[0]), argv, os.environ, file_actions=[
+            self.pid = os.posix_spawn(which(argv[0]), argv, os.environ, file_actions=[
                 (os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
                 (os.POSIX_SPAWN_DUP2, err_w, 2),
                 (os.POSIX_SPAWN_CLOSE, in_w), (os.POSIX_SPAWN_CLOSE, out_r), (os.POSIX_SPAWN_CLOSE, err_r)],

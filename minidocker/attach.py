@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from minidocker import containers, paths, terminal, teardown
+from minidocker import containers, paths, records, terminal
 from minidocker.errors import MinidockerError
 
 
@@ -65,7 +65,7 @@ def _follow_log(record: dict, offset: int | None = None) -> None:
             if lines:
                 show(lines)
                 continue
-            if not containers.shim_alive(teardown.load(record["Id"]) or {}):
+            if not containers.shim_alive(records.load(record["Id"]) or {}):
                 show(fh.readlines())
                 return
             time.sleep(0.05)
@@ -74,7 +74,7 @@ def _follow_log(record: dict, offset: int | None = None) -> None:
 def exit_code(cid: str) -> int:
     """Wait for the shim to finish, then the recorded exit code."""
     while True:
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is None:
             return 0
         if not containers.shim_alive(record):

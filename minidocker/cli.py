@@ -19,7 +19,7 @@ import time  # noqa: E402
 
 import click  # noqa: E402
 
-from minidocker import clock, containers, entry, images, runcmd  # noqa: E402
+from minidocker import clock, containers, exits, images, runcmd  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
 RUN_COMMANDS = {"run", "create"}
@@ -30,10 +30,29 @@ class LazyGroup(click.Group):
     imports would otherwise slow down every `run`. Add a group to LAZY as
     name -> (module, attribute)."""
 
-    LAZY = {"cni": ("minidocker.network.cni.command", "cni"),
-            "network": ("minidocker.network.command", "network"),
-            "system": ("minidocker.system_cmd", "system"),
-            "volume": ("minidocker.volume_cmd", "volume")}
+    LAZY = {"cni": ("minidocker.cli_cni", "cni"),
+            "network": ("minidocker.cli_network", "network"),
+            "system": ("minidocker.cli_system", "system"),
+            "volume": ("minidocker.cli_volume", "volume"),
+            "cluster": ("minidocker.cluster.command", "cluster"),
+            "node": ("minidocker.cluster.command", "node_group"),
+            "kill": ("minidocker.cli_lifecycle", "kill_cmd"),
+            "wait": ("minidocker.cli_lifecycle", "wait_cmd"),
+            "pause": ("minidocker.cli_lifecycle", "pause_cmd"),
+            "unpause": ("minidocker.cli_lifecycle", "unpause_cmd"),
+            "rename": ("minidocker.cli_lifecycle", "rename_cmd"),
+            "top": ("minidocker.cli_lifecycle", "top_cmd"),
+            "stats": ("minidocker.cli_lifecycle", "stats_cmd"),
+            "diff": ("minidocker.cli_lifecycle", "diff_cmd"),
+            "export": ("minidocker.cli_lifecycle", "export_cmd"),
+            "cp": ("minidocker.cli_lifecycle", "cp_cmd"),
+            "version": ("minidocker.cli_lifecycle", "version_cmd"),
+            "info": ("minidocker.cli_lifecycle", "info_cmd"),
+            "events": ("minidocker.cli_lifecycle", "events_cmd"),
+            "attach": ("minidocker.cli_lifecycle", "attach_cmd"),
+            "create": ("minidocker.cli_lifecycle", "create_cmd"),
+            "restart": ("minidocker.cli_lifecycle", "restart_cmd"),
+            "logs": ("minidocker.cli_lifecycle", "logs_cmd")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -124,13 +143,15 @@ def rmi_cmd(refs):
 @click.argument("archive")
 @click.argument("ref")
 def import_cmd(archive, ref):
-    """Import a root filesystem tarball (.tar or .tar.gz) as image REF."""
+    """Import a root filesystem tarball (plain, gzip, zstd, bzip2, xz; `-` reads
+    standard input) as image REF."""
     img = images.import_rootfs(archive, ref)
     click.echo(img["Id"])
 
 
 @cli.command("load")
-@click.option("-i", "--input", "archive", required=True, help="docker save or OCI layout archive.")
+@click.option("-i", "--input", "archive", default="-", show_default=True,
+              help="docker save or OCI layout archive (`-`: standard input).")
 def load_cmd(archive):
     """Load images from a `docker save` or OCI image-layout archive."""
     for img in images.load(archive):
@@ -140,20 +161,56 @@ def load_cmd(archive):
             click.echo(f"Loaded image ID: {img['Id']}")
 
 
+@cli.command("tag")
+@click.argument("source")
+@click.argument("target")
+def tag_cmd(source, target):
+    """Tag image SOURCE as TARGET ([REGISTRY/]NAME[:TAG])."""
+    images.tag(source, target)
+
+
+@cli.command("pull")
+@click.argument("ref")
+def pull_cmd(ref):
+    """Pull [REGISTRY/]NAME[:TAG|@sha256:DIGEST] from a registry."""
+    images.pull(ref)
+
+
+@cli.command("push")
+@click.argument("ref")
+def push_cmd(ref):
+    """Push a local image to the registry its REGISTRY/NAME:TAG names."""
+    images.push(ref)
+
+
+@cli.command("login")
+@click.option("-u", "--username", required=True)
+@click.option("-p", "--password", default=None, help="Prompted for when absent.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.argument("server", default="docker.io")
+def login_cmd(username, password, password_stdin, server):
+    """Log in to a registry: the credentials are checked, then kept 0600."""
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True)
+    images.login(server, username, password)
+
+
 # --- containers -------------------------------------------------------------------
 
-def _each(refs, action) -> None:
+def each(refs, action) -> None:
     """Docker's commands over several containers: act on each, echo its name."""
     for ref in refs:
         action(ref)
         click.echo(ref)
 
 
-_STOP_TIME = click.option(
+STOP_TIME = click.option(
     "-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
     help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
 
-def _run_options(f):
+def run_options(f):
     """run's options come from runcmd.OPTIONS, declared once there: the fast
     parser of plain `run` invocations (entry.py) reads the same table."""
     for opt in reversed(runcmd.OPTIONS):
@@ -162,24 +219,12 @@ def _run_options(f):
 
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
-@_run_options
+@run_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(image, command, **options):
     """Create and start a container."""
     sys.exit(runcmd.run(image, command, options))
-
-
-@cli.command("create", context_settings={"allow_interspersed_args": False})
-@_run_options
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def create_cmd(image, command, **options):
-    """Create a container without starting it; prints its id."""
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    options.pop("detach")
-    record = containers.create(containers.CreateOptions(image, cmd=list(command), **options))
-    click.echo(record["Id"])
 
 
 @cli.command("start")
@@ -193,178 +238,15 @@ def start_cmd(attach, interactive, refs):
             raise MinidockerError("start -a attaches to one container: give exactly one")
         from minidocker import attach as attaching
         sys.exit(attaching.start_attached(refs[0], interactive))
-    _each(refs, containers.start)
-
-
-@cli.command("restart")
-@_STOP_TIME
-@click.argument("refs", nargs=-1, required=True)
-def restart_cmd(timeout, refs):
-    """Stop, then start containers."""
-    from minidocker import lifecycle
-    _each(refs, lambda ref: lifecycle.restart(ref, timeout))
-
-
-@cli.command("kill")
-@click.option("-s", "--signal", "sig", default="KILL", show_default=True,
-              help="Signal name or number.")
-@click.argument("refs", nargs=-1, required=True)
-def kill_cmd(sig, refs):
-    """Send a signal to running containers."""
-    from minidocker import lifecycle
-    _each(refs, lambda ref: lifecycle.kill(ref, sig))
-
-
-@cli.command("wait")
-@click.argument("refs", nargs=-1, required=True)
-def wait_cmd(refs):
-    """Block until containers stop; print each exit code."""
-    from minidocker import lifecycle
-    for ref in refs:
-        click.echo(lifecycle.wait(ref))
-
-
-@cli.command("pause")
-@click.argument("refs", nargs=-1, required=True)
-def pause_cmd(refs):
-    """Freeze every process of containers (the freezer cgroup)."""
-    from minidocker import lifecycle
-    _each(refs, lifecycle.pause)
-
-
-@cli.command("unpause")
-@click.argument("refs", nargs=-1, required=True)
-def unpause_cmd(refs):
-    """Thaw paused containers."""
-    from minidocker import lifecycle
-    _each(refs, lifecycle.unpause)
-
-
-@cli.command("rename")
-@click.argument("ref")
-@click.argument("new_name")
-def rename_cmd(ref, new_name):
-    """Rename a container."""
-    from minidocker import lifecycle
-    lifecycle.rename(ref, new_name)
-
-
-@cli.command("top", context_settings={"ignore_unknown_options": True})
-@click.argument("ref")
-@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
-def top_cmd(ref, ps_args):
-    """A running container's processes (ps -ef columns, or PS_ARGS)."""
-    from minidocker import stats
-    for line in stats.top(ref, list(ps_args)):
-        click.echo(line)
-
-
-@cli.command("stats")
-@click.option("--no-stream", is_flag=True, help="One sample, then exit.")
-@click.option("--format", "fmt", default="table", help="table, json, or a template of "
-              "{{.ID}} {{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.MemPerc}} {{.NetIO}} {{.BlockIO}} {{.PIDs}}.")
-@click.argument("refs", nargs=-1)
-def stats_cmd(no_stream, fmt, refs):
-    """Resource usage of running containers, from their cgroups."""
-    from minidocker import stats
-    while True:
-        rows = stats.sample(list(refs))
-        if fmt == "table":
-            lines = stats.table(rows)
-        elif fmt == "json":
-            lines = [json.dumps(r) for r in rows]
-        else:
-            lines = [_fill_stats(fmt, r) for r in rows]
-        if not no_stream:
-            click.echo("\x1b[2J\x1b[H", nl=False)
-        for line in lines:
-            click.echo(line)
-        if no_stream:
-            return
-
-
-def _fill_stats(fmt: str, row: dict) -> str:
-    import re
-    text = fmt.replace("\\t", "\t").replace("\\n", "\n")
-
-    def one(m):
-        if m.group(1) not in row:
-            raise MinidockerError(f"invalid --format {fmt!r}: no field {m.group(1)!r}; known are "
-                                  f"{', '.join(row)}")
-        return row[m.group(1)]
-    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", one, text)
-
-
-@cli.command("diff")
-@click.argument("ref")
-def diff_cmd(ref):
-    """Files added (A), changed (C) and deleted (D) in a container."""
-    from minidocker import fsview
-    for line in fsview.diff(ref):
-        click.echo(line)
-
-
-@cli.command("export")
-@click.option("-o", "--output", help="Write to this file instead of stdout.")
-@click.argument("ref")
-def export_cmd(output, ref):
-    """A container's file system as a tar archive."""
-    from minidocker import fsview
-    if output is None and sys.stdout.isatty():
-        raise MinidockerError("cowardly refusing to write a tar archive to a terminal: "
-                              "give -o FILE or redirect stdout")
-    if output:
-        with open(output, "wb") as out:
-            fsview.export(ref, out)
-    else:
-        fsview.export(ref, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-
-
-@cli.command("cp")
-@click.option("-L", "--follow-link", is_flag=True, help="Follow a symlink given as the source.")
-@click.argument("src")
-@click.argument("dest")
-def cp_cmd(follow_link, src, dest):
-    """Copy between a container and the host: CONTAINER:PATH PATH or PATH CONTAINER:PATH."""
-    from minidocker import fsview
-    fsview.cp(src, dest, follow_link)
-
-
-@cli.command("version")
-def version_cmd():
-    """minidocker's version and its runtimes'."""
-    from minidocker import sysinfo
-    for line in sysinfo.version():
-        click.echo(line)
-
-
-@cli.command("info")
-def info_cmd():
-    """Containers, images, runtimes, cgroup version, storage and network backends."""
-    from minidocker import sysinfo
-    for line in sysinfo.info():
-        click.echo(line)
-
-
-@cli.command("events")
-@click.option("--since", help="Events from this time (RFC 3339, Unix time, or 10m ago).")
-@click.option("--until", help="Stop at this time; without it, keep following.")
-@click.option("-f", "--filter", "filters", multiple=True,
-              help="container=NAME|ID, event=ACTION, type=container.")
-@click.option("--format", "fmt", default=None, help="json, or a template of {{.Action}} {{.ID}}...")
-def events_cmd(since, until, filters, fmt):
-    """The events journal: container create, start, die, kill, stop, pause... """
-    from minidocker import eventsview
-    eventsview.show(since, until, list(filters), fmt)
+    each(refs, containers.start)
 
 
 @cli.command("stop")
-@_STOP_TIME
+@STOP_TIME
 @click.argument("refs", nargs=-1, required=True)
 def stop_cmd(timeout, refs):
     """Stop running containers: the stop signal (SIGTERM), then SIGKILL."""
-    _each(refs, lambda ref: containers.stop(ref, timeout))
+    each(refs, lambda ref: containers.stop(ref, timeout))
 
 
 @cli.command("rm")
@@ -373,7 +255,7 @@ def stop_cmd(timeout, refs):
 @click.argument("refs", nargs=-1, required=True)
 def rm_cmd(force, volumes, refs):
     """Remove containers."""
-    _each(refs, lambda ref: containers.remove(ref, force, volumes))
+    each(refs, lambda ref: containers.remove(ref, force, volumes))
 
 
 def _status(record: dict) -> str:
@@ -452,52 +334,6 @@ def inspect_cmd(refs):
     click.echo(json.dumps(found, indent=4))
 
 
-@cli.command("logs")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container stops.")
-@click.option("-n", "--tail", default="all", help="Only the last N lines (all).")
-@click.option("--since", help="Only after this time (RFC 3339, Unix time, or 10m ago).")
-@click.option("--until", help="Only before this time (same forms).")
-@click.option("-t", "--timestamps", is_flag=True, help="Each line after its time.")
-@click.argument("ref")
-def logs_cmd(follow, tail, since, until, timestamps, ref):
-    """Print a container's output: its stdout to stdout, its stderr to stderr."""
-    from minidocker import logfile
-    if tail != "all" and not tail.isdigit():
-        raise MinidockerError(f"invalid --tail {tail!r}: a number of lines, or all")
-    lo = logfile.parse_time(since, "--since") if since else None
-    hi = logfile.parse_time(until, "--until") if until else None
-    record = containers.find(ref)
-    streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-
-    def show(entries):
-        for e in entries:
-            stamp = clock.parse(e["time"]) if lo is not None or hi is not None else 0
-            if (lo is not None and stamp < lo) or (hi is not None and stamp > hi):
-                continue
-            out = streams.get(e.get("stream"), sys.stdout.buffer)
-            out.write(((e["time"] + " ") if timestamps else "").encode() + e["log"].encode())
-            out.flush()
-
-    try:
-        fh = open(record["LogPath"], "rb")
-    except FileNotFoundError:
-        return
-    with fh:
-        first = logfile.entries(fh)
-        if tail != "all":
-            first = first[len(first) - int(tail):] if int(tail) else []
-        show(first)
-        while follow and (hi is None or time.time() < hi):
-            chunk = fh.readlines()
-            if chunk:
-                show(logfile.entries(chunk))
-                continue
-            if not containers.find(record["Id"])["State"].get("Running"):
-                show(logfile.entries(fh.readlines()))
-                return
-            time.sleep(0.1)
-
-
 @cli.command("port")
 @click.argument("ref")
 @click.argument("port", required=False)
@@ -528,18 +364,10 @@ def exec_cmd(interactive, tty, ref, command):
     sys.exit(containers.exec_(ref, list(command), interactive, tty))
 
 
-@cli.command("attach")
-@click.argument("ref")
-def attach_cmd(ref):
-    """Attach to a running container's terminal (ctrl-p ctrl-q detaches) or output."""
-    from minidocker import attach
-    sys.exit(attach.attach(ref))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit without interpreter finalisation (see
-    entry.finish)."""
-    entry.finish(_run(sys.argv[1:] if argv is None else argv))
+    exits.finish)."""
+    exits.finish(_run(sys.argv[1:] if argv is None else argv))
 
 
 def _run(argv: list[str]) -> int:
@@ -556,7 +384,7 @@ def _run(argv: list[str]) -> int:
     except click.exceptions.Abort:
         return 130
     except BaseException as exc:  # noqa: BLE001 - one line for users; the fast `run` path shares it
-        code = entry.exit_code(exc)
+        code = exits.exit_code(exc)
         # 125 (could not create the container) is run's; the image store
         # raises it for every command, and `rmi`, `load`... exit 1, as Docker.
         return 1 if code == 125 and argv[:1] not in (["run"], ["create"]) else code

@@ -5,7 +5,11 @@ There is no daemon: each command reads and writes the container's record
 container's lock, and a per-container shim (shim.py) owns the running
 process. start() prepares everything the process needs (overlay rootfs,
 pinned network namespace, network setup, config.json) and then hands over to
-the shim, which reports back on a pipe.
+the shim, which reports back on a pipe. The record store (reading, writing,
+finding, locking) is records.py's; the files in the container's /etc are
+etcfiles.py's. (long: create, start, stop, rm and exec share one record and
+lock discipline; the runtime work reshapes `run`'s options here, and the
+next split (stop/rm/exec) is best made after it lands.)
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import signal
 import sys
 import time
 
-from minidocker import clock, events, fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker import clock, etcfiles, events, fsutil, images, paths, records, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
@@ -26,9 +30,6 @@ RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
 NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
 _ENV_KEY_RE = r"^[^=\s\x00]+\Z"
-HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-         "ff02::2\tip6-allrouters\n")
 SHIM_TIMEOUT = 30
 #: HostConfig's resource fields when run sets none (resources.py parses them).
 NO_LIMITS = {"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": None}
@@ -56,7 +57,7 @@ class CreateOptions:
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
-        # networking (network/bridge.py reads them back from the record)
+        # networking (network/modes.py reads them back from the record)
         "publish": list,         # -p values, parsed here
         "publish_all": False,    # -P
         "ip": None,
@@ -123,67 +124,12 @@ def cdir(cid: str):
 
 
 def _lock(cid: str):
-    return state.locked(teardown.lock_path(cid))
+    return records.locked(cid)
 
 
-def global_lock():
-    return state.locked(paths.locks_dir() / "containers.lock")
-
-
-# --- finding -------------------------------------------------------------------
-
-def shim_alive(record: dict) -> bool:
-    pid = record.get("ShimPid") or 0
-    if pid <= 0:
-        return False
-    if record.get("ShimStart"):
-        from minidocker.shim import start_time
-        return start_time(pid) == record["ShimStart"]
-    try:  # a record from before ShimStart: the detached shim's argv names the container
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return record["Id"].encode() in fh.read()
-    except OSError:
-        return False
-
-
-def _refresh(record: dict) -> dict:
-    """A record claiming `running` whose shim is gone (killed, rebooted)."""
-    st = record["State"]
-    if st.get("Running") and not shim_alive(record):
-        st.update(Running=False, Status="exited", ExitCode=st.get("ExitCode") or 255,
-                  Error="the container's shim is gone", FinishedAt=st.get("FinishedAt") or now())
-    return record
-
-
-def all_records() -> list[dict]:
-    out = []
-    base = paths.containers_dir()
-    if not base.exists():
-        return out
-    for entry in base.iterdir():
-        record = teardown.load(entry.name)
-        if record:
-            out.append(_refresh(record))
-    out.sort(key=lambda r: r.get("Created", ""), reverse=True)
-    return out
-
-
-def find(ref: str) -> dict:
-    """A container by name, full id or unique id prefix."""
-    records = all_records()
-    name = "/" + ref.lstrip("/")
-    for record in records:
-        if record["Id"] == ref or record["Name"] == name:
-            return record
-    if re.fullmatch(r"[0-9a-f]{1,64}", ref):
-        hits = [r for r in records if r["Id"].startswith(ref)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise MinidockerError(f"container id prefix {ref!r} is ambiguous: it matches "
-                                  f"{len(hits)} containers")
-    raise NotFound(f"no such container: {ref!r} (give a name, an id or a unique id prefix; "
-                   "see `minidocker ps -a`)")
+# --- finding: the record store's (records.py), under the names commands use ---
+shim_alive, refresh, all_records, find = (records.shim_alive, records.refresh,
+                                          records.all_records, records.find)
 
 
 # --- create --------------------------------------------------------------------
@@ -278,7 +224,10 @@ def _random_name(taken: set[str]) -> str:
 
 
 def create(opts: CreateOptions) -> dict:
-    """Validate everything, then write the record (status `created`)."""
+    """Validate everything, then write the record (status `created`).
+    (long: every check of `run`'s options comes before anything is written,
+    then the record in Docker's inspect shape, read top to bottom as
+    `inspect` prints it.)"""
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
@@ -407,7 +356,7 @@ def create(opts: CreateOptions) -> dict:
         "RestartCount": 0,
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
-    with global_lock():
+    with records.names_lock():
         taken = {r["Name"]: r["Id"] for r in all_records()}
         if opts.name:
             name = "/" + opts.name.lstrip("/")
@@ -420,12 +369,12 @@ def create(opts: CreateOptions) -> dict:
         state.ensure_dir(cdir(cid) / "work")
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
             state.ensure_dir(cdir(cid) / sub, mode=0o755)
-        teardown.save(record)
+        records.save(record)
     events.append("create", record)
     return record
 
 
-def _network_options(opts: CreateOptions, mode: modes.NetworkMode) -> dict:
+def _network_options(opts: CreateOptions, mode: modes.Mode) -> dict:
     """-p/-P, --ip, --dns, --add-host... checked, in the record's shape."""
     if not (opts.publish or opts.publish_all or opts.ip or opts.ip6 or opts.dns or opts.add_hosts
             or opts.aliases or opts.mac):
@@ -436,69 +385,22 @@ def _network_options(opts: CreateOptions, mode: modes.NetworkMode) -> dict:
 
 # --- start ---------------------------------------------------------------------
 
-def _resolv_conf(host_mode: bool, dns: list | None = None) -> str:
-    try:
-        with open("/etc/resolv.conf") as fh:
-            text = fh.read()
-    except OSError:
-        text = ""
-    if dns:
-        text = "".join(f"nameserver {ip}\n" for ip in dns) + "".join(
-            l + "\n" for l in text.splitlines() if not l.strip().startswith("nameserver"))
-    if host_mode:
-        return text
-    lines = [l for l in text.splitlines()
-             if not re.match(r"\s*nameserver\s+(127\.|::1)", l)]
-    if not any(l.strip().startswith("nameserver") for l in lines):
-        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(lines) + "\n"
-
-
-def _write_files(record: dict, host_mode: bool) -> dict[str, str]:
-    d = cdir(record["Id"])
-    hostname = record["Config"]["Hostname"]
-    if host_mode:
-        try:
-            with open("/etc/hosts") as fh:
-                hosts = fh.read()
-        except OSError:
-            hosts = HOSTS
-    else:
-        hosts = HOSTS
-    hc = record["HostConfig"]
-    for entry in hc.get("ExtraHosts") or []:
-        name, _, ip = entry.partition(":")
-        hosts += f"{ip}\t{name}\n"
-    files = {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n",
-             "/etc/resolv.conf": _resolv_conf(host_mode, hc.get("Dns"))}
-    out = {}
-    for dest, text in files.items():
-        path = d / os.path.basename(dest)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        out[dest] = str(path)
-    return out
-
-
-def _prepare(record: dict, mode: modes.NetworkMode) -> None:
-    """Everything before the process: rootfs, files, namespace, network, spec."""
+def _prepare(record: dict, mode: modes.Mode) -> None:
+    """Everything before the process: rootfs, files, namespace, network, spec.
+    (long: the spec takes the run options' cgroup, terminal, security and
+    mount parts in one place, in the order runc applies them.)"""
     cid = record["Id"]
     d = cdir(cid)
-    join = getattr(mode, "join", None)  # container:<id> enters that one's namespace
-    sandbox = join(record) if join else (str(paths.netns_path(cid)) if mode.own_namespace else None)
+    sandbox = mode.sandbox(record)  # container:<id> enters that one's namespace
     # the namespace is made while the rootfs is mounted (the kernel work overlaps)
-    pinned = netns.start_pin(sandbox) if sandbox and not join else None
+    pinned = netns.start_pin(sandbox) if mode.pins else None
     try:
         image = images.lookup(record["Image"])
         rootfs = str(d / "rootfs")
-        options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
-        if record["HostConfig"].get("AutoRemove"):
-            # --rm: the upper layer is deleted at exit, so it need not survive a
-            # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-            options += ",volatile"
-        sc.mount("overlay", rootfs, "overlay", 0, options)
+        # --rm: the upper layer is deleted at exit, so it need not survive a
+        # crash either; `volatile` spares the sync at unmount (~2 ms a run).
+        images.mount_rootfs(image, rootfs, str(d / "upper"), str(d / "work"),
+                            volatile=bool(record["HostConfig"].get("AutoRemove")))
         cfg = record["Config"]
         user = oci.resolve_user(rootfs, cfg.get("User", ""),
                                 record["HostConfig"].get("GroupAdd") or ())
@@ -508,23 +410,23 @@ def _prepare(record: dict, mode: modes.NetworkMode) -> None:
             hostname = cfg["Hostname"]
         else:
             hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
-        files = _write_files(record, host_mode=not mode.own_namespace)
+        files = etcfiles.write(record, host_mode=not mode.own_namespace)
         user_mounts = []
         if record.get("Mounts"):  # volumes made, bind sources resolved: their paths recorded
             from minidocker import volumes
-            user_mounts = volumes.spec_mounts(record, images.rootfs(image))
+            user_mounts = volumes.spec_mounts(record, rootfs)
     finally:
         if pinned:
             pinned()  # the thread is done before anyone may unpin
     rel = cgroups.relative_path(cid)
     record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
-    teardown.save(record)  # the pin is on record before anything attaches to it
+    records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
-    settings = mode.setup(record) or {}
+    settings = mode.attach(record) or {}
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
-    teardown.save(record)  # what setup attached, for inspect and the teardown
+    records.save(record)  # what setup attached, for inspect and the teardown
     hc = record["HostConfig"]
     limits = None
     if any(hc.get(k) for k in NO_LIMITS):
@@ -585,39 +487,43 @@ def _fork_shim(cid: str, w: int) -> int:
         os._exit(code)
 
 
+def _spawn_shim(cid: str, w: int) -> int:
+    """The detached shim: `python -m minidocker.shim`, which forks the shim
+    and exits (0: no child of ours to reap)."""
+    import subprocess
+    # -I: never import from the caller's directory (we are root)
+    argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
+    # the shim's own complaints (never the container's output)
+    errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                     | os.O_CLOEXEC, 0o600)
+    try:
+        first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=errors, pass_fds=(w,), cwd="/",
+                                 start_new_session=True, close_fds=True)
+    finally:
+        os.close(errors)
+    first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+    return 0
+
+
 def start(ref: str, attach: bool = False) -> Started:
     """Start a created or exited container under a new shim."""
     record = find(ref)
     cid = record["Id"]
     with _lock(cid):
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is None:
             raise NotFound(f"no such container: {ref!r}")
-        _refresh(record)
+        refresh(record)
         if record["State"].get("Running"):
             return Started(record, record["State"]["Pid"], None)
         teardown.release(record)  # whatever a crashed shim left
         record["HasBeenManuallyStopped"] = False
-        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
+        mode = modes.parse(record["HostConfig"]["NetworkMode"])
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             _prepare(record, mode)
-            if attach:
-                shim_pid = _fork_shim(cid, w)
-            else:
-                import subprocess
-                # -I: never import from the caller's directory (we are root)
-                argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
-                # the shim's own complaints (never the container's output)
-                errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                                 | os.O_CLOEXEC, 0o600)
-                try:
-                    first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=errors, pass_fds=(w,), cwd="/",
-                                             start_new_session=True, close_fds=True)
-                finally:
-                    os.close(errors)
-                first.wait(timeout=SHIM_TIMEOUT)  # it forks the shim and exits
+            shim_pid = _fork_shim(cid, w) if attach else _spawn_shim(cid, w)
         except BaseException as exc:
             os.close(r)
             os.close(w)
@@ -626,7 +532,7 @@ def start(ref: str, attach: bool = False) -> Started:
                 teardown.remove_files(cid)
             else:
                 record["State"].update(Status=never_started_status(record), Error=str(exc))
-                teardown.save(record)
+                records.save(record)
             if isinstance(exc, OSError):
                 raise MinidockerError(f"cannot start container {cid[:12]}: {exc}", 125) from None
             raise
@@ -634,7 +540,7 @@ def start(ref: str, attach: bool = False) -> Started:
     status = os.fdopen(r, "r")
     line = status.readline().split(" ", 2)
     if line[0] == "started":
-        record = teardown.load(cid) or record
+        record = records.load(cid) or record
         if not attach:
             status.close()
         return Started(record, int(line[1]), status, shim_pid if attach else 0)
@@ -654,7 +560,7 @@ def _wait_gone(cid: str, timeout: float = SHIM_TIMEOUT) -> None:
     """Until the shim's teardown finished (its lock is free)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is None or not shim_alive(record):
             return
         time.sleep(0.01)
@@ -709,7 +615,7 @@ def wait_attached(started: Started, relay: SignalRelay) -> int:
     if started.shim_pid and not restarting:  # a restarting shim lives on without us
         os.waitpid(started.shim_pid, 0)
     if code is None:
-        record = teardown.load(started.record["Id"])
+        record = records.load(started.record["Id"])
         code = record["State"]["ExitCode"] if record else 125
     return code
 
@@ -742,8 +648,20 @@ def signal_container(record: dict, sig: int) -> None:
         except ProcessLookupError:
             pass
         if record["State"].get("Paused"):  # a frozen process takes its signal once thawed
-            from minidocker import lifecycle
-            lifecycle.thaw(record)
+            thaw(record)
+
+
+def set_paused(record: dict, paused: bool) -> None:
+    with _lock(record["Id"]):
+        current = records.load(record["Id"])
+        current["State"].update(Paused=paused, Status="paused" if paused else "running")
+        records.save(current)
+
+
+def thaw(record: dict) -> None:
+    """Unfreeze the container's processes (the freezer cgroup)."""
+    cgroups.freeze(record.get("Cgroups") or {}, False)
+    set_paused(record, False)
 
 
 def _stop_signal(value) -> int:
@@ -759,10 +677,10 @@ def mark_stopped(cid: str) -> None:
     """A stop by the user: the restart policy leaves the container be (the
     shim reads this when the process exits); start clears it."""
     with _lock(cid):
-        record = teardown.load(cid)
+        record = records.load(cid)
         if record is not None:
             record["HasBeenManuallyStopped"] = True
-            teardown.save(record)
+            records.save(record)
 
 
 def stop(ref: str, timeout: float | None = None) -> dict:

@@ -13,7 +13,7 @@ import shutil
 import stat
 import tarfile
 
-from minidocker import containers, fsutil, images, paths, state, syscalls as sc, teardown
+from minidocker import containers, fsutil, images, paths, records, teardown
 from minidocker.errors import MinidockerError
 
 # What minidocker itself puts in a container's root (mount points), kept out of `diff`.
@@ -25,14 +25,12 @@ def root_of(record: dict):
     """The container's merged root directory on the host."""
     cid = record["Id"]
     root = str(paths.container_dir(cid) / "rootfs")
-    with state.locked(teardown.lock_path(cid)):
+    with records.locked(cid):
         if os.path.ismount(root):
             yield root
             return
         d = paths.container_dir(cid)
-        lower = images.rootfs(images.lookup(record["Image"]))
-        sc.mount("overlay", root, "overlay", 0,
-                 f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}")
+        images.mount_rootfs(images.lookup(record["Image"]), root, str(d / "upper"), str(d / "work"))
         try:
             yield root
         finally:
@@ -150,7 +148,9 @@ def diff(ref: str) -> list[str]:
     """`docker diff`: A added, C changed, D deleted, from the upper layer."""
     record = containers.find(ref)
     upper = str(paths.container_dir(record["Id"]) / "upper")
-    lower = str(images.rootfs(images.lookup(record["Image"])))
+    from minidocker.images.store import layer_ids, short_link
+    layers = [str(paths.images_dir() / "l" / short_link(d))
+              for d in layer_ids(images.lookup(record["Image"]))]
     changes = {}
     for top, dirs, files in os.walk(upper):
         for name in dirs + files:
@@ -159,7 +159,7 @@ def diff(ref: str) -> list[str]:
             st = os.lstat(full)
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # an overlay whiteout
                 changes[rel] = "D"
-            elif os.path.lexists(lower + rel):
+            elif any(os.path.lexists(layer + rel) for layer in layers):
                 changes[rel] = "C"
             else:
                 changes[rel] = "A"

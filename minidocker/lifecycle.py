@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from minidocker import containers, events, state, teardown
+from minidocker import containers, events, records
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.runtime import cgroups
 
@@ -33,7 +33,7 @@ def wait(ref: str) -> int:
     """Block until the container stops; its exit code."""
     record = containers.find(ref)
     while True:
-        current = teardown.load(record["Id"])
+        current = records.load(record["Id"])
         if current is None:
             return record["State"].get("ExitCode", 0)
         if not containers.shim_alive(current):
@@ -41,34 +41,21 @@ def wait(ref: str) -> int:
         time.sleep(0.05)
 
 
-def _set_paused(record: dict, paused: bool) -> None:
-    cid = record["Id"]
-    with state.locked(teardown.lock_path(cid)):
-        current = teardown.load(cid)
-        current["State"].update(Paused=paused, Status="paused" if paused else "running")
-        teardown.save(current)
-
-
 def pause(ref: str) -> dict:
     record = _running(ref)
     if record["State"].get("Paused"):
         raise Conflict(f"container {record['Id'][:12]} is already paused")
     cgroups.freeze(record.get("Cgroups") or {}, True)
-    _set_paused(record, True)
+    containers.set_paused(record, True)
     events.append("pause", record)
     return record
-
-
-def thaw(record: dict) -> None:
-    cgroups.freeze(record.get("Cgroups") or {}, False)
-    _set_paused(record, False)
 
 
 def unpause(ref: str) -> dict:
     record = _running(ref)
     if not record["State"].get("Paused"):
         raise Conflict(f"container {record['Id'][:12]} is not paused")
-    thaw(record)
+    containers.thaw(record)
     events.append("unpause", record)
     return record
 
@@ -79,16 +66,16 @@ def rename(ref: str, new: str) -> dict:
                               "[a-zA-Z0-9_.-], at least 2 characters")
     record = containers.find(ref)
     name = "/" + new.lstrip("/")
-    with containers.global_lock():
+    with records.names_lock():
         for other in containers.all_records():
             if other["Name"] == name:
                 raise Conflict(f"the container name {name!r} is already in use by container "
                                f"{other['Id'][:12]}: pick another name")
-        with state.locked(teardown.lock_path(record["Id"])):
-            current = teardown.load(record["Id"])
+        with records.locked(record["Id"]):
+            current = records.load(record["Id"])
             old = current["Name"]
             current["Name"] = name
-            teardown.save(current)
+            records.save(current)
     events.append("rename", current, oldName=old)
     return current
 

@@ -16,12 +16,12 @@ import sys
 
 import psutil
 
-from minidocker import containers, paths, state, teardown
+from minidocker import containers, paths, records, teardown
 from minidocker.network import netns
 
 
-def _running(records: list[dict]) -> set[str]:
-    return {r["Id"] for r in records if r["State"].get("Running")}
+def _running(recs: list[dict]) -> set[str]:
+    return {r["Id"] for r in recs if r["State"].get("Running")}
 
 
 def _shims() -> set[str]:
@@ -51,7 +51,7 @@ def _starting(cid: str) -> bool:
     the shim's first update): leave it alone."""
     import fcntl
     try:
-        fd = os.open(teardown.lock_path(cid), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(records.lock_path(cid), os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -113,13 +113,11 @@ def _veths() -> set[str]:
 
 
 def _rules() -> set[str]:
-    from cni_bridge import firewall
+    """The owner comments of our rules, per backend (the census)."""
+    from cni_bridge import api
     out: set[str] = set()
-    for backend in firewall.BACKENDS:
-        try:
-            out |= {f"{backend}:{c}" for c in firewall.driver(backend).owned()}
-        except Exception:  # noqa: BLE001 - a backend whose tool is missing holds nothing
-            pass
+    for comment, text in api.owned_rules():
+        out.add(f"{'nftables' if text.startswith('nft ') else 'iptables'}:{comment}")
     return out
 
 
@@ -137,13 +135,13 @@ class Report:
 def prune() -> Report:
     report = Report()
     before = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
-    records = containers.all_records()
-    live = _running(records)
+    recs = containers.all_records()
+    live = _running(recs)
     # In this order: record, lock, shim. start() holds the lock until the
     # shim exists, so a container being started shows one of the three.
     # A `created` container without a pin or mount was never started (or
     # is between create() and start()): nothing of it to undo.
-    candidates = [r for r in records if r["Id"] not in live and _started(r)]
+    candidates = [r for r in recs if r["Id"] not in live and _started(r)]
     candidates = [r for r in candidates if not _starting(r["Id"])]
     shims = _shims()
     # Dead: not running, not starting. One created while we work has a
@@ -152,7 +150,7 @@ def prune() -> Report:
     dead = {r["Id"] for r in candidates if r["Id"][:8] not in shims}
 
     def gone(cid: str) -> bool:
-        return cid in dead or not (paths.container_dir(cid) / teardown.RECORD).exists()
+        return cid in dead or not records.exists(cid)
 
     # 1. processes of no running container (a killed shim's container, a
     # process started just before its shim died)
@@ -181,18 +179,18 @@ def prune() -> Report:
 
 def _reconcile(cid: str, report: Report) -> None:
     """Under the container's lock: record the shim's death, tear down."""
-    from minidocker.network import attach
-    with state.locked(teardown.lock_path(cid)):
-        record = teardown.load(cid)
+    from minidocker.network import store
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return
         was_running = record["State"].get("Running")
-        containers._refresh(record)
+        containers.refresh(record)
         if record["State"].get("Running") or cid[:8] in _shims():
             return  # started while we looked
         rootfs = str(paths.container_dir(cid) / "rootfs")
         pin = str(paths.netns_path(cid))
-        traces = (was_running or bool(attach.endpoints_of(cid)) or os.path.ismount(rootfs)
+        traces = (was_running or bool(store.endpoints_of(cid)) or os.path.ismount(rootfs)
                   or os.path.lexists(pin) or bool(record["NetworkSettings"].get("SandboxKey")))
         if not traces:
             return
@@ -204,7 +202,7 @@ def _reconcile(cid: str, report: Report) -> None:
             teardown.remove_files(cid)
             report.add("Removed containers (--rm)", cid)
         else:
-            teardown.save(record)
+            records.save(record)
             report.add("Torn down containers (shim or process gone)", cid)
 
 
@@ -212,14 +210,14 @@ def _networks():
     """(network name, conflist) of native networks, CNI-directory networks,
     and networks only the CNI cache still names (their file is gone)."""
     from cni.conf import NetworkConfigList
-    from minidocker.network import attach, store
+    from minidocker.network import driver, networks
     seen: dict[str, object] = {}
-    for net in store.records() + attach.cni_networks():
+    for net in networks.records() + networks.file_networks():
         try:
-            seen[net.name] = attach.conflist(net)
+            seen[net.name] = driver.conflist(net)
         except Exception as exc:  # noqa: BLE001 - one broken network must not stop the rest
             print(f"minidocker: prune: network {net.name}: {exc}", file=sys.stderr)
-    for entry in attach.executor().cache.attachments():
+    for entry in driver.executor().cache.attachments():
         if entry.network not in seen and entry.config:
             try:
                 seen[entry.network] = NetworkConfigList.from_bytes(entry.config)
@@ -231,18 +229,19 @@ def _networks():
 def _gc_networks(gone, report: Report) -> None:
     """Endpoint records of dead containers go; then every network's GC keeps
     the attachments of every container that is not dead (so one being
-    started meanwhile keeps its own)."""
-    from minidocker.network import attach, store
-    for nid, cid, ep in list(attach.all_endpoints()):
+    started meanwhile keeps its own). cni-bridge's GC removes what is not
+    valid: veths, rules, leases, and a bridge left without ports."""
+    from minidocker.network import driver, store
+    for nid, cid, ep in list(store.all_endpoints()):
         if gone(cid):
-            store.remove_endpoint(attach._net_of(ep), cid)
+            store.remove_endpoint(store.network_of(ep), cid)
             report.add("Removed endpoint records", f"{ep.get('Network', nid)}/{cid[:12]}")
-    ex = attach.executor()
+    ex = driver.executor()
     before = ex.cache.attachments()
 
     def valid():  # under the GC lock: what was ADDed while GC waited counts
         return sorted({(e.container_id, e.ifname) for e in ex.cache.attachments() if not gone(e.container_id)}
-                      | {(cid, ep.get("IfName") or "eth0") for _n, cid, ep in attach.all_endpoints()})
+                      | {(cid, ep.get("IfName") or "eth0") for _n, cid, ep in store.all_endpoints()})
 
     for name, nlist in _networks().items():
         try:
@@ -252,9 +251,6 @@ def _gc_networks(gone, report: Report) -> None:
     after = {(e.network, e.container_id, e.ifname) for e in ex.cache.attachments()}
     for net, cid, ifname in sorted({(e.network, e.container_id, e.ifname) for e in before} - after):
         report.add("Removed network attachments (executor GC)", f"{net}/{cid[:12]}/{ifname}")
-    for net in store.records():
-        if net.bridge and not store.endpoints(net):
-            attach._drop_idle_bridge(net)
 
 
 def _owner(point: str) -> str | None:
@@ -273,9 +269,9 @@ def _stray_files(gone, report: Report) -> None:
     known = set()
     base = paths.containers_dir()
     if base.is_dir():
-        with containers.global_lock():  # create() makes the directory, then the record
+        with records.names_lock():  # create() makes the directory, then the record
             for entry in sorted(os.listdir(base)):
-                if (base / entry / teardown.RECORD).exists():
+                if records.exists(entry):
                     known.add(entry)
                 else:  # a directory without a record (crash inside create, lost state)
                     teardown.remove_files(entry)

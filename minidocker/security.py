@@ -51,9 +51,9 @@ def grantable() -> list[str]:
 
 
 def no_new_privileges(opts) -> bool:
-    """--security-opt no-new-privileges[=true|false] (or `:`); on without
-    the flag here (a difference from Docker, whose default is off)."""
-    value = True
+    """--security-opt no-new-privileges[=true|false] (or `:`); off without
+    it, as Docker."""
+    value = False
     for opt in opts:
         m = re.fullmatch(r"no-new-privileges(?:[=:](true|false))?", opt, re.IGNORECASE)
         if not m:

@@ -22,9 +22,8 @@ import select
 import sys
 import time
 
-from minidocker import clock, paths, state, syscalls as sc
+from minidocker import clock, paths, records, syscalls as sc, ttyrelay
 
-RECORD = "container.json"
 COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 
 
@@ -33,30 +32,16 @@ def _now() -> str:
 
 
 def _update(cid: str, **fields) -> dict | None:
-    from minidocker.teardown import lock_path
-    path = paths.container_dir(cid) / RECORD
-    with state.locked(lock_path(cid)):
-        record = state.read_json(path)
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return None
         for key in ("ShimPid", "ShimStart", "RestartCount", "HasBeenManuallyStopped"):
             if key in fields:
                 record[key] = fields.pop(key)
         record["State"].update(fields)
-        state.write_json(path, record)
+        records.save(record)
         return record
-
-
-def start_time(pid: int) -> int:
-    """The process's start time (clock ticks since boot; 0 if it is gone or
-    a zombie): with the pid it names one process for good, whatever its
-    cmdline (an attached shim is a fork of `run` and carries run's)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return 0 if fields[0] in (b"Z", b"X") else int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def _report(fd: int | None, line: str) -> None:
@@ -87,7 +72,7 @@ def _copy(src: int, sinks: list) -> bool:
         return False
     if not data:
         return False
-    _copy_bytes(data, sinks)
+    ttyrelay.copy_bytes(data, sinks)
     return True
 
 
@@ -100,8 +85,22 @@ def main(argv: list[str]) -> int:
     return supervise(cid, status_fd, attach)
 
 
+def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> None:
+    """The runtime could not start the process: record why, tell `run`, tear down."""
+    code = getattr(exc, "code", 125)
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    message = " ".join(message.split())
+    never = record["State"].get("StartedAt") == clock.NEVER
+    _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
+            ExitCode=code, Error=message, FinishedAt=_now())
+    _report(status_fd, f"error {code} {message}\n")
+    from minidocker import teardown
+    teardown.run(cid)
+
+
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
-    """Start the container, wait for it, record its end, tear down."""
+    """Start the container, wait for it, record its end, tear down. (long:
+    the start, the wait-and-restart loop and the end read best in order.)"""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     try:  # `system prune` tells a live shim by its name before the record names it
         with open("/proc/self/comm", "w") as fh:
@@ -109,7 +108,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     except OSError:
         pass
     cdir = paths.container_dir(cid)
-    record = state.read_json(cdir / RECORD)
+    record = records.load(cid)
     runtime = record["HostConfig"].get("Runtime", "builtin")
     log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -123,7 +122,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             for fd in stdio[1:]:
                 os.close(fd)
             stdio, pipes = (devnull, devnull, devnull), []
-            tty = _Tty(cid, log_fd, hold=attach)
+            tty = ttyrelay.Tty(cid, log_fd, hold=attach)
             pid = tty.start(runtime, str(cdir), stdio)
         elif runtime == "runc":
             from minidocker.runtime import runc
@@ -134,15 +133,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
         if tty:
             tty.close()
-        code = getattr(exc, "code", 125)
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        message = " ".join(message.split())
-        never = record["State"].get("StartedAt") == clock.NEVER
-        _update(cid, Status="created" if never else "exited", Running=False, Pid=0,
-                ExitCode=code, Error=message, FinishedAt=_now())
-        _report(status_fd, f"error {code} {message}\n")
-        from minidocker import teardown
-        teardown.run(cid)
+        _failed_start(cid, record, status_fd, exc)
         return 0
     from minidocker.faults import fault
     fault("shim:process-started")
@@ -157,7 +148,7 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
             os.dup2(devnull, fd)
     _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="", OOMKilled=False,
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
-            ShimStart=start_time(os.getpid()))
+            ShimStart=records.start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
     from minidocker import events
     events.append("start", record)
@@ -222,7 +213,7 @@ class _Backoff:
 
 def _restart_wanted(cid: str, code: int) -> bool:
     """The record's RestartPolicy says go again (and nobody stopped it)."""
-    record = state.read_json(paths.container_dir(cid) / RECORD) or {}
+    record = records.load(cid) or {}
     policy = record.get("HostConfig", {}).get("RestartPolicy") or {}
     name = policy.get("Name", "no")
     if record.get("HasBeenManuallyStopped") or name in ("", "no"):
@@ -240,7 +231,7 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        if (state.read_json(paths.container_dir(cid) / RECORD) or {}).get("HasBeenManuallyStopped"):
+        if (records.load(cid) or {}).get("HasBeenManuallyStopped"):
             _update(cid, Status="exited", Restarting=False, Running=False)
             return None
     from minidocker.runtime import cgroups
@@ -253,7 +244,7 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
         pipes = []
         if tty:
             tty.close()
-            tty = _Tty(cid, log_fd, hold=False)
+            tty = ttyrelay.Tty(cid, log_fd, hold=False)
             pid = tty.start(runtime, cdir, (devnull, devnull, devnull))
         else:
             stdio, pipes = _output_pipes(devnull, log_fd, attach=False)
@@ -275,7 +266,7 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
         message = " ".join((getattr(exc, "message", None) or str(exc)).split())
         _update(cid, Status="exited", Restarting=False, Running=False, Error=message)
         return None
-    count = ((state.read_json(paths.container_dir(cid) / RECORD) or {}).get("RestartCount") or 0) + 1
+    count = ((records.load(cid) or {}).get("RestartCount") or 0) + 1
     _update(cid, Status="running", Running=True, Restarting=False, Pid=pid, ExitCode=0,
             Error="", OOMKilled=False, StartedAt=_now(), FinishedAt=clock.NEVER,
             RestartCount=count)
@@ -284,7 +275,7 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
     return pid, tty, pipes
 
 
-def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "_Tty | None" = None) -> int:
+def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "ttyrelay.Tty | None" = None) -> int:
     """Copy output until the container has exited; return its wait status."""
     pidfd = os.pidfd_open(pid)
     open_pipes = dict(pipes)
@@ -313,146 +304,6 @@ def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "_Tty | None" = Non
     if tty:
         tty.drain()
     return status
-
-
-class _Tty:
-    """A container's terminal: the pty master (from the runner), the log,
-    and the one client attached through the shim's socket."""
-
-    HOLD_MAX = 1 << 16
-
-    def __init__(self, cid: str, log_fd: int, hold: bool):
-        from minidocker.logfile import Stream
-        self.cid = cid
-        self.log = Stream(log_fd, "stdout")  # a terminal has one stream
-        self.master = -1
-        self.listener = None
-        self.client = None
-        self.frames = None
-        # run -it: what the container says before run's client is connected
-        # (its first prompt) is kept for it.
-        self.held = b"" if hold else None
-
-    def start(self, runtime: str, bundle: str, stdio) -> int:
-        import socket
-        from minidocker import terminal
-        state.ensure_dir(paths.shim_dir())
-        self.listener = terminal.listen(str(paths.shim_socket(self.cid)))
-        if runtime == "runc":
-            import tempfile
-            from minidocker.runtime import runc
-            tmp = tempfile.mkdtemp(prefix="mdcon-")  # sun_path is short: not under the bundle
-            path = os.path.join(tmp, "c.sock")
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as con:
-                    con.bind(path)
-                    con.listen(1)
-                    con.settimeout(30)
-                    pid = runc.start(bundle, self.cid, stdio, console_socket=path)
-                    conn, _ = con.accept()
-                    with conn:
-                        self.master = terminal.recv_fd(conn)
-            finally:
-                for leftover in (path, tmp):
-                    try:
-                        os.unlink(leftover) if leftover == path else os.rmdir(leftover)
-                    except OSError:
-                        pass
-            return pid
-        from minidocker.runtime import builtin
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with ours, theirs:
-            os.set_inheritable(theirs.fileno(), True)
-            pid = builtin.start(bundle, stdio, console=theirs.fileno())
-            theirs.close()
-            self.master = terminal.recv_fd(ours)
-        return pid
-
-    def fds(self) -> list:
-        out = [self.listener]
-        if self.master >= 0:
-            out.append(self.master)
-        if self.client is not None:
-            out.append(self.client)
-        return out
-
-    def handle(self, fd) -> None:
-        from minidocker import terminal
-        if fd is self.listener:
-            conn, _ = self.listener.accept()
-            if self.client is not None:
-                self.client.close()  # one client at a time: the newest wins
-            self.client, self.frames = conn, terminal.Frames()
-            if self.held:
-                _copy_bytes(self.held, [conn.fileno()])
-            self.held = None
-        elif fd is self.client:
-            try:
-                data = self.client.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                self.client.close()
-                self.client = None
-                return
-            for kind, payload in self.frames.feed(data):
-                if kind == terminal.DATA:
-                    _copy_bytes(payload, [self.master])
-                elif kind == terminal.WINSIZE:
-                    terminal.set_winsize(self.master, payload)
-        elif fd == self.master:
-            self._output()
-
-    def _output(self) -> bool:
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:  # EIO: the container's side is closed
-            data = b""
-        if not data:
-            os.close(self.master)
-            self.master = -1
-            return False
-        if self.held is not None and len(self.held) < self.HOLD_MAX:
-            self.held += data
-        sinks = [self.log] + ([self.client.fileno()] if self.client is not None else [])
-        _copy_bytes(data, sinks)
-        return True
-
-    def drain(self) -> None:
-        while self.master >= 0 and select.select([self.master], [], [], 0.2)[0] and self._output():
-            pass
-        if self.held is not None and self.listener is not None:
-            # run -it whose container ended before run's client was accepted:
-            # it is on its way (run connects right after `started`).
-            if select.select([self.listener], [], [], 5)[0]:
-                self.handle(self.listener)
-
-    def close(self) -> None:
-        if self.master >= 0:
-            os.close(self.master)
-            self.master = -1
-        for sock in (self.client, self.listener):
-            if sock is not None:
-                sock.close()
-        self.client = self.listener = None
-        try:
-            os.unlink(paths.shim_socket(self.cid))
-        except OSError:
-            pass
-
-
-def _copy_bytes(data: bytes, sinks: list) -> None:
-    """data to every sink: an fd, or a log stream."""
-    for sink in sinks:
-        try:
-            if not isinstance(sink, int):
-                sink.write(data)
-                continue
-            view = memoryview(data)
-            while view:
-                view = view[os.write(sink, view):]
-        except OSError:
-            pass  # a gone client or terminal must not stop the log
 
 
 def _reap(pid: int) -> int | None:

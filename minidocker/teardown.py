@@ -10,44 +10,9 @@ import errno
 import os
 import sys
 
-from minidocker import paths, state, syscalls as sc
+from minidocker import paths, records, syscalls as sc
 from minidocker.faults import fault
 from minidocker.network import modes, netns
-
-RECORD = "container.json"
-
-
-def lock_path(cid: str):
-    return paths.locks_dir() / "containers" / f"{cid}.lock"
-
-
-# The record's fields every command relies on, with their types.
-_SHAPE = (("Id", str), ("Name", str), ("Path", str), ("Args", list), ("Image", str),
-          ("State", dict), ("Config", dict), ("HostConfig", dict), ("NetworkSettings", dict))
-
-
-def load(cid: str) -> dict | None:
-    """The container's record, None if it has none; a record that is not
-    JSON, has the wrong shape or another container's Id (which rm would
-    follow out of the state directory) is an error naming the file."""
-    path = paths.container_dir(cid) / RECORD
-    record = state.read_json(path)
-    if record is None:
-        return None
-    if not isinstance(record, dict):
-        raise state.corrupt(path, "not a JSON object")
-    for key, kind in _SHAPE:
-        if not isinstance(record.get(key), kind):
-            kind_name = {dict: "an object", list: "a list", str: "a string"}[kind]
-            raise state.corrupt(path, f"field {key} is missing or not {kind_name}")
-    if record["Id"] != cid:
-        raise state.corrupt(path, f"its Id {record['Id'][:80]!r} is not its directory's name")
-    return record
-
-
-def save(record: dict) -> None:
-    state.write_json(paths.container_dir(record["Id"]) / RECORD, record)
-
 
 def unmount(path: str) -> None:
     try:
@@ -64,8 +29,7 @@ def release(record: dict, reaped: bool = False) -> None:
     if not reaped:
         _kill_orphan(record)
     try:
-        mode = modes.resolve(record["HostConfig"]["NetworkMode"])
-        mode.teardown(record)
+        modes.parse(record["HostConfig"]["NetworkMode"]).detach(record)
     except Exception as exc:  # noqa: BLE001 - the rest must still be undone
         print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
     if record["NetworkSettings"].get("SandboxKey"):  # not start()'s clean-up of nothing
@@ -130,15 +94,15 @@ def remove_files(cid: str) -> None:
     unmount(str(paths.container_dir(cid) / "rootfs"))
     _rmtree(str(paths.container_dir(cid)))
     try:
-        os.unlink(lock_path(cid))
+        os.unlink(records.lock_path(cid))
     except FileNotFoundError:
         pass
 
 
 def run(cid: str, auto_remove: bool = True, reaped: bool = False) -> None:
     """The teardown: idempotent, under the container's lock."""
-    with state.locked(lock_path(cid)):
-        record = load(cid)
+    with records.locked(cid):
+        record = records.load(cid)
         if record is None:
             return
         release(record, reaped)
@@ -151,4 +115,4 @@ def run(cid: str, auto_remove: bool = True, reaped: bool = False) -> None:
                 from minidocker import volumes
                 volumes.remove_anonymous(record)
         else:
-            save(record)
+            records.save(record)

@@ -70,7 +70,10 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
-    return ["socat", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
+    """Each datagram is answered by a forked child, which socat closes 0.5 s
+    after the datagram by default (-t): under load the reply comes later
+    and is lost (write: I/O error), so the child gets 5 s."""
+    return ["socat", "-t5", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
 
 
 def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None) -> str:
@@ -90,9 +93,10 @@ def _ask(send, host: str, port: int, proto: str, tries: int) -> str:
     """A socat client's answer from host:port, tried `tries` times ("" if nothing);
     `send(argv, input)` runs the client where the caller wants it."""
     target = _target(host, port, proto)
-    idle = "-T2" if proto == "tcp" else "-T1.5"
+    # UDP: stdin's EOF starts socat's close (-t, 0.5 s by default): give the reply 1.5 s
+    wait = ["-T2"] if proto == "tcp" else ["-T1.5", "-t1.5"]
     for i in range(tries):
-        out = send(["socat", idle, "-", target], "ping\n" if proto == "udp" else "")
+        out = send(["socat", *wait, "-", target], "ping\n" if proto == "udp" else "")
         if out.stdout.strip():
             return out.stdout.strip()
         if i + 1 < tries:

@@ -355,14 +355,16 @@ def host_snapshot(session_tmp: str) -> dict:
     this session's namespaces, links and rules naming us, mounts under this
     session's temporary tree or the default state roots."""
     netns = sorted(p.name for p in NETNS_DIR.glob(SESSION_PREFIX + "*")) if NETNS_DIR.exists() else []
-    links = json.loads(run(["ip", "-j", "link", "show"]).stdout or "[]")
+    from pyroute2 import IPRoute  # start-up does not matter here
+    with IPRoute() as ipr:
+        links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
     rules = run(["iptables-save"], check=False).stdout
     with open("/proc/self/mountinfo") as fh:
         mounts = [line.split()[4] for line in fh]
     defaults = ("/var/lib/minidocker", "/run/minidocker")
     return {
         "netns": netns,
-        "links": sorted(l["ifname"] for l in links),
+        "links": sorted(links),
         "rules": sorted(l for l in rules.splitlines()
                         if "minidocker" in l.lower() or "CNI-" in l),
         "mounts": sorted(m for m in mounts if m.startswith(session_tmp) or m.startswith(defaults)),

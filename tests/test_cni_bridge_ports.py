@@ -34,8 +34,9 @@ def client(cni, ns, host, port, proto="tcp", tries=1) -> str:
         target = f"UDP:[{host}]:{port}" if ":" in host else f"UDP:{host}:{port}"
         data = "ping\n"
     for _ in range(tries):
-        idle = "-T2" if proto == "tcp" else "-T0.3"   # UDP has no EOF: stop after a short silence
-        out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False, input=data)
+        # UDP has no EOF: stop after a short silence, and give the reply 1 s after stdin's EOF
+        wait = ["-T2"] if proto == "tcp" else ["-T1", "-t1"]
+        out = run(["nsenter", f"--net={ns}", "--", "socat", *wait, "-", target], check=False, input=data)
         if out.stdout.strip():
             return out.stdout.strip()
         time.sleep(0.05)
@@ -56,7 +57,7 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     r1 = cni.call("ADD", conf, c1).ok().json
     r2 = cni.call("ADD", cni.conf(version=version, backend=backend, stack=stack), c2).ok().json
     serve(cni, c1.netns, "TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr", "SYSTEM:echo hello")
-    serve(cni, c1.netns, "UDP4-RECVFROM:53,fork", "SYSTEM:echo pong")
+    serve(cni, c1.netns, "-t5", "UDP4-RECVFROM:53,fork", "SYSTEM:echo pong")
     serve(cni, node.ext_netns, "TCP4-LISTEN:9000,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
 
     places = {

@@ -141,7 +141,7 @@ def test_status_without_firewall_tools(monkeypatch):
 
     def missing(name):
         raise CNIError(100, f"{name} not found in PATH")
-    monkeypatch.setattr(proc, "_which", missing)
+    monkeypatch.setattr(proc, "which", missing)
     conf = {"cniVersion": "1.1.0", "name": "n", "type": "cni-bridge", "ipMasq": True,
             "firewallBackend": "nftables", "ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}]]}}
     with pytest.raises(CNIError) as err:

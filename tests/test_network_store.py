@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from minidocker.errors import Conflict, MinidockerError, NotFound
-from minidocker.network import store, subnets
+from minidocker.network import networks, store, subnets
 from minidocker.network.store import CreateRequest
 
 
@@ -16,22 +16,22 @@ def private_root(tmp_path, monkeypatch):
 
 
 def test_builtins_listed_and_default_created_on_first_use():
-    names = [(n.name, n.driver) for n in store.all_networks()]
+    names = [(n.name, n.driver) for n in networks.native()]
     assert names == [("bridge", "bridge"), ("host", "host"), ("none", "null")]
-    assert store.records() == []
-    default = store.get("bridge")
+    assert networks.records() == []
+    default = networks.get("bridge")
     assert default.bridge == "minidocker0" and default.ipam[0].subnet == "10.210.0.0/24"
-    assert store.get("bridge").id == default.id
+    assert networks.get("bridge").id == default.id
 
 
 def test_create_picks_free_subnets_and_resolves_prefixes():
-    store.ensure_default()
+    networks.ensure_default()
     a = store.create(CreateRequest("a"))
     b = store.create(CreateRequest("b", ipv6=True, internal=True))
     assert a.ipam[0].subnet == "10.210.1.0/24" and a.bridge.startswith("mdbr-")
     assert [c.subnet for c in b.ipam] == ["10.210.2.0/24", "fd6d:6400::/64"] and b.internal
-    assert store.get(b.id[:6]).name == "b"
-    assert [n.name for n in store.all_networks()] == ["bridge", "host", "none", "a", "b"]
+    assert networks.get(b.id[:6]).name == "b"
+    assert [n.name for n in networks.native()] == ["bridge", "host", "none", "a", "b"]
 
 
 def test_explicit_subnet_gateway_range_and_options():
@@ -62,7 +62,7 @@ def test_bad_create_requests_change_nothing(req, words):
     with pytest.raises(MinidockerError) as exc:
         store.create(req)
     assert words in str(exc.value)
-    assert store.records() == []
+    assert networks.records() == []
 
 
 def test_duplicate_names_and_bridge_names():
@@ -86,8 +86,8 @@ def test_concurrent_create_of_one_name_has_one_winner():
         t.start()
     for t in threads:
         t.join()
-    assert sum(isinstance(r, store.Network) for r in results) == 1
-    assert len(store.records()) == 1
+    assert sum(isinstance(r, networks.Network) for r in results) == 1
+    assert len(networks.records()) == 1
 
 
 def test_rm_refused_while_attached_then_allowed():
@@ -99,13 +99,13 @@ def test_rm_refused_while_attached_then_allowed():
     store.remove_endpoint(net, "c" * 64)
     assert store.remove("f").id == net.id
     with pytest.raises(NotFound):
-        store.get("f")
+        networks.get("f")
     for builtin in ("bridge", "host", "none"):
         with pytest.raises(MinidockerError, match="pre-defined"):
             store.remove(builtin)
 
 
 def test_builtins_found_by_id():
-    host = store.get("host")
-    assert store.get(host.id).name == "host" and store.get(store.get("none").id[:12]).name == "none"
-    assert host.id[:12] != store.get("none").id[:12]
+    host = networks.get("host")
+    assert networks.get(host.id).name == "host" and networks.get(networks.get("none").id[:12]).name == "none"
+    assert host.id[:12] != networks.get("none").id[:12]

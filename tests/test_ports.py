@@ -45,7 +45,7 @@ def test_conflicts_within_one_run():
 
 def test_exposed_ports_and_cni_entry():
     assert parse_exposed("53/udp") == PortMapping(53, 0, "udp")
-    assert PortMapping(80, 8080, "tcp", "127.0.0.1").cni() == {
+    assert PortMapping(80, 8080, "tcp", "127.0.0.1").to_cni() == {
         "hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}
     with pytest.raises(PortSpecError):
         parse_exposed("80/icmp")

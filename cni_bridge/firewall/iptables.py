@@ -38,6 +38,9 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     """A plan entry -> [(table, `-A CHAIN ...` line)]."""
     kind, fam = rule[0], rule[1]
     c = f'-m comment --comment "{comment}"'
+    if kind == "masq_skip":
+        _, _, ip, cidr = rule
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} -d {cidr} {c} -j RETURN")]
     if kind == "masq":
         _, _, ip, subnet = rule
         return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} ! -d {subnet} {c} -j MASQUERADE")]
@@ -236,3 +239,24 @@ class IptablesDriver(Driver):
                     if com and com.startswith(COMMENT_PREFIX):
                         counts[com] = counts.get(com, 0) + 1
         return counts
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        out = []
+        for fam, saved in _read(families).items():
+            tool = "iptables" if fam == 4 else "ip6tables"
+            for table in saved.tables:
+                for line in saved.lines(table):
+                    com = _comment(line)
+                    if com:
+                        out.append((com, f"{tool} -t {table} {line}"))
+        return out
+
+    def scaffold_intact(self, families=(4, 6)) -> bool:
+        for saved in _read(families).values():
+            for table, chain, jumps in SCAFFOLD:
+                if chain not in saved.chains(table):
+                    continue  # made when a rule needs it
+                present = {_jump_spec(l) for l in saved.lines(table)}
+                if any(_jump_spec(j) not in present for j in jumps):
+                    return False
+        return True

@@ -25,6 +25,9 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     kind, fam = rule[0], rule[1]
     a = FAMILY[fam]
     c = f'comment "{comment}"'
+    if kind == "masq_skip":
+        _, _, ip, cidr = rule
+        return [("postrouting", f"{a} saddr {ip} {a} daddr {cidr} return {c}")]
     if kind == "masq":
         _, _, ip, subnet = rule
         mcast = "224.0.0.0/4" if fam == 4 else "ff00::/8"
@@ -141,3 +144,12 @@ class NftDriver(Driver):
                 if com.startswith(COMMENT_PREFIX):
                     counts[com] = counts.get(com, 0) + 1
         return counts
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        out = []
+        for fam, rules in _read(families).items():
+            for chain, com, _handle, rule in rules or []:
+                if com.startswith(COMMENT_PREFIX):
+                    rule = rule.split(" # handle", 1)[0]
+                    out.append((com, f"nft {FAMILY[fam]} {NFT_TABLE} {chain}: {rule}"))
+        return out

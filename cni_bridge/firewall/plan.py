@@ -8,6 +8,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from cni.portmap import PortMapping
+
 # --- names on the host (one place) ------------------------------------------------
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
@@ -27,18 +29,6 @@ BACKENDS = ("iptables", "nftables")
 
 
 @dataclass
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
-
-    @property
-    def family(self) -> int | None:
-        return (6 if ":" in self.host_ip else 4) if self.host_ip else None
-
-
-@dataclass
 class Attachment:
     """What the rules of one (network, container, ifname) are made from."""
     network: str
@@ -47,6 +37,7 @@ class Attachment:
     bridge: str
     addrs: list[tuple[str, str]] = field(default_factory=list)  # (ip, subnet cidr)
     ip_masq: bool = False
+    no_masq_to: list[str] = field(default_factory=list)   # destinations kept unmasqueraded (a cluster's range)
     port_mappings: list[PortMapping] = field(default_factory=list)
     isolation: bool = False   # no traffic to other isolated networks' bridges
     internal: bool = False    # no traffic between the bridge and anything else
@@ -82,6 +73,8 @@ def owner_comment(network: str, cid: str, ifname: str) -> str:
 def plan(att: Attachment) -> list[tuple]:
     """The attachment's own rules, backend-neutral:
     ("masq", fam, ip, subnet)            outbound masquerade (ipMasq)
+    ("masq_skip", fam, ip, cidr)         ...except towards cidr (nonMasqueradeCIDRs:
+                                         pod-to-pod traffic across nodes keeps its address)
     ("dnat", fam, proto, hostip, hport, ip, cport)   publish a port
     ("pm_masq", fam, proto, subnet, ip, cport)       same-bridge/hairpin clients
     ("pm_local", 4, proto, ip, cport)                 clients on the host's 127/8
@@ -105,6 +98,8 @@ def plan(att: Attachment) -> list[tuple]:
         if not att.icc:
             out.append(("icc", fam, ip, att.bridge))
         if att.ip_masq:
+            out.extend(("masq_skip", fam, ip, cidr) for cidr in att.no_masq_to
+                       if (":" in cidr) == (fam == 6))
             out.append(("masq", fam, ip, subnet))
         for pm in att.port_mappings:
             if pm.family not in (None, fam):
@@ -181,6 +176,16 @@ class Driver:
     def owned(self, families=(4, 6)) -> dict[str, int]:
         """comment -> number of rules carrying it (CHECK)."""
         raise NotImplementedError
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        """(owner comment, the rule as a person would type it) of every rule
+        of ours: a read-only view for `network inspect`."""
+        raise NotImplementedError
+
+    def scaffold_intact(self, families=(4, 6)) -> bool:
+        """Our chains and the jumps into them are all there (a re-apply
+        after a flush needs them back)."""
+        return True
 
     # netavark's names, for readers who know that interface.
     def setup_network(self, att: Attachment) -> None:

@@ -104,10 +104,10 @@ class Builtin:
                     a = ipaddress.ip_address(ip)
                 except ValueError:
                     continue
-                if allocator._find(rs, a):
+                if allocator.find_range(rs, a):
                     used += 1
             if used >= size:
-                raise CNIError(50, f"no IP addresses available in range set: {allocator._fmt(rs)}")
+                raise CNIError(50, f"no IP addresses available in range set: {allocator.range_text(rs)}")
 
 
 __all__ = ["Builtin", "parse_resolv_conf", "ADDRESS_UNAVAILABLE"]

@@ -11,11 +11,11 @@ from cni_bridge.ipam.config import IPAMConf, Range
 from cni_bridge.ipam.store import Store
 
 
-def _fmt(rs: list[Range]) -> str:
+def range_text(rs: list[Range]) -> str:
     return ",".join(str(r) for r in rs)
 
 
-def _find(rs: list[Range], ip: ipaddress._BaseAddress) -> Range | None:
+def find_range(rs: list[Range], ip: ipaddress._BaseAddress) -> Range | None:
     n = int(ip)
     return next((r for r in rs if r.contains(n, ip.version)), None)
 
@@ -50,7 +50,7 @@ def allocate(conf: IPAMConf, store: Store, cid: str, ifname: str) -> list[IPConf
     placed: dict[int, ipaddress._BaseAddress] = {}
     for ip in requested:
         for i, rs in enumerate(conf.range_sets):
-            if _find(rs, ip) and i not in placed:
+            if find_range(rs, ip) and i not in placed:
                 placed[i] = ip
                 break
     unplaced = [str(ip) for ip in requested if ip not in placed.values()]
@@ -70,13 +70,13 @@ def allocate(conf: IPAMConf, store: Store, cid: str, ifname: str) -> list[IPConf
 
 def _one(i, rs, store, cid, ifname, want, done) -> IPConfig:
     if want is not None:
-        r = _find(rs, want)
+        r = find_range(rs, want)
         if str(want) == r.gateway:
             raise CNIError(ADDRESS_UNAVAILABLE, f"failed to allocate for range {i}: "
                            f"requested ip {want} is subnet's gateway")
         if not store.reserve(cid, ifname, str(want), i):
             raise CNIError(ADDRESS_UNAVAILABLE, f"failed to allocate for range {i}: requested IP "
-                           f"address {want} is not available in range set {_fmt(rs)}")
+                           f"address {want} is not available in range set {range_text(rs)}")
         done.append(str(want))
         return IPConfig(address=f"{want}/{r.subnet.prefixlen}", gateway=r.gateway)
     version = rs[0].version
@@ -85,7 +85,7 @@ def _one(i, rs, store, cid, ifname, want, done) -> IPConfig:
             hip = ipaddress.ip_address(held)
         except ValueError:
             continue
-        if _find(rs, hip):
+        if find_range(rs, hip):
             raise CNIError(ADDRESS_UNAVAILABLE, f"failed to allocate for range {i}: {held} has been "
                            f"allocated to {cid}, duplicate allocation is not allowed")
     cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
@@ -98,4 +98,4 @@ def _one(i, rs, store, cid, ifname, want, done) -> IPConfig:
             done.append(ip)
             return IPConfig(address=f"{ip}/{r.subnet.prefixlen}", gateway=r.gateway)
     raise CNIError(ADDRESS_UNAVAILABLE, f"failed to allocate for range {i}: "
-                   f"no IP addresses available in range set: {_fmt(rs)}")
+                   f"no IP addresses available in range set: {range_text(rs)}")

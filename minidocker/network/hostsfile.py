@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 
-from minidocker import paths, state
+from minidocker import paths, records, state
+from minidocker.etcfiles import HOSTS
+from minidocker.network import store
+from minidocker.network.networks import DEFAULT_NETWORK
 
-HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-         "ff02::2\tip6-allrouters\n")
 
 
 def _lock():
@@ -63,22 +63,20 @@ def write_in_place(path: str, text: str) -> None:
 
 def refresh(cids: set[str]) -> None:
     """Rewrite the hosts files of these containers from the endpoint records."""
-    from minidocker import teardown
-    from minidocker.network import attach
     by_cid: dict[str, list[dict]] = {}
     by_net: dict[str, list[dict]] = {}
-    for nid, cid, ep in attach.all_endpoints():
+    for nid, cid, ep in store.all_endpoints():
         by_cid.setdefault(cid, []).append(ep)
         by_net.setdefault(nid, []).append(ep)
     with _lock():
         for cid in cids:
-            record = teardown.load(cid)
+            record = records.load(cid)
             if record is None or not record.get("HostsPath"):
                 continue
             own = by_cid.get(cid, [])
             peers, seen = [], set()
             for ep in own:
-                if ep.get("Network") in attach.NAMED_NETWORKS_EXCLUDE:
+                if ep.get("Network") == DEFAULT_NETWORK:  # Docker: no names there
                     continue
                 for other in by_net.get(ep["NetworkID"], []):
                     key = (other.get("ContainerID"), other.get("NetworkID"))
@@ -88,8 +86,3 @@ def refresh(cids: set[str]) -> None:
             if os.path.exists(record["HostsPath"]):
                 write_in_place(record["HostsPath"], render(record, own, peers))
 
-
-def refresh_network(net) -> None:
-    """Every container on `net` (after one joined or left)."""
-    from minidocker.network import store
-    refresh(set(store.endpoints(net)))

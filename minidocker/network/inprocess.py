@@ -41,11 +41,11 @@ class InProcessRunner(Runner):
         if not plugin_path.startswith(IN_PROCESS):
             return super().exec(plugin_path, command, stdin, env, timeout, plugin, limit)
         from cni import skel
-        from cni_bridge.plugin import HANDLERS
+        from cni_bridge import api
         call = Call(command, plugin, plugin_path)
         start = time.perf_counter()
         try:
-            code, obj = skel.dispatch(HANDLERS, env, stdin)
+            code, obj = skel.dispatch(api.handlers(), env, stdin)
             call.exit_code = code
         except BaseException as exc:  # noqa: BLE001 - reported like a crashed plugin
             call.exit_code = 2

@@ -9,38 +9,14 @@ means a free port from the kernel's local port range, chosen at publish time.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+
+from cni.portmap import PortMapping
 
 PROTOCOLS = ("tcp", "udp")
 
 
 class PortSpecError(ValueError):
     """A -p value that is not one of Docker's forms; the message names it."""
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    container_port: int
-    host_port: int = 0           # 0: pick a free one
-    protocol: str = "tcp"
-    host_ip: str = ""            # "" = every address of the host
-    host_range: tuple[int, int] | None = None   # HPORT-HPORT:CPORT
-
-    def cni(self) -> dict:
-        """The `portMappings` capability entry."""
-        out = {"hostPort": self.host_port, "containerPort": self.container_port,
-               "protocol": self.protocol}
-        if self.host_ip:
-            out["hostIP"] = self.host_ip
-        return out
-
-    def docker_key(self) -> str:
-        return f"{self.container_port}/{self.protocol}"
-
-    def __str__(self) -> str:
-        ip = f"[{self.host_ip}]" if ":" in self.host_ip else self.host_ip
-        host = f"{ip}:{self.host_port}" if ip else str(self.host_port)
-        return f"{host}->{self.container_port}/{self.protocol}"
 
 
 _ACCEPTED = "accepted: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp], ports 1-65535, ranges A-B"

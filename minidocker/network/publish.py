@@ -5,7 +5,7 @@ against the port maps other endpoints recorded (any network, any driver), and
 by binding the address and port here, in the host's network namespace, with
 SO_REUSEADDR off (a listening host process is found that way). Random host
 ports (`-p 80`, `-P`, `-p 8000-8010:80`) are the first free ones of their
-range. Callers hold `lock()` from the choice until the endpoint is recorded,
+range. Callers hold driver.ports_lock() from the choice until the endpoint is recorded,
 so two concurrent runs never pick the same port.
 """
 from __future__ import annotations
@@ -13,14 +13,9 @@ from __future__ import annotations
 import errno
 import socket
 
-from minidocker import paths, state
+from cni.portmap import PortMapping
 from minidocker.errors import Conflict, MinidockerError
-from minidocker.network import ports as _ports
-from minidocker.network.ports import PortMapping
-
-
-def lock():
-    return state.locked(paths.locks_dir() / "ports.lock")
+from minidocker.network import ports as _ports, store
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -30,15 +25,17 @@ def _overlap(a: str, b: str) -> bool:
 
 def published(exclude_cid: str = "") -> list[tuple[PortMapping, str, str]]:
     """(mapping, container name, container id) of every recorded endpoint."""
-    from minidocker.network import attach
     out = []
-    for net, cid, ep in attach.all_endpoints():
-        if cid == exclude_cid:
-            continue
-        for p in ep.get("Ports") or []:
-            out.append((PortMapping(int(p["ContainerPort"]), int(p["HostPort"]), p["Protocol"],
-                                    p.get("HostIp", "")), ep.get("Name", cid[:12]), cid))
+    for _net, cid, ep in store.all_endpoints():
+        if cid != exclude_cid:
+            out += [(pm, ep.get("Name", cid[:12]), cid) for pm in recorded(ep)]
     return out
+
+
+def recorded(ep: dict) -> list[PortMapping]:
+    """The host ports an endpoint record holds."""
+    return [PortMapping(int(p["ContainerPort"]), int(p["HostPort"]), p["Protocol"], p.get("HostIp", ""))
+            for p in ep.get("Ports") or []]
 
 
 def _where(pm: PortMapping) -> str:
@@ -103,7 +100,7 @@ def _first_free(pm: PortMapping, lo: int, hi: int, taken, chosen) -> int:
 
 def resolve(mappings: list[PortMapping], exclude_cid: str = "") -> list[PortMapping]:
     """Concrete mappings: fixed host ports checked, random ones chosen.
-    Call under lock() and keep it until the result is recorded."""
+    Call under driver.ports_lock() and keep it until the result is recorded."""
     _ports.check_conflicts(mappings)
     taken = published(exclude_cid)
     out: list[PortMapping] = []

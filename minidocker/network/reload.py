@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import sys
 
-from minidocker import containers
+from cni.conf import NetworkConfigList
+from cni.types import Result
+from cni_bridge import api
+from minidocker import records
+from minidocker.network import driver, store
 
 
 def reload() -> tuple[int, int]:
     """(endpoints checked, endpoints whose rules were re-added)."""
-    from cni.conf import NetworkConfigList
-    from cni.types import Result
-    from cni_bridge.reapply import reapply
-    from minidocker.network import attach
-    running = {r["Id"] for r in containers.all_records() if r["State"].get("Running")}
-    ex = attach.executor()
+    running = {r["Id"] for r in records.all_records() if r["State"].get("Running")}
+    ex = driver.executor()
     checked = changed = 0
     for cid, ifname, entry, ep in _in_add_order(ex, running):
         if entry is None or not entry.config or entry.result is None:
@@ -28,22 +28,22 @@ def reload() -> tuple[int, int]:
         prev = Result.from_dict(entry.result, nlist.cni_version).to_dict(nlist.cni_version)
         checked += 1
         for i, plugin in enumerate(nlist.plugins):
-            if plugin.get("type") != attach.PLUGIN:
+            if plugin.get("type") != driver.PLUGIN:
                 continue
             conf = nlist.plugin_request(
-                i, runtime_config=ex._runtime_config(plugin, entry.capability_args), prev_result=prev)
-            changed += reapply(conf, cid, ifname)
+                i, runtime_config=ex.runtime_config(plugin, entry.capability_args), prev_result=prev)
+            changed += api.reapply(conf, cid, ifname)
     return checked, changed
 
 
 def _in_add_order(ex, running: set[str]):
     """(cid, ifname, cache entry, endpoint) of running containers, oldest ADD
-    first: the shared rules an ADD makes depend on what came before it (see
-    iptables._forward_may_drop), so the same order rebuilds the same set."""
+    first: the shared rules an ADD makes depend on what came before it (the
+    forward rules exist only where FORWARD can drop), so the same order
+    rebuilds the same set."""
     import os
-    from minidocker.network import attach
     out = []
-    for _nid, cid, ep in list(attach.all_endpoints()):
+    for _nid, cid, ep in list(store.all_endpoints()):
         if cid not in running:
             continue
         ifname = ep.get("IfName") or "eth0"

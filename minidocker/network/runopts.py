@@ -50,10 +50,8 @@ def parse_add_host(values) -> list[str]:
 
 def parse(opts, mode) -> dict:
     """The HostConfig / NetworkingConfig parts of the record."""
-    from minidocker.network import modes
     out = {"PortBindings": {}, "Dns": parse_dns(opts.dns), "ExtraHosts": parse_add_host(opts.add_hosts),
            "EndpointsConfig": {}}
-    attaching = type(mode).__name__ == "AttachMode"
     if opts.publish or opts.publish_all:
         from minidocker.network import ports, publish
         mappings = []
@@ -66,18 +64,18 @@ def parse(opts, mode) -> dict:
             ports.check_conflicts(mappings)
         except ports.PortSpecError as exc:
             raise _bad(str(exc)) from None
-        if isinstance(mode, modes.HostMode) or mode.name == "none":
+        if mode.ignores_ports:
             import sys
             print(f"WARNING: published ports are discarded when using {mode.name} network mode",
                   file=sys.stderr)
-        elif not attaching:
+        elif not mode.accepts_ports:
             raise _bad(f"conflicting options: port publishing and --network {mode.spec}")
         else:
             out["PortBindings"] = publish.to_bindings(mappings)
     wants = {"--ip": opts.ip, "--ip6": opts.ip6, "--network-alias": opts.aliases,
              "--mac-address": opts.mac}
     given = [k for k, v in wants.items() if v]
-    if given and not attaching:
+    if given and not mode.accepts_ports:
         raise _bad(f"{', '.join(given)} need a bridge, user or CNI network, not --network {mode.spec}")
     if not given:
         return out
@@ -93,6 +91,6 @@ def parse(opts, mode) -> dict:
         ipam["IPv4Address"] = opts.ip
     if opts.ip6:
         ipam["IPv6Address"] = opts.ip6
-    from minidocker.network.bridge import endpoint_config
+    from minidocker.network.settings import endpoint_config
     out["EndpointsConfig"][mode.spec] = endpoint_config(ipam, opts.aliases, opts.mac)
     return out

@@ -1,4 +1,4 @@
 """`python -m minidocker.network.cni ...` runs `minidocker cni ...`."""
-from minidocker.network.cni.command import main
+from minidocker.cli_cni import main
 
 main()

@@ -143,7 +143,7 @@ class CNIExecutor:
             caps = rt.capability_args or entry.capability_args
             args = rt.args or entry.cni_args
             for i, plugin in enumerate(net.plugins):
-                req = net.plugin_request(i, runtime_config=self._runtime_config(plugin, caps),
+                req = net.plugin_request(i, runtime_config=self.runtime_config(plugin, caps),
                                          prev_result=prev)
                 self._call("CHECK", plugin["type"], req, deadline, container_id=rt.container_id,
                            netns=rt.netns, ifname=rt.ifname, args=args)
@@ -248,7 +248,7 @@ class CNIExecutor:
         prev: Result | None = None
         for i, plugin in enumerate(net.plugins):
             req = net.plugin_request(
-                i, runtime_config=self._runtime_config(plugin, rt.capability_args),
+                i, runtime_config=self.runtime_config(plugin, rt.capability_args),
                 prev_result=prev.to_dict(net.cni_version) if prev is not None else None)
             out = self._call("ADD", plugin["type"], req, deadline, container_id=rt.container_id,
                              netns=rt.netns, ifname=rt.ifname, args=rt.args)
@@ -297,7 +297,7 @@ class CNIExecutor:
         first_error: CNIError | None = None
         for i in range(len(net.plugins) - 1, -1, -1):
             plugin = net.plugins[i]
-            req = net.plugin_request(i, runtime_config=self._runtime_config(plugin, caps),
+            req = net.plugin_request(i, runtime_config=self.runtime_config(plugin, caps),
                                      prev_result=prev)
             try:
                 self._call("DEL", plugin["type"], req, deadline, container_id=rt.container_id,
@@ -321,7 +321,7 @@ class CNIExecutor:
                                self.timeout)
 
     @staticmethod
-    def _runtime_config(plugin: dict, capability_args: dict) -> dict:
+    def runtime_config(plugin: dict, capability_args: dict) -> dict:
         """R4: only capabilities the plugin declares true."""
         caps = plugin.get("capabilities")
         if not caps or not capability_args:

@@ -192,6 +192,8 @@ def exchange(proc: subprocess.Popen, data: bytes, timeout: float | None) -> tupl
     (up to ~1 ms lost per call); a pidfd in the same poll set tells us the
     moment the plugin exits. At the deadline the plugin's process group is
     killed and what it printed so far is returned with timed_out=True.
+    (long: one poll loop over stdin, stdout, stderr and the pidfd with the
+    deadline's kill; split, its state would travel between the parts.)
     """
     try:
         pidfd = os.pidfd_open(proc.pid)

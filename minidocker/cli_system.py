@@ -1,6 +1,6 @@
-"""`minidocker system ...`: prune. Loaded lazily by cli.py (never on `run`)."""
+"""`minidocker system ...`: prune, the command line only (the work is
+prune.py's). Loaded lazily by cli.py (never on `run`)."""
 from __future__ import annotations
-
 
 import click
 

@@ -1,8 +1,8 @@
-"""`minidocker network ...`: create, ls, inspect, rm, prune, connect, disconnect.
+"""`minidocker network ...`: create, ls, inspect, rm, reload, prune, connect, disconnect.
 
-Docker's command line and output. Records live in network/store.py, the
-views in netview.py, kernel clean-up in kernel.py; attaching a running
-container is network/attach.py's. Loaded lazily by cli.py: none of this is
+Docker's command line and output, nothing else: networks are networks.py's
+and store.py's, removal driver.py's, the views netview.py's, attaching a
+running container connect.py's. Loaded lazily by cli.py: none of this is
 imported on the `run` path.
 """
 from __future__ import annotations
@@ -14,8 +14,7 @@ import click
 
 from minidocker.confirm import confirmed
 from minidocker.errors import Conflict, MinidockerError, NotFound
-from minidocker.network import confnets, kernel, netview, store
-from minidocker.network.confnets import ConfNetwork
+from minidocker.network import driver, networks, netview, store
 
 PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at least one "
                  "container.\nAre you sure you want to continue?")
@@ -41,18 +40,6 @@ def network():
     pass
 
 
-def _check_bridge_name(name: str | None) -> None:
-    """A bridge name that is already a link of another kind cannot be ours."""
-    if not name or not store._IFNAME_RE.match(name):
-        return  # store.create refuses a malformed name with its own message
-    from cni_bridge.netlink import Netlink
-    with Netlink() as nl:
-        link = nl.link(name)
-    if link is not None and link["kind"] != "bridge":
-        raise Conflict(f"invalid {store.OPT_BRIDGE_NAME} {name!r}: a {link['kind'] or 'device'} "
-                       "of that name exists on this host; give a free name or a bridge")
-
-
 @network.command("create")
 @click.option("-d", "--driver", default="bridge", show_default=True, help="Only bridge.")
 @click.option("--subnet", multiple=True, help="CIDR, e.g. 10.5.0.0/24 (IPv6 with --ipv6).")
@@ -66,14 +53,9 @@ def _check_bridge_name(name: str | None) -> None:
 @click.argument("name")
 def create_cmd(driver, subnet, gateway, ip_range, internal, ipv6, opt, name):
     """Create a bridge network; prints its id."""
-    if any(c.name == name for c in confnets.load()):
-        raise Conflict(f"network with name {name!r} already exists (a CNI configuration file "
-                       "defines it)")
-    options = _options(opt)
-    _check_bridge_name(options.get(store.OPT_BRIDGE_NAME))
     net = store.create(store.CreateRequest(
         name=name, driver=driver, subnets=list(subnet), gateways=list(gateway),
-        ip_ranges=list(ip_range), internal=internal, ipv6=ipv6, options=options))
+        ip_ranges=list(ip_range), internal=internal, ipv6=ipv6, options=_options(opt)))
     click.echo(net.id)
 
 
@@ -83,7 +65,7 @@ def create_cmd(driver, subnet, gateway, ip_range, internal, ipv6, opt, name):
 @click.option("--no-trunc", is_flag=True, help="Full ids.")
 def ls_cmd(quiet, fmt, no_trunc):
     """List networks: bridge, host, none, user networks, CNI files."""
-    nets = netview.listing()
+    nets = networks.listing()
     if quiet:
         for net in nets:
             click.echo(net.id if no_trunc else net.short_id)
@@ -110,7 +92,7 @@ def inspect_cmd(no_debug, refs):
     found, missing = [], []
     for ref in refs:
         try:
-            found.append(netview.inspect(netview.resolve(ref), debug=not no_debug))
+            found.append(netview.inspect(networks.resolve(ref), debug=not no_debug))
         except NotFound as exc:
             missing.append(str(exc))
     click.echo(json.dumps(found, indent=4))
@@ -120,32 +102,6 @@ def inspect_cmd(no_debug, refs):
         sys.exit(1)
 
 
-def _stale(cid: str) -> bool:
-    """An endpoint whose container record no longer exists."""
-    from minidocker import paths
-    return not (paths.container_dir(cid) / "container.json").exists()
-
-
-def remove_network(ref: str) -> store.Network:
-    """Refuse built-ins and CNI files, forget the record, then remove the
-    kernel objects."""
-    if ref in store.BUILTIN_DRIVERS:
-        return store.remove(ref)  # refuses, naming the pre-defined network
-    target = netview.resolve(ref)
-    if isinstance(target, ConfNetwork):
-        raise MinidockerError(f"network {target.name} is defined by the CNI configuration "
-                              f"file {target.path} and cannot be removed here; "
-                              "remove or edit that file instead")
-    # attach's per-network lock, taken alone: no ADD is half-way (bridge made,
-    # endpoint not yet recorded) while endpoints are checked and the bridge goes
-    with kernel.network_lock(target):
-        net = store.remove(target.id, stale=_stale)
-        problems = kernel.remove_objects(net)
-    if problems:
-        raise MinidockerError(f"network {net.name} was removed, but: " + "; ".join(problems))
-    return net
-
-
 @network.command("rm")
 @click.argument("refs", nargs=-1, required=True)
 def rm_cmd(refs):
@@ -153,7 +109,7 @@ def rm_cmd(refs):
     failed = 0
     for ref in refs:
         try:
-            remove_network(ref)
+            driver.remove_network(ref)
             click.echo(ref)
         except MinidockerError as exc:
             _err(exc.message)
@@ -178,18 +134,16 @@ def prune_cmd(force):
     """Remove user networks no container is attached to."""
     if not confirmed("network prune", PRUNE_WARNING, force):
         return
-    removed, failed = [], 0
-    for net in store.records():
-        if net.name in store.BUILTIN_DRIVERS or any(not _stale(c) for c in store.endpoints(net)):
-            continue
-        try:
-            remove_network(net.id)
-            removed.append(net.name)
-        except Conflict:
-            continue  # a container attached meanwhile: it is in use after all
-        except MinidockerError as exc:
-            _err(exc.message)
-            failed += 1
+    removed, failed = [], []
+
+    def report(name, error):
+        if error is None:
+            removed.append(name)
+        else:
+            _err(error.message)
+            failed.append(error)
+
+    driver.prune_networks(report)
     if removed:
         click.echo("Deleted Networks:")
         for name in removed:
@@ -199,15 +153,6 @@ def prune_cmd(force):
 
 
 # --- connect / disconnect ------------------------------------------------------
-
-def _attach_module():
-    try:
-        from minidocker.network import attach
-    except ImportError:
-        raise MinidockerError("network connect/disconnect need bridge networking "
-                              "(minidocker.network.attach), which this build does not have") from None
-    return attach
-
 
 @network.command("connect")
 @click.option("--ip", help="IPv4 address for the container on this network.")
@@ -219,8 +164,7 @@ def _attach_module():
 def connect_cmd(ip, ip6, alias, mac, network_ref, container_ref):
     """Connect a running container to a network (as eth1, eth2, ...)."""
     from minidocker.network import connect
-    connect.connect(_attach_module(), network_ref, container_ref, ip=ip, ip6=ip6,
-                    aliases=list(alias), mac=mac)
+    connect.connect(network_ref, container_ref, ip=ip, ip6=ip6, aliases=list(alias), mac=mac)
 
 
 @network.command("disconnect")
@@ -229,4 +173,4 @@ def connect_cmd(ip, ip6, alias, mac, network_ref, container_ref):
 def disconnect_cmd(network_ref, container_ref):
     """Disconnect a container from a network (removes its interface there)."""
     from minidocker.network import connect
-    connect.disconnect(_attach_module(), network_ref, container_ref)
+    connect.disconnect(network_ref, container_ref)

@@ -25,7 +25,7 @@ import click
 from cni.env import parse_cni_args
 from cni.errors import CNIError
 from minidocker import paths
-from minidocker.network.cni import config as _config
+from minidocker.network.cni import config as cni_config
 from minidocker.network.cni.executor import DEFAULT_TIMEOUT, CNIExecutor, RuntimeConf, failure_text
 
 
@@ -75,7 +75,7 @@ class _Ctx:
             problem = f"configuration directory {self.conf_dir!r} does not exist (set NETCONFPATH or --conf-dir)"
         else:
             try:
-                return _config.load_network(self.conf_dir, name)
+                return cni_config.load_network(self.conf_dir, name)
             except CNIError as err:
                 problem = str(err)
         cached = self.executor().cached_config(name, cached_for) if cached_for else None
@@ -224,7 +224,7 @@ def version_cmd(obj: _Ctx, network, netns):
 def ls_cmd(obj: _Ctx, as_json):
     if not os.path.isdir(obj.conf_dir):
         _fail(f"configuration directory {obj.conf_dir!r} does not exist (set NETCONFPATH or --conf-dir)")
-    loaded = _config.load_dir(obj.conf_dir)
+    loaded = cni_config.load_dir(obj.conf_dir)
     rows = [{"name": n.name, "cniVersion": n.cni_version, "plugins": [p["type"] for p in n.plugins],
              "file": os.path.basename(n.source), "default": i == 0}
             for i, n in enumerate(loaded.networks)]
@@ -245,7 +245,7 @@ def validate_cmd(obj: _Ctx, file, no_plugins):
     if not os.path.isfile(file):
         _fail(f"no such file {file!r}")
     try:
-        net = _config.load_file(file)
+        net = cni_config.load_file(file)
     except CNIError as err:
         _fail(str(err))
     caps: list[str] = []
