@@ -242,3 +242,21 @@ CONTAINED_CHECKS = {
     "link-then-dir": ("test -L /d || cat /d/minidocker-hostile", "contained\n"),
 }
 CONTAINED_HOST_PATHS = ["/tmp/minidocker-hostile", "/etc/passwd", "/tmp/minidocker-keep"]
+
+def newcomer(node) -> tuple[list[str], dict]:
+    """How the README has a newcomer run minidocker: `env -i` with PATH,
+    MINIDOCKER_ROOT and MINIDOCKER_RUN only. (argv prefix, env for node.run)"""
+    from harness import VENV_BIN
+    env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+           "MINIDOCKER_ROOT": str(node.state_root), "MINIDOCKER_RUN": str(node.run_root)}
+    return ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "minidocker"], env
+
+
+def assert_refused(node, args: list[str], named: str, code: int = 125) -> None:
+    """`minidocker ARGS` fails with code and one `Error:` line naming the bad
+    value, and leaves no container behind."""
+    proc = node.md(*args, check=False)
+    assert proc.returncode == code, proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and named in lines[0], proc.stderr
+    assert node.md("ps", "-aq").stdout == ""
