@@ -70,7 +70,7 @@ class Transaction:
     def wanted(self, diff_id: str) -> bool:
         return diff_id not in self.layers and not has_layer(diff_id)
 
-    def add_layer(self, diff_id: str, scratch: str, size: int) -> None:
+    def add_layer(self, diff_id: str, scratch: str, size: int, split=None) -> None:
         """Keep an extracted layer (a scratch dir) as diff_id, unless the store
         or this transaction has it already."""
         if not self.wanted(diff_id):
@@ -80,6 +80,11 @@ class Transaction:
         os.mkdir(staged, 0o700)
         os.rename(scratch, os.path.join(staged, "diff"))
         state.write_json(os.path.join(staged, "layer.json"), {"DiffID": diff_id, "Size": size})
+        if split:   # the tar's rest (gzip) and the files' places: pusher.py
+            with open(os.open(os.path.join(staged, "tar-split.gz"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              0o600), "wb") as fh:
+                fh.write(split[0])
+            state.write_json(os.path.join(staged, "tar-split.json"), split[1])
         self.layers[diff_id] = size
 
     def add_image(self, config_blob: bytes, config: dict, tags: list[str],
