@@ -162,13 +162,18 @@ def _docker_save_sharing(base: bytes, top: bytes) -> bytes:
     return raw.getvalue()
 
 
-def test_docker_save_of_images_sharing_a_layer(node, base_tar, tmp_path):
+def test_docker_save_of_images_sharing_a_layer(node, base_tar, tmp_path, monkeypatch):
     archive = tmp_path / "saved.tar"
     archive.write_bytes(_docker_save_sharing(base_tar, _top_layer()))
     proc = node.md("load", "-i", archive)
     assert proc.stdout == "Loaded image: real:1\nLoaded image: real:1-app\nLoaded image: real:base\n"
     assert len(list((node.state_root / "images/layers").iterdir())) == 2
     _run_all(node, "real:base", user_ref="real:1")
+    # each layer's tar can be made again byte for byte (what push sends)
+    from minidocker.images import pusher
+    monkeypatch.setenv("MINIDOCKER_ROOT", str(node.state_root))
+    for layer_dir in (node.state_root / "images/layers").iterdir():
+        assert pusher.original_tar("sha256:" + layer_dir.name) is not None
 
 
 def test_oci_archive(node, base_tar, tmp_path):

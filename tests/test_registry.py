@@ -217,8 +217,11 @@ def test_push_then_pull_into_a_fresh_store(node, registry, archives, tmp_path):
     assert "1: digest: sha256:" in out
     again = node.md("push", ref).stdout
     assert again.count("Layer already exists") == 2
+    local_id = json.loads((next((node.state_root / "images").glob("*/image.json"))).read_text())["Id"]
     node.md("rmi", ref, "app:1")
     assert node.md("run", "--rm", ref).stdout == "app\n"
+    # the same tars, the same config: the image keeps its id through the registry
+    assert [r.split()[2] for r in node.md("images").stdout.splitlines()[1:]] == [local_id[7:19]]
     inspect = json.loads(node.sh("skopeo", "inspect", "--tls-verify=false", f"docker://{ref}").stdout)
     assert len(inspect["Layers"]) == 2
 

@@ -55,7 +55,7 @@ def import_rootfs(source: str, ref: str) -> dict:
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
-        tx.add_layer(res.diff_id, scratch, res.size)
+        tx.add_layer(res.diff_id, scratch, res.size, res.split)
         name = "-" if source == "-" else os.path.basename(source)
         config = {"architecture": oci.machine_arch(), "os": "linux", "created": clock.now(),
                   "config": {}, "rootfs": {"type": "layers", "diff_ids": [res.diff_id]},
@@ -165,7 +165,7 @@ class _Outer:
         if clean not in self.added:
             self.added.add(clean)
             self.devices += res.devices
-            self.tx.add_layer(res.diff_id, self.scratch[clean], res.size)
+            self.tx.add_layer(res.diff_id, self.scratch[clean], res.size, res.split)
 
 
 def load(source: str) -> list[dict]:

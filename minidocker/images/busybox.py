@@ -72,6 +72,6 @@ def ensure() -> dict:
         if tx.wanted(diff_id):
             scratch = tx.scratch()
             res = layer.extract(io.BytesIO(blob), scratch, "the built-in busybox layer")
-            tx.add_layer(res.diff_id, scratch, res.size)
+            tx.add_layer(res.diff_id, scratch, res.size, res.split)
         tx.add_image(json.dumps(config, sort_keys=True).encode(), config, [BUILTIN])
         return tx.commit()[0]

@@ -33,7 +33,8 @@ import sys
 import tarfile
 
 from minidocker.images.refs import ImageError
-from minidocker.images.streams import CHUNK, Hashing, Prefixed, decompressed, drain, open_tar, why
+from minidocker.images.streams import (CHUNK, Hashing, Prefixed, TarSplit, decompressed, drain, open_tar,
+                                       why)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -156,9 +157,14 @@ def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
 
 
 class Result:
-    def __init__(self, diff_id: str, size: int, devices: int, compressed: str, raw_size: int):
+    """One extracted layer: diffID, size (files counted once), devices
+    skipped, the digest and size of the bytes read, and its tar-split
+    (streams.TarSplit: the gzip'ed rest, the files' places)."""
+
+    def __init__(self, diff_id: str, size: int, devices: int, compressed: str, raw_size: int,
+                 split: tuple[bytes, list]):
         self.diff_id, self.size, self.devices = diff_id, size, devices
-        self.compressed, self.raw_size = compressed, raw_size
+        self.compressed, self.raw_size, self.split = compressed, raw_size, split
 
 
 def extract(raw, dest: str, label: str) -> Result:
@@ -175,9 +181,12 @@ def extract(raw, dest: str, label: str) -> Result:
         refused: list[str] = []
         size = devices = 0
         tree = _Tree(dest)
+        split = TarSplit()
         try:
-            with open_tar(plain) as tar:
+            with open_tar(plain, split) as tar:
                 for m in tar:
+                    if m.isreg() and m.size:
+                        split.file(m.offset_data, m.size, m.name)
                     try:
                         size += _member(tar, tree, m)
                     except _Device:
@@ -188,7 +197,7 @@ def extract(raw, dest: str, label: str) -> Result:
                         refused.append(f"{m.name[:200]!r} ({exc.strerror or exc})")
         finally:
             tree.close()
-        drain(plain, label)
+        drain(tar.fileobj, label)
         if plain_hash is not outer:
             drain(outer, label, quiet=True)
     except ImageError:
@@ -203,7 +212,8 @@ def extract(raw, dest: str, label: str) -> Result:
         more = f" and {len(refused) - REPORTED} more" if len(refused) > REPORTED else ""
         raise Refused(f"refusing {len(refused)} member(s) of {label}: "
                       + "; ".join(refused[:REPORTED]) + more)
-    return Result(plain_hash.digest, size, devices, outer.digest, outer.count)
+    return Result(plain_hash.digest, size, devices, outer.digest, outer.count,
+                  (split.finish(), split.files))
 
 
 class _Device(Exception):
@@ -334,6 +344,30 @@ def _utime(base: str, pfd: int, m: tarfile.TarInfo) -> None:
         os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
     except (OSError, OverflowError):
         pass
+
+
+def read_file(root: str, name: str, size: int) -> bytes | None:
+    """The contents of member name in an extracted layer, resolved from its
+    directory without following a link; None unless a file of that size."""
+    try:
+        parent, _, base = clean_name(name).rpartition("/")
+    except ImageError:
+        return None
+    tree = _Tree(root)
+    try:
+        pfd = tree.dir(parent, create=False)
+        if pfd is None:
+            return None
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    except OSError:
+        return None
+    finally:
+        tree.close()
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        data = fh.read(size + 1)
+    return data if len(data) == size else None
 
 
 def warn_devices(count: int) -> None:

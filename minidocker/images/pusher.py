@@ -1,7 +1,10 @@
 """`push`: a local image to the registry its reference names. Each layer is
-written back as a gzip'ed tar of its stored files (overlay whiteouts back to
-`.wh.` names); the pushed config carries those tars' diffIDs. Blobs the
-registry has are not sent again (HEAD), then the manifest."""
+sent as the very tar it came as (its tar-split and its files, gzip'ed), so
+the image keeps its id; a layer that cannot be made again (stored before
+tar-splits, or a file lost to a later member of the same name) is written
+anew from its files (overlay whiteouts back to `.wh.` names) and the pushed
+config carries its new diffID. Blobs the registry has are not sent again
+(HEAD), then the manifest."""
 from __future__ import annotations
 
 import gzip
@@ -54,6 +57,31 @@ def _layer_tar(diff_dir: str) -> bytes:
     return raw.getvalue()
 
 
+def original_tar(diff_id: str) -> bytes | None:
+    """The layer's tar as it came, from its tar-split and its files; None
+    when it cannot be made again (no tar-split, a file changed or lost to a
+    later member of the same name)."""
+    d = paths.layer_dir(store.hexid(diff_id))
+    try:
+        with open(d / "tar-split.gz", "rb") as fh:
+            rest = gzip.decompress(fh.read())
+        with open(d / "tar-split.json") as fh:
+            files = json.load(fh)
+    except (OSError, ValueError, EOFError):
+        return None
+    out, done = io.BytesIO(), 0
+    for offset, name, size in files:
+        data = layer.read_file(str(d / "diff"), name, size)
+        if data is None or not done <= offset <= len(rest):
+            return None
+        out.write(rest[done:offset])
+        out.write(data)
+        done = offset
+    out.write(rest[done:])
+    tar = out.getvalue()
+    return tar if oci.digest_of(tar) == diff_id else None
+
+
 def push(ref_text: str, out=sys.stdout) -> str:
     """Push a local image to the registry its reference names."""
     image = store.lookup(ref_text)
@@ -63,17 +91,19 @@ def push(ref_text: str, out=sys.stdout) -> str:
     client = Client(ref.registry, ref.remote_path)
     print(f"The push refers to repository [{ref.registry}/{ref.remote_path}]", file=out, flush=True)
     with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-        config = json.load(fh)
+        config_blob = fh.read()
     descs, diff_ids = [], []
     for diff_id in store.layer_ids(image):
-        tar = _layer_tar(str(paths.layer_dir(store.hexid(diff_id)) / "diff"))
+        tar = original_tar(diff_id) or _layer_tar(str(paths.layer_dir(store.hexid(diff_id)) / "diff"))
         blob = gzip.compress(tar, mtime=0)
         diff_ids.append(oci.digest_of(tar))
         desc = {"mediaType": oci.OCI_LAYER + "+gzip", "digest": oci.digest_of(blob), "size": len(blob)}
         print(f"{desc['digest'][7:19]}: {_upload(client, blob, desc['digest'])}", file=out, flush=True)
         descs.append(desc)
-    config.setdefault("rootfs", {})["diff_ids"] = diff_ids
-    config_blob = json.dumps(config, separators=(",", ":")).encode()
+    if diff_ids != store.layer_ids(image):   # a layer written anew: its config says so
+        config = json.loads(config_blob)
+        config.setdefault("rootfs", {})["diff_ids"] = diff_ids
+        config_blob = json.dumps(config, separators=(",", ":")).encode()
     _upload(client, config_blob, oci.digest_of(config_blob))
     manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
                            "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.digest_of(config_blob),

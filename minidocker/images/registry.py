@@ -250,7 +250,7 @@ def _fetch(client: Client, tx: Transaction, todo: list, display, where: str) -> 
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         results = list(pool.map(fetch, todo))
     for (desc, diff_id, key), (res, scratch) in zip(todo, results):
-        tx.add_layer(diff_id, scratch, res.size)
+        tx.add_layer(diff_id, scratch, res.size, res.split)
     return sum(res.devices for res, _ in results)
 
 

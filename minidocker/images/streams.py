@@ -136,29 +136,64 @@ class _Gunzip:
         return data
 
 
+class TarSplit:
+    """What of a tar stream is not file contents (headers, padding, what
+    follows the end), compressed, with where each file's contents go: with
+    the extracted files it gives back the very same tar, so a layer pushed
+    keeps its diffID and its image its id (Docker keeps a "tar-split" for the
+    same reason)."""
+
+    def __init__(self):
+        self.z = zlib.compressobj(6, zlib.DEFLATED, 31)
+        self.chunks: list[bytes] = []
+        self.length = 0
+        self.files: list[list] = []      # [offset in the rest, member name, size]
+        self.skip = (0, 0)
+
+    def file(self, start: int, size: int, name: str) -> None:
+        """The member name's contents are at stream offset start, size bytes."""
+        self.files.append([self.length, name, size])
+        self.skip = (start, start + size)
+
+    def feed(self, pos: int, data: bytes) -> None:
+        a, b = self.skip
+        if pos + len(data) > a and pos < b:
+            data = data[:max(0, a - pos)] + data[max(0, b - pos):]
+        if data:
+            self.chunks.append(self.z.compress(data))
+            self.length += len(data)
+
+    def finish(self) -> bytes:
+        """The gzip'ed rest of the stream."""
+        self.chunks.append(self.z.flush())
+        return b"".join(self.chunks)
+
+
 class _Forward:
     """A reader tarfile can use in its seeking mode ("r:"): tell(), and
     seek() forward only (by reading), so a pipe needs no seek and tarfile's
     stream mode (which copies its buffer at every header) is not used.
     read(n) returns n bytes unless the input ends."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, split: "TarSplit | None" = None):
         self.raw = raw
         self.pos = 0
+        self.split = split
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             data = self.raw.read()
-            self.pos += len(data)
-            return data
-        parts, left = [], n
-        while left > 0:
-            chunk = self.raw.read(left)
-            if not chunk:
-                break
-            parts.append(chunk)
-            left -= len(chunk)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:
+            parts, left = [], n
+            while left > 0:
+                chunk = self.raw.read(left)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                left -= len(chunk)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self.split is not None:
+            self.split.feed(self.pos, data)
         self.pos += len(data)
         return data
 
@@ -192,9 +227,10 @@ def decompressed(raw):
     return src
 
 
-def open_tar(reader) -> tarfile.TarFile:
-    """tarfile over a forward-only reader (see _Forward)."""
-    return tarfile.open(fileobj=_Forward(reader), mode="r:", tarinfo=BoundedTarInfo)
+def open_tar(reader, split: TarSplit | None = None) -> tarfile.TarFile:
+    """tarfile over a forward-only reader (see _Forward); its fileobj is
+    that reader, to drain after the tar's end."""
+    return tarfile.open(fileobj=_Forward(reader, split), mode="r:", tarinfo=BoundedTarInfo)
 
 
 def why(exc: BaseException) -> str:

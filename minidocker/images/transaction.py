@@ -2,7 +2,10 @@
 beside it, moved in at once under its lock."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import tempfile
 
 from minidocker import paths, state
 from minidocker.images.refs import ImageError
@@ -12,8 +15,6 @@ from minidocker.images.store import (KEPT_CONFIG, MAX_LAYERS, checked_image, has
 
 def _sweep_scratch(own: str) -> None:
     """Remove the scratch dirs of dead transactions (their flock is free)."""
-    import fcntl
-    import shutil
     for entry in os.scandir(paths.images_dir()):
         if not entry.name.startswith(".tmp-") or entry.path == own:
             continue
@@ -37,14 +38,16 @@ class Transaction:
     of images the source holds."""
 
     def __init__(self):
-        import fcntl
-        import tempfile
         state.ensure_dir(paths.images_dir())
-        self.dir = tempfile.mkdtemp(prefix=".tmp-", dir=paths.images_dir())
-        # held while this transaction lives: a scratch dir whose lock is free
-        # was left by a killed process (SIGKILL, power loss) and is removed
-        self._fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # The flock is held while this transaction lives: a scratch dir whose
+        # lock is free was left by a killed process (SIGKILL, power loss) and
+        # is removed. The dir is named .tmp-* only once locked, so a sweep
+        # never sees a live one unlocked.
+        new = tempfile.mkdtemp(prefix=".new-", dir=paths.images_dir())
+        self._fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.dir = os.path.join(os.path.dirname(new), ".tmp-" + os.path.basename(new)[5:])
+        os.rename(new, self.dir)
         self.layers: dict[str, int] = {}     # diffID -> size, staged under dir/<hex>/
         self.images: list[dict] = []
         self._n = 0
@@ -54,7 +57,6 @@ class Transaction:
         return self
 
     def __exit__(self, *exc):
-        import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
         os.close(self._fd)
 
@@ -68,17 +70,21 @@ class Transaction:
     def wanted(self, diff_id: str) -> bool:
         return diff_id not in self.layers and not has_layer(diff_id)
 
-    def add_layer(self, diff_id: str, scratch: str, size: int) -> None:
+    def add_layer(self, diff_id: str, scratch: str, size: int, split=None) -> None:
         """Keep an extracted layer (a scratch dir) as diff_id, unless the store
         or this transaction has it already."""
         if not self.wanted(diff_id):
-            import shutil
             shutil.rmtree(scratch, ignore_errors=True)
             return
         staged = os.path.join(self.dir, hexid(diff_id))
         os.mkdir(staged, 0o700)
         os.rename(scratch, os.path.join(staged, "diff"))
         state.write_json(os.path.join(staged, "layer.json"), {"DiffID": diff_id, "Size": size})
+        if split:   # the tar's rest (gzip) and the files' places: pusher.py
+            with open(os.open(os.path.join(staged, "tar-split.gz"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              0o600), "wb") as fh:
+                fh.write(split[0])
+            state.write_json(os.path.join(staged, "tar-split.json"), split[1])
         self.layers[diff_id] = size
 
     def add_image(self, config_blob: bytes, config: dict, tags: list[str],
@@ -117,7 +123,6 @@ class Transaction:
 
     def commit(self) -> list[dict]:
         """Move the layers, then the images, then the tags into the store."""
-        import shutil
         moved: list[str] = []
         with lock():
             try:
