@@ -1,4 +1,4 @@
-"""`minidocker network ...`: create, ls, inspect, rm, reload, prune, connect, disconnect.
+"""`minidocker network ...`: create, ls, inspect, diagram, rm, reload, prune, connect, disconnect.
 
 Docker's command line and output, nothing else: networks are networks.py's
 and store.py's, removal driver.py's, the views netview.py's, attaching a
@@ -100,6 +100,29 @@ def inspect_cmd(no_debug, refs):
         _err(msg)
     if missing:
         sys.exit(1)
+
+
+@network.command("diagram")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "svg", "png", "json"]), default=None,
+              help="text (the default on a terminal), dot, svg, png (Graphviz) or json (the default "
+                   "otherwise; the wiring model, keys in README).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
+@click.argument("refs", nargs=-1)
+def diagram_cmd(fmt, output, refs):
+    """Draw the live wiring of networks (all when none is named)."""
+    from minidocker.network import diagram, wiring
+    nets = [networks.resolve(ref) for ref in refs] if refs else None
+    tty = sys.stdout.isatty() and not output
+    fmt = fmt or ("text" if tty else "json")
+    if fmt == "png" and tty:
+        raise MinidockerError("--format png is binary: give -o FILE or redirect standard output")
+    data = diagram.render(wiring.build(nets), fmt)
+    if output:
+        with open(output, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
 
 
 @network.command("rm")

@@ -28,6 +28,7 @@ SCAFFOLD = [
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
 _COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]*)"?')
+_ANY_COMMENT_RE = re.compile(r'--comment "?([^"\s]+)"?')
 
 
 def _host(ip: str) -> str:
@@ -118,6 +119,23 @@ def _read(families) -> dict[int, Saved]:
     for fam, p in procs.items():
         rc, text, _err = p.wait()
         out[fam] = Saved(text if rc == 0 else "")
+    return out
+
+
+def _nft_handles(fam: int, table: str) -> dict[str, list[int]]:
+    """chain -> the nft handles of its rules, in order. Debian's iptables is
+    iptables-nft: the n-th `-A CHAIN` line of iptables-save is the n-th rule
+    of that chain in nft's listing, whose handle is what a trace event names
+    (nft cannot show the xt comment itself). {} when nft is not there or
+    the counts disagree (then handles stay 0)."""
+    from cni_bridge.firewall.nftables import FAMILY, parse_listing
+    try:
+        rc, text, _err = Proc(["nft", "-a", "list", "table", FAMILY[fam], table], timeout=10).wait()
+    except Exception:  # noqa: BLE001 - a view: without nft there are no handles
+        return {}
+    out: dict[str, list[int]] = {}
+    for chain, _com, handle, _text in (parse_listing(text) if rc == 0 else []):
+        out.setdefault(chain, []).append(handle)
     return out
 
 
@@ -240,15 +258,22 @@ class IptablesDriver(Driver):
                         counts[com] = counts.get(com, 0) + 1
         return counts
 
-    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+    def rules(self, families=(4, 6)) -> list[dict]:
         out = []
         for fam, saved in _read(families).items():
             tool = "iptables" if fam == 4 else "ip6tables"
             for table in saved.tables:
+                handles = _nft_handles(fam, table)
+                seen: dict[str, int] = {}
                 for line in saved.lines(table):
-                    com = _comment(line)
-                    if com:
-                        out.append((com, f"{tool} -t {table} {line}"))
+                    chain = line.split(" ", 2)[1]
+                    pos = seen[chain] = seen.get(chain, -1) + 1
+                    m = _ANY_COMMENT_RE.search(line)
+                    if m:
+                        chain_handles = handles.get(chain, [])
+                        out.append({"backend": self.name, "family": fam, "table": table, "chain": chain,
+                                    "handle": chain_handles[pos] if pos < len(chain_handles) else 0,
+                                    "comment": m.group(1), "text": f"{tool} -t {table} {line}"})
         return out
 
     def scaffold_intact(self, families=(4, 6)) -> bool:
