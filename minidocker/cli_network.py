@@ -1,4 +1,5 @@
-"""`minidocker network ...`: create, ls, inspect, diagram, rm, reload, prune, connect, disconnect.
+"""`minidocker network ...`: create, ls, inspect, diagram, rm, reload, prune, connect,
+disconnect; and `minidocker trace`, a probe's path through the rules.
 
 Docker's command line and output, nothing else: networks are networks.py's
 and store.py's, removal driver.py's, the views netview.py's, attaching a
@@ -197,3 +198,34 @@ def disconnect_cmd(network_ref, container_ref):
     """Disconnect a container from a network (removes its interface there)."""
     from minidocker.network import connect
     connect.disconnect(network_ref, container_ref)
+
+
+# --- trace ----------------------------------------------------------------------
+
+@click.command("trace")
+@click.option("--from", "src", default="host", show_default=True, metavar="host|CONTAINER|ADDRESS",
+              help="Where the probe starts: the host, a container, or an address held in a "
+                   "namespace wired to this host (a client outside it).")
+@click.option("--to", "dst", required=True, metavar="IP:PORT|CONTAINER:PORT", help="Where it goes.")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for an answer.")
+@click.option("--json", "as_json", is_flag=True, help="The trace as JSON (keys in README).")
+def trace_cmd(src, dst, proto, timeout, as_json):
+    """Send one real probe while the kernel traces it; print the path."""
+    from minidocker.network import trace
+    result = trace.run(src, dst, proto, timeout)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    p = result["probe"]
+    click.echo(f"trace {p['flow']} from {result['from']['what']} ({p['ms']} ms, traced by {p['table']})")
+    width = max([len(s["hook"]) for s in result["steps"]] + [5])
+    for i, s in enumerate(result["steps"], 1):
+        where = f"{s['family']} {s['table']} {s['chain']}"
+        owner = f"  [{s['owner']}]" if s["owner"] and not s["words"].endswith(s["owner"]) else ""
+        click.echo(f"{i:3}. {s['hook']:<{width}}  {where}: {s['words']}{owner}"
+                   + (f"  -> {s['verdict']}" if s["verdict"] not in ("", "continue") else ""))
+    if not result["steps"]:
+        click.echo("     (no chain of any table saw the packet)")
+    click.echo(result["outcome"])

@@ -19,24 +19,29 @@ from cni_bridge import api
 FAMILIES = {2: 4, 10: 6}   # AF_INET, AF_INET6 -> 4, 6
 
 
-def _ipr_in(path: str):
-    """An IPRoute socket of the namespace at `path` ("" = this one): enter,
-    open (the socket stays in that namespace), come back."""
-    from pyroute2 import IPRoute
+def in_namespace(path: str, make):
+    """make() called inside the network namespace at `path` ("" = this one):
+    enter, call, come back. Sockets it opens stay in that namespace."""
     if not path:
-        return IPRoute()
+        return make()
     from minidocker.syscalls import setns
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(target)
         try:
-            return IPRoute()
+            return make()
         finally:
             setns(home)
     finally:
         os.close(target)
         os.close(home)
+
+
+def _ipr_in(path: str):
+    """An IPRoute socket of the namespace at `path` ("" = this one)."""
+    from pyroute2 import IPRoute
+    return in_namespace(path, IPRoute)
 
 
 def _link(msg) -> dict:

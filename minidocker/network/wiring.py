@@ -192,9 +192,9 @@ def _services() -> list[dict]:
     return list(describe()) if describe else []
 
 
-def build(nets: list | None = None) -> dict:
+def build(nets: list | None = None, live: Live | None = None) -> dict:
     """The whole model (README: "The wiring model")."""
-    live = Live()
+    live = live or Live()
     every = networks.listing()
     chosen = [n for n in (every if nets is None else nets) if n.name not in ("host", "none")]
     model_nets = [network(live, n) for n in chosen]
