@@ -21,16 +21,20 @@ _OWNER = re.compile(r"^md/(.+?)/(?:([0-9a-f]{64})/([^/]+))?$")
 
 def events(lines: list[str], table: str, saddr: str, sport: int) -> list[dict]:
     """The trace events of the probe's packets, in order, without our
-    table's own. A packet is ours when our table marked it, or when its
-    header shows the probe's source address and port: the kernel may give
-    the same packet a new trace id between hooks (seen on forwarded ones)."""
-    parsed = [m.groups() for m in map(_EVENT.match, lines) if m]
-    ours = {tid for tid, _fam, tab, _ch, rest in parsed
-            if tab == table or (rest.startswith("packet:") and f"saddr {saddr} " in rest
-                                and f"sport {sport} " in rest)}
+    table's own. A trace id is the packet's buffer, so the kernel may give
+    one packet new ids between hooks (seen on forwarded ones) and reuse an
+    id for another packet: each chain's `packet:` line says which packet
+    the id's next events are about; ours shows the probe's source address
+    and port (or went through our table)."""
+    current: dict[str, bool] = {}
     out = []
-    for tid, fam, tab, chain, rest in parsed:
-        if tid not in ours or tab == table:
+    for m in map(_EVENT.match, lines):
+        if not m:
+            continue
+        tid, fam, tab, chain, rest = m.groups()
+        if rest.startswith("packet:"):
+            current[tid] = tab == table or (f"saddr {saddr} " in rest and f"sport {sport} " in rest)
+        if tab == table or not current.get(tid):
             continue
         ev = {"id": tid, "family": fam, "table": tab, "chain": chain}
         rule = _RULE.match(rest)
