@@ -219,7 +219,8 @@ def trace_cmd(src, dst, proto, timeout, as_json):
         click.echo(json.dumps(result, indent=2))
         return
     p = result["probe"]
-    click.echo(f"trace {p['flow']} from {result['from']['what']} ({p['ms']} ms, traced by {p['table']})")
+    click.echo(f"trace {p['flow']} from {result['from']['what']} "
+               f"(probe {p['result']} in {p['ms']} ms; traced by table {p['table']})")
     width = max([len(s["hook"]) for s in result["steps"]] + [5])
     for i, s in enumerate(result["steps"], 1):
         where = f"{s['family']} {s['table']} {s['chain']}"

@@ -136,3 +136,27 @@ def test_stale_and_bad_input(tnode):
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert all(w in proc.stderr for w in words), proc.stderr
     remove(node, "iptables")
+
+
+def test_renderers_draw_cluster_services_and_stale_from_the_model():
+    """The renderers read only the model: the cluster's node and peers, the
+    services hook's entries and stale objects are drawn (no kernel here)."""
+    from minidocker.network import diagram
+    rule = {"backend": "nftables", "family": 4, "table": "minidocker", "chain": "prerouting",
+            "handle": 7, "comment": "md/pods/" + "a" * 64 + "/eth0", "text": "nft ..."}
+    model = {"version": 1, "host": {"uplinks": [], "default_route": {"v4": "", "v6": ""}}, "networks": [],
+             "stale": {"veths": [{"name": "veth1234abcd", "ifindex": 9, "peer_ifindex": 2, "network": "pods",
+                                  "container_id": "a" * 64, "ifname": "eth0"}], "rules": [rule]},
+             "cluster": {"Node": "n1", "Subnet": "10.244.1.0/24", "Backend": "vxlan",
+                         "Peers": [{"Name": "n2", "Subnet": "10.244.2.0/24", "PublicIP": "192.0.2.2"}],
+                         "Routes": ["10.244.2.0/24 via 10.244.2.0 dev mdvx.1"], "FDB": []},
+             "services": [{"name": "api", "vip": "10.96.0.10", "port": 80, "proto": "tcp",
+                           "backends": ["10.244.1.2:8080"]}]}
+    text = diagram.text(model)
+    for word in ("cluster node n1  pod subnet 10.244.1.0/24", "peer n2 10.244.2.0/24 via 192.0.2.2",
+                 "veth 9: veth1234abcd@if2", "nft ip minidocker prerouting handle 7",
+                 "service api 10.96.0.10:80/tcp", "backend 10.244.1.2:8080"):
+        assert word in text, (word, text)
+    dot = diagram.dot(model)
+    assert "peer n2" in dot and "service api" in dot and "STALE veth veth1234abcd" in dot
+    assert diagram.render(model, "svg").lstrip().startswith(b"<?xml")

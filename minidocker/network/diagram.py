@@ -143,14 +143,37 @@ def dot(model: dict) -> str:
            '  edge [fontname="Helvetica", fontsize=9];',
            f"  host {_attrs(label='host', shape='house')};"]
     for u in model["host"]["uplinks"]:
-        out.append(f"  {_q('uplink-' + u['name'])} {_attrs(label=u['name'] + chr(10) + chr(10).join(u['addresses']))};")
+        out.append(f"  {_q('uplink-' + u['name'])} {_attrs(label=str(u['ifindex']) + ': ' + u['name'] + chr(10) + _global(u['addresses']).replace(' ', chr(10)))};")
         out.append(f"  host -> {_q('uplink-' + u['name'])} [dir=none];")
     for n in model["networks"]:
         out += _dot_network(n)
     for v in model["stale"]["veths"]:
         out.append(f"  {_q('stale-' + v['name'])} {_attrs(label='STALE veth ' + v['name'], color='red', style='dashed')};")
+    if model["stale"]["rules"]:
+        label = "STALE rules\n" + "\n".join(rule_ref(r) for r in model["stale"]["rules"])
+        out.append(f"  stale_rules {_attrs(label=label, color='red', style='dashed')};")
+    out += _dot_extras(model)
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _dot_extras(model: dict) -> list[str]:
+    """The cluster's node, subnet and peers; services and their backends."""
+    out = []
+    c = model.get("cluster")
+    if c:
+        out.append(f"  cluster_node {_attrs(label='cluster node ' + str(c.get('Node')) + chr(10) + 'pods ' + str(c.get('Subnet')), shape='component')};")
+        out.append("  host -> cluster_node [dir=none];")
+        for p in c.get("Peers", []):
+            pid = "peer-" + str(p.get("Name"))
+            out.append(f"  {_q(pid)} {_attrs(label='peer ' + str(p.get('Name')) + chr(10) + str(p.get('Subnet')) + ' via ' + str(p.get('PublicIP')), shape='component')};")
+            out.append(f"  cluster_node -> {_q(pid)} {_attrs(label=c.get('Backend', ''), style='dashed')};")
+    for k, svc in enumerate(model.get("services") or []):
+        sid = f"service-{k}"
+        out.append(f"  {_q(sid)} {_attrs(label='service ' + str(svc.get('name')) + chr(10) + str(svc.get('vip')) + ':' + str(svc.get('port')) + '/' + str(svc.get('proto')), shape='diamond')};")
+        for b in svc.get("backends", []):
+            out.append(f"  {_q(sid)} -> {_q(str(b))} [style=dotted];")
+    return out
 
 
 def _dot_network(n: dict) -> list[str]:
@@ -158,20 +181,20 @@ def _dot_network(n: dict) -> list[str]:
     br = "bridge-" + n["name"]
     out = [f"  subgraph {_q('cluster_' + n['name'])} {{",
            f"    label={_q('network ' + n['name'] + '  ' + ' '.join(n['subnets']) + chr(10) + _policies(n))};",
-           f"    {_q(br)} {_attrs(label=b['name'] + chr(10) + ' '.join(b['addresses']), shape='oval')};"]
+           f"    {_q(br)} {_attrs(label=str(b['ifindex']) + ': ' + b['name'] + chr(10) + _global(b['addresses']), shape='oval')};"]
     edges = []
     for e in n["endpoints"]:
         c, i, v = e["container"], e["interface"], e["host_veth"]
         node = "container-" + c["short_id"]
-        label = (f"{c['name']} ({c['short_id']})\n{i['name'] or e['ifname']}@if{i['peer_ifindex']} "
-                 f"{' '.join(i['addresses'])}\n{i['mac']}" + ("\nSTALE: " + ", ".join(e["stale_why"]) if e["stale"] else ""))
+        label = (f"{c['name']} ({c['short_id']})\n{i['ifindex']}: {i['name'] or e['ifname']}@if{i['peer_ifindex']} "
+                 f"{_global(i['addresses'])}\n{i['mac']}" + ("\nSTALE: " + ", ".join(e["stale_why"]) if e["stale"] else ""))
         out.append(f"    {_q(node)} {_attrs(id=node, label=label, color='red' if e['stale'] else 'black')};")
         for s in e["sharers"]:
             sn = "container-" + s["short_id"]
             out.append(f"    {_q(sn)} {_attrs(id=sn, label=s['name'] + ' (' + s['short_id'] + ')' + chr(10) + 'container:' + c['name'], style='dashed')};")
             edges.append(f"  {_q(sn)} -> {_q(node)} {_attrs(label='shares netns', style='dashed')};")
         edges.append(f"  {_q(br)} -> {_q(node)} "
-                     f"{_attrs(id='veth-' + c['short_id'] + '-' + n['name'], dir='none', label=(v['name'] or '?') + '@if' + str(v['peer_ifindex']), color='red' if e['stale'] else 'black')};")
+                     f"{_attrs(id='veth-' + c['short_id'] + '-' + n['name'], dir='none', label=str(v['ifindex']) + ': ' + (v['name'] or '?') + '@if' + str(v['peer_ifindex']), color='red' if e['stale'] else 'black')};")
         for p in e["ports"]:
             rules = "\n".join(rule_ref(r) for r in p["rules"]) or "NO RULE"
             pid = "port-%s-%s-%s" % (c["short_id"], p["host_port"], p["proto"])

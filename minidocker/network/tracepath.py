@@ -105,7 +105,7 @@ def steps(model: dict, rules, evs: list[dict], flow_dst: str) -> list[dict]:
         step = {"hook": hook, "family": ev["family"], "table": ev["table"], "chain": ev["chain"],
                 "verdict": ev.get("verdict", ""), "packet": ev["id"]}
         if ev["kind"] == "policy":
-            step.update(rule="", handle=0, comment="", owner="", words=f"no rule decided: policy {step['verdict']}")
+            step.update(rule="", handle=0, comment="", owner="", words=f"end of the base chain: its policy {step['verdict']}")
         else:
             rule = rules.by_handle(ev["family"], ev["table"], ev["chain"], ev["handle"])
             comment = rule.get("comment", "")
