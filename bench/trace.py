@@ -15,18 +15,12 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.table import median_ms, print_table, time_cmd
+from bench.table import median_ms, minidocker, print_table, root_or_exit, time_cmd
 
 GOAL_TRACE_MS = 1000.0
-
-
-def _minidocker() -> str:
-    found = Path(sys.executable).parent / "minidocker"
-    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
 
 
 def main(argv: list[str]) -> int:
@@ -34,10 +28,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench trace", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="executions per measurement")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench: must run as root", file=sys.stderr)
-        return 1
-    md = _minidocker()
+    root_or_exit("trace")
+    md = minidocker()
     tmp = Path(tempfile.mkdtemp(prefix="minidocker-bench-trace-"))
     env = dict(os.environ, MINIDOCKER_ROOT=str(tmp / "lib"), MINIDOCKER_RUN=str(tmp / "run"),
                MINIDOCKER_CNI_CACHE=str(tmp / "cni-cache"), MINIDOCKER_CNI_CONF=str(tmp / "net.d"))
