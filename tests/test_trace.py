@@ -4,7 +4,8 @@ via localhost (the output path), from another container (hairpin), across
 isolated networks (dropped by the isolation rule), to a published port
 nobody listens on (refused), to an unpublished port (no DNAT: what
 happened instead), a UDP datagram; two traces at once; the tracing table
-gone after each, also after SIGINT midway; bad input."""
+gone after each, also after SIGINT or SIGTERM midway, and the table of a
+trace killed outright goes with the next trace; bad input."""
 from __future__ import annotations
 
 import json
@@ -90,9 +91,10 @@ def _popen_trace(node, *args):
     return node.popen([MINIDOCKER, "trace", "--json", *args], start_new_session=True)
 
 
-def test_two_traces_at_once_sigint_and_bad_input(tnode):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_traces_at_once_signals_and_bad_input(tnode, backend):
     node = tnode
-    ids = topology(node, "nftables")
+    ids = topology(node, backend)
     procs = [_popen_trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080"),
              _popen_trace(node, "--from", "cli", "--to", "db:80")]
     outs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
@@ -107,14 +109,17 @@ def test_two_traces_at_once_sigint_and_bad_input(tnode):
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=10) == 130
     assert "minidocker-trace" not in _tables(node)
+    p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
+    wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 143
+    assert "minidocker-trace" not in _tables(node)
     # a trace killed outright leaves its table; the next trace removes it
     p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
     wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
     p.kill()
     p.wait(timeout=10)
-    for child in node.processes():   # its nft monitor, orphaned
-        if "monitor" in " ".join(child.cmdline()):
-            child.kill()
+    wait_for(lambda: not [c for c in node.processes() if "monitor" in " ".join(c.cmdline())])  # died with it
     assert "minidocker-trace" in _tables(node)
     trace(node, "--to", "127.0.0.1:8080")
     # bad input: one line naming the value, non-zero, no table left
@@ -128,4 +133,4 @@ def test_two_traces_at_once_sigint_and_bad_input(tnode):
         assert word in proc.stderr, (args, proc.stderr)
     assert "minidocker-trace" not in _tables(node)
     assert ids["web"]
-    remove(node, "nftables")
+    remove(node, backend)

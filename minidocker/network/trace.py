@@ -8,8 +8,9 @@ other traffic and other traces do not mix in; `nft -a monitor` reports
 every chain the packet then crosses, the iptables backend's included
 (Debian's iptables is iptables-nft). The table is added after the monitor
 starts and deleted before it stops, and these two events bracket the
-trace; it goes on every exit path (error, timeout, Ctrl-C, SIGTERM), and a
-table left by a killed trace (its pid gone) is removed by the next trace.
+trace; it goes on every exit path (error, timeout, Ctrl-C, SIGTERM, SIGHUP), and
+a table left by a killed trace (its pid gone) is removed by the next trace;
+the monitor dies with the trace.
 tracepath.py turns the events into words.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ TABLE_PREFIX = "minidocker-trace-"
 PROTOS = ("tcp", "udp")
 NFT_TIMEOUT = 10
 MONITOR_WAIT = 2.0
+STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Endpoint:
@@ -151,13 +153,20 @@ def _table_batch(table: str, match: str) -> str:
     return f"add table inet {table}\n" + "".join(hooks)
 
 
+def _die_with_parent() -> None:
+    """In the monitor's child: killed with the trace, even a SIGKILLed one."""
+    from minidocker import syscalls
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Monitor:
     """`nft -a monitor` as a child: its lines read unbuffered, each wait
     bounded by a deadline."""
 
     def __init__(self):
         self.proc = subprocess.Popen(["nft", "-a", "monitor"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         self.buf, self.lines = b"", []
 
     def until(self, marker: str, timeout: float) -> bool:
@@ -249,7 +258,7 @@ def _synced(monitor: Monitor, table: str) -> None:
 
 
 def _raise_on_term(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise SystemExit(128 + signum)
 
 
 def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) -> dict:
@@ -266,7 +275,7 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
     dst = destination(model, dst_ref, src)
     sweep()
     table = f"{TABLE_PREFIX}{os.getpid()}"
-    old_term = signal.signal(signal.SIGTERM, _raise_on_term)
+    old = {sig: signal.signal(sig, _raise_on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
     sock = monitor = None
     added = False
     try:
@@ -275,7 +284,11 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
         match = (f"{l3} saddr {src.addr} {l3} daddr {dst.addr} meta l4proto {proto} "
                  f"th sport {src.port} th dport {dst.port}"
                  + (" tcp flags & (syn | ack) == syn" if proto == "tcp" else ""))  # the first packet only
-        monitor = Monitor()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)   # no window where the child has no owner
+        try:
+            monitor = Monitor()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         added = True
         res = _nft("-f", "-", stdin=_table_batch(table, match))
         if res.returncode != 0:
@@ -291,7 +304,7 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
         monitor.until(f"delete table inet {table}", MONITOR_WAIT)
         events = tracepath.events(monitor.lines, table, src.addr, src.port)
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)   # a second Ctrl-C cannot cut the cleanup short
         try:
             if sock is not None:
                 sock.close()
@@ -300,8 +313,9 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
             if monitor is not None:
                 monitor.stop()
         finally:
-            signal.signal(signal.SIGTERM, old_term)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     return tracepath.explain(model, live.rules, events, src.view(), dst.view(), proto,
                              {"result": result, "ms": round(elapsed * 1000, 1), "timeout": timeout,
                               "flow": f"{src.addr}:{src.port} -> {dst.addr}:{dst.port}/{proto}",
