@@ -90,8 +90,8 @@ def source(model: dict, live: wiring.Live, ref: str) -> Endpoint:
     if live.host.holding(ref):
         return Endpoint(addr=ref, what="the host")
     wired = live.host.veth_peer_nsids()
-    for path in _named_namespaces():
-        if live.ns(path).holding(ref) and live.host.netnsid_of(path) in wired:
+    for path in _named_namespaces():   # wired to this one first: that check is the cheap one
+        if live.host.netnsid_of(path) in wired and live.ns(path).holding(ref):
             return Endpoint(addr=ref, netns=path, what=f"{ref} in namespace {os.path.basename(path)}")
     raise MinidockerError(f"--from {ref!r}: no namespace wired to this host holds that address "
                           "(accepted: host, a container name or id, or an address in a namespace "
@@ -131,8 +131,11 @@ def destination(model: dict, ref: str, src: Endpoint) -> Endpoint:
 # --- the tracing table ------------------------------------------------------------------
 
 def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True,
-                          timeout=NFT_TIMEOUT, check=False)
+    try:
+        return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True,
+                              timeout=NFT_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise MinidockerError("trace needs nft (Debian package nftables)") from None
 
 
 def sweep() -> list[str]:
