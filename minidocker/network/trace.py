@@ -157,8 +157,11 @@ def _table_batch(table: str, match: str) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the monitor's child: killed with the trace, even a SIGKILLed one."""
+    """In the monitor's child: killed with the trace, even a SIGKILLed one;
+    the signals the trace blocks while starting it are the child's again
+    (a blocked mask is inherited, and SIGTERM must stop the monitor)."""
     from minidocker import syscalls
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
