@@ -126,13 +126,15 @@ def rmi_cmd(refs):
 @click.argument("archive")
 @click.argument("ref")
 def import_cmd(archive, ref):
-    """Import a root filesystem tarball (.tar or .tar.gz) as image REF."""
+    """Import a root filesystem tarball (plain, gzip, zstd, bzip2, xz; `-` reads
+    standard input) as image REF."""
     img = images.import_rootfs(archive, ref)
     click.echo(img["Id"])
 
 
 @cli.command("load")
-@click.option("-i", "--input", "archive", required=True, help="docker save or OCI layout archive.")
+@click.option("-i", "--input", "archive", default="-", show_default=True,
+              help="docker save or OCI layout archive (`-`: standard input).")
 def load_cmd(archive):
     """Load images from a `docker save` or OCI image-layout archive."""
     for img in images.load(archive):
@@ -140,6 +142,42 @@ def load_cmd(archive):
             click.echo(f"Loaded image: {tag}")
         if not img["RepoTags"]:
             click.echo(f"Loaded image ID: {img['Id']}")
+
+
+@cli.command("tag")
+@click.argument("source")
+@click.argument("target")
+def tag_cmd(source, target):
+    """Tag image SOURCE as TARGET ([REGISTRY/]NAME[:TAG])."""
+    images.tag(source, target)
+
+
+@cli.command("pull")
+@click.argument("ref")
+def pull_cmd(ref):
+    """Pull [REGISTRY/]NAME[:TAG|@sha256:DIGEST] from a registry."""
+    images.pull(ref)
+
+
+@cli.command("push")
+@click.argument("ref")
+def push_cmd(ref):
+    """Push a local image to the registry its REGISTRY/NAME:TAG names."""
+    images.push(ref)
+
+
+@cli.command("login")
+@click.option("-u", "--username", required=True)
+@click.option("-p", "--password", default=None, help="Prompted for when absent.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.argument("server", default="docker.io")
+def login_cmd(username, password, password_stdin, server):
+    """Log in to a registry: the credentials are checked, then kept 0600."""
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True)
+    images.login(server, username, password)
 
 
 # --- containers -------------------------------------------------------------------

@@ -261,12 +261,10 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     try:
         image = images.lookup(record["Image"])
         rootfs = str(d / "rootfs")
-        options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
-        if record["HostConfig"].get("AutoRemove"):
-            # --rm: the upper layer is deleted at exit, so it need not survive a
-            # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-            options += ",volatile"
-        sc.mount("overlay", rootfs, "overlay", 0, options)
+        # --rm: the upper layer is deleted at exit, so it need not survive a
+        # crash either; `volatile` spares the sync at unmount (~2 ms a run).
+        images.mount_rootfs(image, rootfs, str(d / "upper"), str(d / "work"),
+                            volatile=bool(record["HostConfig"].get("AutoRemove")))
         cfg = record["Config"]
         user = oci.resolve_user(rootfs, cfg.get("User", ""))
         cwd = cfg.get("WorkingDir") or "/"

@@ -77,6 +77,26 @@ def image_dir(image_hex: str) -> Path:
     return images_dir() / image_hex
 
 
+def layers_dir() -> Path:
+    """Layers by diffID: layers/<hex>/{diff/, layer.json}, shared by images."""
+    return images_dir() / "layers"
+
+
+def layer_dir(diff_hex: str) -> Path:
+    return layers_dir() / diff_hex
+
+
+def layer_links_dir() -> Path:
+    """Short names of the layers' diff dirs (l/<16 hex> -> ../layers/<hex>/diff):
+    an overlay's lowerdir list must fit in one page."""
+    return images_dir() / "l"
+
+
+def registry_auth_file() -> Path:
+    """`login` credentials (0600)."""
+    return state_root() / "auth.json"
+
+
 def repositories_file() -> Path:
     """NAME:TAG -> image id."""
     return images_dir() / "repositories.json"

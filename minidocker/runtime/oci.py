@@ -2,8 +2,10 @@
 
 Both runners take the same bundle: runc reads config.json itself, the
 built-in runner (runtime/builtin.py) implements the subset written here. The
-defaults are Docker's: its 14 capabilities, no_new_privs, runc's masked and
-read-only paths, a tmpfs /dev with the usual nodes.
+defaults are Docker's: its 14 capabilities, runc's masked and read-only
+paths, a tmpfs /dev with the usual nodes, and no no_new_privs (Docker sets it
+only with --security-opt no-new-privileges): a setuid binary of the image
+works as in Docker, within the 14-capability bounding set.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class Capabilities(_Type):
 
 class Process(_Type):
     FIELDS = (("args", REQUIRED), ("env", REQUIRED), ("cwd", "/"), ("user", User),
-              ("capabilities", Capabilities), ("noNewPrivileges", True), ("terminal", False))
+              ("capabilities", Capabilities), ("noNewPrivileges", False), ("terminal", False))
 
 
 class Root(_Type):
