@@ -32,6 +32,7 @@ class LazyGroup(click.Group):
 
     LAZY = {"cni": ("minidocker.cli_cni", "cni"),
             "network": ("minidocker.cli_network", "network"),
+            "trace": ("minidocker.cli_network", "trace_cmd"),
             "system": ("minidocker.cli_system", "system"),
             "volume": ("minidocker.cli_volume", "volume"),
             "cluster": ("minidocker.cluster.command", "cluster"),

@@ -77,11 +77,12 @@ def udp_server(reply: str) -> list[str]:
     return ["socat", "-t5", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
 
 
-def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None) -> str:
+def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None, env=None) -> str:
     """A detached container serving TCP 80 (and UDP 53 when udp is given)."""
     cmd = " & ".join(" ".join(f"'{a}'" for a in argv)
                      for argv in [tcp_server(tcp)] + ([udp_server(udp)] if udp else []))
-    cid = node.md("run", "-d", "--name", name, *opts, TOOLS, "sh", "-c", cmd + " & wait").stdout.strip()
+    cid = node.md("run", "-d", "--name", name, *opts, TOOLS, "sh", "-c", cmd + " & wait",
+                  env=env).stdout.strip()
     return cid
 
 
