@@ -8,6 +8,8 @@ SUITES = {
     "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
     "scale": "bench.scale",  # per-container run/rm/connection cost, containers 1-20 vs N
     "cluster": "bench.cluster",  # pod network across nodes: convergence, data path, agent
+    "trace": "bench.trace",  # trace (a delivered TCP probe) and network diagram
+    "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
 }
 
 

@@ -32,15 +32,10 @@ from pathlib import Path
 
 import psutil
 
-from bench.table import median_ms, print_table, time_cmd
+from bench.table import minidocker, median_ms, print_table, time_cmd
 
 GOAL_RATIO = 2.0
 GOAL_SHIM_MB = 15.0
-
-
-def _minidocker() -> str:
-    found = Path(sys.executable).parent / "minidocker"
-    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
 
 
 def _runc_bundle(tmp: Path, rootfs: Path) -> Path:
@@ -80,7 +75,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: must run as root", file=sys.stderr)
         return 1
-    md = _minidocker()
+    md = minidocker()
     tmp = Path(tempfile.mkdtemp(prefix="minidocker-bench-"))
     env = dict(os.environ, MINIDOCKER_ROOT=str(tmp / "lib"), MINIDOCKER_RUN=str(tmp / "run"))
     runc_root = tmp / "runc-root"

@@ -229,7 +229,8 @@ def test_agent_in_the_foreground(cluster):
                      "--public-ip", n2.underlay_ip, "--lease-ttl", "4s"], stdout=subprocess.DEVNULL)
     try:
         settle(lambda: any(r.startswith("10.244.1.0/24 ") for r in our_routes(n1)), timeout=20)
-        assert [r for r in our_routes(n2) if r.startswith("10.244.0.0/24 via " + n1.underlay_ip)]
+        settle(lambda: any(r.startswith("10.244.0.0/24 via " + n1.underlay_ip) for r in our_routes(n2)),
+               timeout=20)    # n2's own first reconcile follows its lease (and network) by a moment
         assert "fg" in n1.md("node", "ls").stdout
     finally:
         proc.terminate()

@@ -64,7 +64,7 @@ def test_docker_defaults(node, runtime):
               "grep -E ' /dev (tmpfs)| /dev/pts | /dev/shm | /dev/mqueue | / overlay' /proc/mounts | cut -d' ' -f2,3")
     out = sh(node, runtime, script).stdout.split("\n")
     assert out[:4] == ["CapPrm:\t00000000a80425fb", "CapEff:\t00000000a80425fb",
-                       "CapBnd:\t00000000a80425fb", "NoNewPrivs:\t1"]
+                       "CapBnd:\t00000000a80425fb", "NoNewPrivs:\t0"]
     assert out[4:10] == ["0", "0", "proc-sys-ro", "sys-ro", "sysrq-ro", "c"]
     assert set(out[10:15]) == {"c"}
     assert sorted(out[15:20]) == ["/ overlay", "/dev tmpfs", "/dev/mqueue mqueue", "/dev/pts devpts",
