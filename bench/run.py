@@ -85,7 +85,10 @@ def main(argv: list[str]) -> int:
             subprocess.run([md, "run", "--rm", "--network", "none", "busybox", "true"], env=env, check=True,
                            capture_output=True, timeout=60)
         images = json.loads((tmp / "lib/images/repositories.json").read_text())
-        rootfs = tmp / "lib/images" / images["busybox:latest"].split(":")[1] / "rootfs"
+        # the built-in busybox is one layer: its diff dir is the whole root
+        layers = sorted((tmp / "lib/images/layers").glob("*/diff"))
+        rootfs = layers[0] if len(layers) == 1 else \
+            tmp / "lib/images" / images["busybox:latest"].split(":")[1] / "rootfs"
         bundle = _runc_bundle(tmp, rootfs)
         runc_argv = ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), "bench"]
         unshare_argv = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "true"]

@@ -9,10 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+DEFAULT_STATE_ROOT = "/var/lib/minidocker"
+
 
 def state_root() -> Path:
     """Persistent state: images, containers, networks."""
-    return Path(os.environ.get("MINIDOCKER_ROOT", "/var/lib/minidocker"))
+    return Path(os.environ.get("MINIDOCKER_ROOT", DEFAULT_STATE_ROOT))
 
 
 def run_root() -> Path:
@@ -156,7 +158,17 @@ def cgroup_parent() -> str:
         raise MinidockerError(f"invalid MINIDOCKER_CGROUP_PARENT "
                               f"{os.environ['MINIDOCKER_CGROUP_PARENT']!r}: a relative cgroup "
                               "path without '..'", 125)
-    return "/".join(parts) or "minidocker"
+    return "/".join(parts) or default_cgroup_parent(state_root())
+
+
+def default_cgroup_parent(root: Path) -> str:
+    """`minidocker` for the default state root; another root (a second
+    instance, a test's node) gets `minidocker-<crc32 of the root>`, so
+    instances never see or count each other's containers' cgroups."""
+    if str(root) == DEFAULT_STATE_ROOT:
+        return "minidocker"
+    import zlib
+    return f"minidocker-{zlib.crc32(str(root).encode()):08x}"
 
 
 def netns_path(cid: str) -> Path:

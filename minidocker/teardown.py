@@ -121,5 +121,7 @@ def run(cid: str, auto_remove: bool = True, reaped: bool = False) -> None:
             if record.get("Mounts"):  # --rm takes the anonymous volumes with it, as Docker
                 from minidocker import volumes
                 volumes.remove_anonymous(record)
+            from minidocker import events
+            events.append("destroy", record)
         else:
             records.save(record)

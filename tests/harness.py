@@ -71,7 +71,6 @@ class Node:
 
     name: str
     root: Path  # per-test MINIDOCKER_ROOT / MINIDOCKER_RUN / CNI dirs live here
-    default_cgroups_before: list = dataclasses.field(default_factory=list)
 
     @property
     def netns(self) -> str:
@@ -236,11 +235,11 @@ class Node:
         return found
 
     def cgroups(self) -> list[str]:
-        """Container cgroups left under the node's cgroup parent, and new ones
-        under the default parent (commands run with `env -i` use that)."""
-        left = [c for parent in cgroup_parents(self.cgroup_parent) for c in _subdirs(parent)]
-        default = set(default_cgroups()) - set(self.default_cgroups_before)
-        return sorted(left) + sorted(default)
+        """Container cgroups left under the node's cgroup parent, and under the
+        parent its state root gets without one (commands run with `env -i`)."""
+        from minidocker.paths import default_cgroup_parent
+        return sorted(c for name in (self.cgroup_parent, default_cgroup_parent(self.state_root))
+                      for parent in cgroup_parents(name) for c in _subdirs(parent))
 
     def runc_containers(self) -> list[str]:
         """Containers runc still knows under this test's runtime root."""
@@ -250,8 +249,7 @@ class Node:
     # --- lifecycle -----------------------------------------------------------
     @classmethod
     def create(cls, root: Path) -> "Node":
-        node = cls(name=f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}", root=root,
-                   default_cgroups_before=default_cgroups())
+        node = cls(name=f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}", root=root)
         root.mkdir(parents=True, exist_ok=True)
         for d in (node.state_root, node.run_root, node.cni_cache, node.cni_conf):
             d.mkdir(parents=True, exist_ok=True)
@@ -286,7 +284,8 @@ class Node:
         for cid in self.runc_containers():  # runc's cgroups live outside the node
             subprocess.run(["runc", "--root", str(self.run_root / "runc"), "delete", "--force", cid],
                            capture_output=True, timeout=30)
-        for parent in cgroup_parents(self.cgroup_parent):
+        from minidocker.paths import default_cgroup_parent
+        for parent in cgroup_parents(self.cgroup_parent) + cgroup_parents(default_cgroup_parent(self.state_root)):
             for path in _subdirs(parent) + [parent]:
                 for pid in Path(path, "cgroup.procs").read_text().split():
                     os.kill(int(pid), signal.SIGKILL)

@@ -200,9 +200,13 @@ def test_version_info_events(node):
     actions = [l.split()[2] for l in out]
     assert actions == ["create", "start", "die", "destroy"], out
     assert "(exitCode=2, image=busybox, name=ev)" in out[2]
+    node.md("run", "--rm", "--name", "gone", "--network", "none", "busybox", "true")
+    out = node.md("events", "--since", since, "--until", f"{time.time():.3f}", "--filter",
+                  "container=gone").stdout.splitlines()
+    assert [l.split()[2] for l in out] == ["create", "start", "die", "destroy"]  # --rm too
     only = node.md("events", "--since", since, "--until", f"{time.time():.3f}", "--filter",
                    "event=die", "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout
-    assert only == "die ev\n"
+    assert only == "die ev\ndie gone\n"
     proc = node.md("events", "--filter", "colour=red", "--until", "0s", check=False)
     assert proc.returncode == 1 and "'colour=red'" in proc.stderr
 

@@ -211,11 +211,15 @@ def test_bad_limits_are_refused(node, opts, named):
 
 
 def test_as_a_newcomer_runs_it(node):
-    """README usage under `env -i`: the default cgroup parent, nothing left."""
+    """README usage under `env -i`: the cgroup parent a private state root
+    gets by default (`minidocker-<crc32 of the root>`), nothing left."""
+    from minidocker.paths import default_cgroup_parent
     argv, env = newcomer(node)
     proc = node.run([*argv, "run", "--rm", "--network", "none", "--memory", "32m", "--pids-limit", "20",
                      "busybox", "sh", "-c", "cat /proc/self/cgroup"], env=env)
-    assert "/minidocker/" in proc.stdout
+    parent = default_cgroup_parent(node.state_root)
+    assert parent.startswith("minidocker-") and f"/{parent}/" in proc.stdout
+    assert default_cgroup_parent("/var/lib/minidocker") == "minidocker"
 
 
 def test_cgroup_v2_files(tmp_path, monkeypatch):

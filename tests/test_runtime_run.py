@@ -129,7 +129,8 @@ def test_foreground_run_forwards_signals(node, runtime, sig, code):
 
 def test_foreground_output_goes_to_the_log_too(node, runtime):
     node.md("run", "--name", "fg", "--runtime", runtime, "busybox", "sh", "-c", "echo one; echo two >&2")
-    assert sorted(node.md("logs", "fg").stdout.split()) == ["one", "two"]
+    logs = node.md("logs", "fg")
+    assert (logs.stdout, logs.stderr) == ("one\n", "two\n")  # each stream to its own
     info = json.loads(node.md("inspect", "fg").stdout)[0]
     assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 0
     assert info["State"]["FinishedAt"] >= info["State"]["StartedAt"] > "2000"
