@@ -56,13 +56,26 @@ def test_teardown_on_stop_exit_rm_and_autoremove(tnode):
     assert ep["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"},
                                       {"HostIp": "::", "HostPort": "8081"}]}
     assert client(node.netns, NODE_ADDR, 8081, tries=30) == "hello"
+    index = node.state_root / "ports" / "tcp-8081"
+    assert [p.name.split(".")[1] for p in index.iterdir()] == [cid]  # the host-port index
     node.md("stop", "-t", "1", "srv")
     assert network_traces(node, cid) == []
     assert inspect(node, "srv")["NetworkSettings"]["Ports"] == {}
+    assert not index.exists()  # a stopped container holds no host port
+    other = run_server(node, "taker", "-p", "8081:80")  # so another may take it
+    proc = node.md("start", "srv", check=False)  # and then srv's start is refused
+    assert proc.returncode != 0 and "taker" in proc.stderr, proc.stderr
+    assert [p.name.split(".")[1] for p in index.iterdir()] == [other]
+    node.md("rm", "-f", "taker")
+    assert not index.exists()
     node.md("start", "srv")  # attached again, same port
     assert client(node.netns, NODE_ADDR, 8081, tries=30) == "hello"
+    assert [p.name.split(".")[1] for p in index.iterdir()] == [cid]
+    node.md("restart", "-t", "1", "srv")  # stop and start: the index follows
+    assert [p.name.split(".")[1] for p in index.iterdir()] == [cid]
     node.md("rm", "-f", "srv")
     assert network_traces(node, cid) == []
+    assert not index.exists()
 
     done = node.md("run", "--name", "quick", "-p", "8082:80", TOOLS, "true")  # exits by itself
     assert done.returncode == 0

@@ -99,13 +99,24 @@ def test_pause_unpause(node, runtime):
 def test_rename(node):
     _daemon(node, "builtin", "old")
     node.md("run", "--name", "taken", "--network", "none", "busybox", "true")
+    cid = json.loads(node.md("inspect", "old").stdout)[0]["Id"]
     node.md("rename", "old", "new")
     assert node.md("ps", "--format", "{{.Names}}").stdout == "new\n"
+    # the name index follows: the new name finds it, the old one is free again
+    assert json.loads(node.md("inspect", "new").stdout)[0]["Id"] == cid
+    assert (node.state_root / "names" / "new").read_text().strip() == cid
+    assert not (node.state_root / "names" / "old").exists()
+    assert node.md("inspect", "old", check=False).returncode != 0
+    node.md("create", "--name", "old", "--network", "none", "busybox", "true")
+    proc = node.md("create", "--name", "new", "--network", "none", "busybox", "true", check=False)
+    assert proc.returncode == 125 and "already in use" in proc.stderr
+    node.md("rm", "old")
     proc = node.md("rename", "new", "taken", check=False)
     assert proc.returncode == 1 and "already in use" in proc.stderr
     proc = node.md("rename", "new", "-bad", check=False)
     assert proc.returncode != 0
     node.md("rm", "-f", "new", "taken")
+    assert list((node.state_root / "names").iterdir()) == []  # rm drops the index entries
 
 
 def test_top_and_stats(node, runtime):
