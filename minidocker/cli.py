@@ -33,6 +33,7 @@ class LazyGroup(click.Group):
     LAZY = {"cni": ("minidocker.cli_cni", "cni"),
             "network": ("minidocker.cli_network", "network"),
             "system": ("minidocker.cli_system", "system"),
+            "service": ("minidocker.cli_service", "service"),
             "cluster": ("minidocker.cluster.command", "cluster"),
             "node": ("minidocker.cluster.command", "node_group")}
 

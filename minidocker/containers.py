@@ -50,6 +50,7 @@ class CreateOptions:
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
+        "labels": list,          # -l/--label KEY=VALUE
         # networking (network/modes.py reads them back from the record)
         "publish": list,         # -p values, parsed here
         "publish_all": False,    # -P
@@ -112,6 +113,18 @@ def parse_env(items: list[str], source: str = "-e") -> list[str]:
             out.append(f"{key}={value}")
         elif key in os.environ:
             out.append(f"{key}={os.environ[key]}")
+    return out
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """--label KEY=VALUE (a bare KEY: an empty value), as Docker."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or key != key.strip():
+            raise MinidockerError(f"invalid label {item!r}: expected KEY=VALUE (or KEY) with a "
+                                  "non-empty key", 125)
+        out[key] = value
     return out
 
 
@@ -212,7 +225,7 @@ def create(opts: CreateOptions) -> dict:
             "Image": opts.image,
             "ExposedPorts": icfg.get("ExposedPorts") or {},
             "OpenStdin": opts.interactive,
-            "Labels": icfg.get("Labels") or {},
+            "Labels": {**(icfg.get("Labels") or {}), **parse_labels(opts.labels)},
         },
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],

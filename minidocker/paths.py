@@ -63,6 +63,18 @@ def networks_dir() -> Path:
     return state_root() / "networks"
 
 
+def services_dir() -> Path:
+    """Service records (services/<name>.json); the directory exists only
+    while a service does, so attach/detach know with one stat whether any
+    endpoint list can change."""
+    return state_root() / "services"
+
+
+def dns_dir() -> Path:
+    """The per-network DNS servers' runtime files (pid, zone) and their lock."""
+    return run_root() / "dns"
+
+
 def netns_dir() -> Path:
     """Pinned container network namespaces (bind-mounted nsfs files)."""
     return run_root() / "netns"

@@ -170,6 +170,9 @@ def prune() -> Report:
     _gc_networks(gone, report)
     # 4. pinned namespaces, mounts and state of no container
     _stray_files(gone, report)
+    # 5. services: endpoints as the endpoint records now say, rules re-made
+    from minidocker import services
+    services.sync()
     after = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     for what in before:
         for item in sorted(before[what] - after[what]):

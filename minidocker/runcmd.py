@@ -77,6 +77,7 @@ OPTIONS = (
     Option("--add-host", dest="add_hosts", multiple=True, help="NAME:IP line for /etc/hosts."),
     Option("--network-alias", dest="aliases", multiple=True, help="Another name on a user network."),
     Option("--mac-address", dest="mac", help="The container's MAC address."),
+    Option("-l", "--label", dest="labels", multiple=True, help="KEY=VALUE metadata."),
     Option("--runtime", dest="runtime", default="builtin", show_default=True,
            help="builtin | runc"),
 )
