@@ -70,6 +70,11 @@ def services_dir() -> Path:
     return state_root() / "services"
 
 
+def host_resolv_conf() -> Path:
+    """The host's resolvers: what containers copy and the DNS server forwards to."""
+    return Path(os.environ.get("MINIDOCKER_RESOLV_CONF", "/etc/resolv.conf"))
+
+
 def dns_dir() -> Path:
     """The per-network DNS servers' runtime files (pid, zone) and their lock."""
     return run_root() / "dns"

@@ -83,8 +83,24 @@ def attach(container: dict, net: networks.Network, *, ifname: str = "eth0",
             raise
     if net.names_containers:
         hostsfile.refresh(set(store.endpoints(net)))
-    _services_follow(net)
+    _names_follow(net, container if ifname == "eth0" else None)
     return ep
+
+
+def _names_follow(net: networks.Network, primary: dict | None = None) -> None:
+    """The network's DNS server runs while it has endpoints (a container
+    whose first network it is asks it: primary); the services selecting its
+    containers recompute their endpoints (one stat when there is none:
+    nothing of services/ is imported on run's path). Failures here are
+    reported, never undo the container's own change."""
+    from minidocker.dns import lifecycle
+    try:
+        lifecycle.follow(net)
+        if primary is not None:
+            lifecycle.point_resolv_conf(primary, net)
+    except (MinidockerError, OSError) as exc:
+        print(f"minidocker: DNS of network {net.name}: {exc}", file=sys.stderr)
+    _services_follow(net)
 
 
 def _services_follow(net: networks.Network) -> None:
@@ -174,7 +190,7 @@ def detach(container: dict, net: networks.Network) -> None:
     store.remove_endpoint(net, cid)
     if net.names_containers:
         hostsfile.refresh(set(store.endpoints(net)) | {cid})
-    _services_follow(net)
+    _names_follow(net)
 
 
 def detach_all(container: dict) -> None:
