@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bridge_helpers import TOOLS, client, tcp_server, udp_server
+from bridge_helpers import TOOLS, client, in_container, tcp_server, udp_server
 from harness import NODE_ADDR
 
 BACKENDS = ("iptables", "nftables")
@@ -59,6 +59,7 @@ def test_clusterip_spreads_and_follows_the_containers(tnode, backend):
     svc = md.service("web")
     assert sorted(e["Name"] for e in svc["Endpoints"]) == ["web1", "web2", "web3"]
     assert any("svc/web" in r for r in svc["Rules"]) and svc["ClusterIP"] == vip
+    assert client(tnode.netns, vip, 8080, tries=3) in ("web1", "web2", "web3")   # from the node
     got = requests(md, "cl", vip, 8080, 90)
     counts = collections.Counter(got)
     assert len(got) == 90 and "FAIL" not in counts, counts
@@ -98,9 +99,20 @@ def test_nodeport_affinity_udp_and_no_endpoints(tnode, backend):
     assert "" not in seen and len(seen) >= 2, seen
     assert client(tnode.ext_netns, NODE_ADDR, udp_np, "udp", tries=3) in ("a1", "a2", "a3")
     # UDP through the VIP from a container
-    answer = md("exec", "-i", "cl", "socat", "-T1.5", "-", f"UDP:{vip}:53", input="ping\n",
-                check=False).stdout.strip()
-    assert answer in ("a1", "a2", "a3")
+    assert in_container(tnode, "cl", vip, 53, "udp", tries=3) in ("a1", "a2", "a3")
+    # a UDP flow whose endpoint goes is not stuck to it (its conntrack entry is flushed)
+    def udp_from_fixed_port():   # tries again from the same port: the same conntrack entry
+        for _ in range(3):
+            out = md("exec", "-i", "cl", "socat", "-T1.5", "-", f"UDP:{vip}:53,sourceport=5555",
+                     input="ping\n", check=False).stdout.strip()
+            if out:
+                return out
+        return ""
+    first = udp_from_fixed_port()
+    assert first in ("a1", "a2", "a3") and udp_from_fixed_port() == first
+    md("stop", "-t", "0", first)
+    after = udp_from_fixed_port()
+    assert after in {"a1", "a2", "a3"} - {first}, tnode.sh("conntrack", "-L", check=False).stdout
     # ClientIP affinity: one client stays on one backend
     md("service", "create", "sticky", "--selector", "tier=api", "--port", "81:80",
        "--session-affinity", "ClientIP")
@@ -117,6 +129,25 @@ def test_nodeport_affinity_udp_and_no_endpoints(tnode, backend):
     assert "refused" in proc.stderr.lower(), proc.stderr
     md("service", "rm", "api", "sticky", "empty")
     md("rm", "-f", "a1", "a2", "a3", "cl")
+
+
+def test_endpoints_follow_network_connect_and_disconnect(tnode):
+    md = Md(tnode, "iptables")
+    md("network", "create", "--subnet", "10.8.0.0/24", "back")
+    serve(md, "s1", "app=x")                       # on the default bridge
+    md("run", "-d", "--name", "cl", "--network", "back", TOOLS, "sleep", "300")
+    vip = md("service", "create", "x", "--network", "back", "--selector", "app=x",
+             "--port", "80").stdout.strip()
+    proc = md("exec", "cl", "socat", "-T2", "-", f"TCP:{vip}:80,connect-timeout=2", check=False)
+    assert proc.returncode != 0 and md.service("x")["Endpoints"] == []
+    md("network", "connect", "back", "s1")
+    assert [e["IP"] for e in md.service("x")["Endpoints"]] == ["10.8.0.3"]
+    assert requests(md, "cl", vip, 80, 3) == ["s1"] * 3
+    md("network", "disconnect", "back", "s1")
+    assert md.service("x")["Endpoints"] == []
+    md("service", "rm", "x")
+    md("rm", "-f", "s1", "cl")
+    md("network", "rm", "back")
 
 
 BAD = [
