@@ -7,6 +7,7 @@ SUITES = {
     "cni": "bench.cni",      # cni-bridge vs reference plugins; executor overhead
     "soak": "bench.soak",    # run/rm cycles, leaks and memory over time
     "cluster": "bench.cluster",  # pod network across nodes: convergence, data path, agent
+    "services": "bench.services",  # VIP first-packet latency, add-one-service time, DNS qps
 }
 
 

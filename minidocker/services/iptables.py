@@ -92,19 +92,41 @@ def script(old: dict | None, new: dict | None, plans: list[dict]) -> str:
     """The restore input taking the kernel from plan old to plan new; plans:
     every service's plan after the change (for the dispatch chains)."""
     o, n = P.objects(old), P.objects(new)
+    return _text(n["chains"] | o["chains"], [new] if new else [], o["chains"] - n["chains"], plans)
+
+
+def _text(declare: set, bodies: list[dict], drop: set, plans: list[dict]) -> str:
     nat, reject = _dispatch(plans)
     out = ["*nat"] + [f":{c} - [0:0]" for c in _OWN["nat"]]
-    out += [f":{c} - [0:0]" for c in sorted(n["chains"] | o["chains"])]
-    for port in (new or {}).get("ports", []):
-        if port["endpoints"]:
-            out += _port_rules(new, port)
+    out += [f":{c} - [0:0]" for c in sorted(declare)]
+    for p in bodies:
+        for port in p["ports"]:
+            if port["endpoints"]:
+                out += _port_rules(p, port)
     out += nat
     out += [f"-A {P.IPT_POSTROUTING} -m mark ! --mark {MARK} -j RETURN",
             f"-A {P.IPT_POSTROUTING} -j MARK --xor-mark {P.MASQ_MARK:#x}",
             f"-A {P.IPT_POSTROUTING} -j MASQUERADE --random-fully"]
-    out += [f"-X {c}" for c in sorted(o["chains"] - n["chains"])]
+    out += [f"-X {c}" for c in sorted(drop)]
     out += ["COMMIT", "*filter", f":{P.IPT_REJECT} - [0:0]"] + reject + ["COMMIT"]
     return "\n".join(out) + "\n"
+
+
+def _restore(text: str, what: str) -> None:
+    proc = _run(["iptables-restore", "-w", "--noflush"], text)
+    if proc.returncode:
+        raise MinidockerError(f"iptables-restore refused the rules of {what}: "
+                              + " ".join(proc.stderr.split())[:300])
+    # one probe when all is in place; every jump checked only when it is not
+    if _run(["iptables", "-w", "-t", "nat", "-C", "PREROUTING", "-j", P.IPT_DISPATCH]).returncode:
+        _jumps(add=True)
+
+
+def bulk(plans: list[dict]) -> None:
+    """Program many services that are not in the kernel yet, in one restore
+    (the benchmark's 5,000)."""
+    chains = set().union(*(P.objects(p)["chains"] for p in plans)) if plans else set()
+    _restore(_text(chains, plans, set(), plans), f"{len(plans)} services")
 
 
 def _jumps(add: bool) -> None:
@@ -119,13 +141,7 @@ def _jumps(add: bool) -> None:
 
 
 def apply(old: dict | None, new: dict | None, plans: list[dict]) -> None:
-    proc = _run(["iptables-restore", "-w", "--noflush"], script(old, new, plans))
-    if proc.returncode:
-        raise MinidockerError(f"iptables-restore refused the rules of service "
-                              f"{(new or old)['service']}: " + " ".join(proc.stderr.split())[:300])
-    # one probe when all is in place; every jump checked only when it is not
-    if _run(["iptables", "-w", "-t", "nat", "-C", "PREROUTING", "-j", P.IPT_DISPATCH]).returncode:
-        _jumps(add=True)
+    _restore(script(old, new, plans), f"service {(new or old)['service']}")
 
 
 def drop() -> None:
