@@ -98,6 +98,21 @@ def follow(net: networks.Network) -> None:
             _stop(net)
 
 
+def reap() -> list[str]:
+    """`system prune`: stop the servers of networks left without endpoints
+    (endpoint records removed by GC, not by detach); the names of those networks."""
+    base = paths.dns_dir()
+    gone = []
+    for entry in sorted(os.listdir(base)) if base.is_dir() else []:
+        if entry.endswith(".pid"):
+            net = networks.by_id(entry[:-4]) or networks.Network(name=entry[:-4], id=entry[:-4])
+            with _lock(net):
+                if not store.endpoints(net):
+                    _stop(net)
+                    gone.append(net.name)
+    return gone
+
+
 def point_resolv_conf(record: dict, net: networks.Network) -> None:
     """The container's resolv.conf names its network's server (unless --dns
     chose others): written before the container runs, bind-mounted after."""
