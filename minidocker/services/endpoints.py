@@ -58,5 +58,10 @@ def sync(network_id: str | None = None) -> None:
     with store.lock():
         services = store.all_services()
         for svc in services:
+            if svc.get("Cluster"):
+                continue   # the cluster's: the node agent programs it from etcd
             if network_id is None or svc["NetworkID"] == network_id:
                 refresh(svc, services)
+    if any(s.get("Cluster") and network_id in (None, s["NetworkID"]) for s in services):
+        from minidocker.services import clustered
+        clustered.publish()   # the other nodes' agents learn of this node's pods now

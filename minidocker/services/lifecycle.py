@@ -27,6 +27,9 @@ def create(name: str, *, selector=(), ports=(), service_type: str = "ClusterIP",
     backend = dataplane.backend()
     store.service_range()
     net = _network(network)
+    from minidocker.services import clustered
+    if clustered.applies(net.name):   # etcd's; the node agents program it
+        return clustered.create(name, net, service_type, sel, port_list, aff, wanted_port)
     with store.lock():
         services = store.all_services()
         svc = store.new_record(name, net, service_type, sel, port_list, aff, backend, services,
@@ -52,6 +55,11 @@ def _undo(svc: dict, others: list[dict]) -> None:
 
 
 def remove(ref: str) -> dict:
+    svc = store.get(ref)
+    if svc.get("Cluster"):
+        from minidocker.services import clustered
+        clustered.remove(svc)
+        return svc
     with store.lock():
         svc = store.get(ref)
         services = store.all_services()
