@@ -18,16 +18,15 @@ per backend (creating 5,000 by command would take most of an hour).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from bench.netns import in_netns
 from bench.table import print_table
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -36,36 +35,10 @@ sys.path.insert(0, str(TESTS))
 from bridge_helpers import TOOLS, load_tools, tools_archive  # noqa: E402
 from harness import Node  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 SIZES = (10, 1000, 5000)
 #: The one backend: a deep accept queue, so back-to-back connects never
 #: find it full (a dropped SYN costs a 1 s retransmission, not our rules).
 BACKEND = ["socat", "TCP-LISTEN:80,fork,reuseaddr,backlog=4096", "SYSTEM:true"]
-
-
-def in_netns(path: str, fn):
-    """fn() in a thread that entered the network namespace at path (its
-    subprocesses inherit it)."""
-    out = {}
-
-    def body():
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(fd)
-        try:
-            out["v"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            out["e"] = exc
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "e" in out:
-        raise out["e"]
-    return out["v"]
 
 
 def connect_ms(vip: str, port: int, n: int) -> list[float]:

@@ -11,20 +11,9 @@ import json
 import pytest
 
 from bridge_helpers import TOOLS, client, load_tools, tcp_server
-from cluster_helpers import ETCD_URL, Cluster, node_name, settle
+from cluster_helpers import ETCD_URL, node_name, settle
 from harness import NODE_ADDR
 from test_services import requests
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path / "cluster")
-    try:
-        c.start_etcd()
-        yield c
-    finally:
-        left = c.destroy()
-    assert not left, left
 
 
 def endpoints(node, name: str) -> list[str]:
