@@ -135,9 +135,8 @@ def _jumps(add: bool) -> None:
         present = _run(["iptables", "-w", "-t", table, "-C", chain, *rule]).returncode == 0
         if add and not present:
             _run(["iptables", "-w", "-t", table, "-I", chain, "1", *rule])
-        while not add and present:
-            _run(["iptables", "-w", "-t", table, "-D", chain, *rule])
-            present = _run(["iptables", "-w", "-t", table, "-C", chain, *rule]).returncode == 0
+        while not add and present:   # every copy (a jump added twice by hand too)
+            present = _run(["iptables", "-w", "-t", table, "-D", chain, *rule]).returncode == 0
 
 
 def apply(old: dict | None, new: dict | None, plans: list[dict]) -> None:
