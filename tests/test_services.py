@@ -191,3 +191,25 @@ def test_refused_input_leaves_nothing(node, backend):
     assert md("service", "ls", "-q").stdout.split() == []
     proc = md("run", "--rm", "--label", "=x", "busybox", "true", check=False)
     assert proc.returncode == 125 and "invalid label '=x'" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_established_connection_survives_endpoint_changes(tnode, backend):
+    md = Md(tnode, backend)
+    for name in ("e1", "e2"):   # answers its name, then echoes what it reads
+        md("run", "-d", "--name", name, "--label", "app=echo", TOOLS, "socat",
+           "TCP-LISTEN:80,fork,reuseaddr", f"SYSTEM:echo {name}; cat")
+    md("run", "-d", "--name", "cl", TOOLS, "sleep", "300")
+    vip = md("service", "create", "echo", "--selector", "app=echo", "--port", "80").stdout.strip()
+    # one connection open across the change: a line, a pause, another line
+    proc = tnode.popen(["minidocker", "exec", "cl", "sh", "-c",
+                        f"(echo one; sleep 4; echo two; sleep 1) | socat -T6 - TCP:{vip}:80"],
+                       env=md.env)
+    time.sleep(1.5)
+    serve(md, "e3", "app=echo")                            # an endpoint comes
+    assert len(md.service("echo")["Endpoints"]) == 3
+    out, _ = proc.communicate(timeout=30)
+    lines = out.split()
+    assert len(lines) == 3 and lines[0] in ("e1", "e2") and lines[1:] == ["one", "two"], out
+    md("service", "rm", "echo")
+    md("rm", "-f", "e1", "e2", "e3", "cl")
