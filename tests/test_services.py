@@ -1,8 +1,10 @@
 """Services: a virtual IP load-balancing over labelled containers (ClusterIP,
 NodePort), on both firewall backends: the spread over three backends, a
 stopped backend getting nothing more, NodePort from `ext`, ClientIP
-affinity, UDP, hairpin, a service without endpoints refusing fast, refused
-input leaving nothing, and every rule gone with the last service."""
+affinity, UDP (and its conntrack flushed when an endpoint goes), hairpin, a
+service without endpoints refusing fast, endpoints following network
+connect/disconnect, an established connection surviving an endpoint change,
+refused input leaving nothing, and every rule gone with the last service."""
 from __future__ import annotations
 
 import collections
