@@ -90,3 +90,15 @@ def test_names_services_nxdomain_forwarding_and_lifecycle(tnode, tmp_path):
         md("network", "rm", "app")
     finally:
         stop_server(upstream)
+
+
+def test_aaaa_and_ipv6_ptr_on_a_dual_stack_network(tnode):
+    md = tnode.md
+    md("network", "create", "--ipv6", "--subnet", "10.9.0.0/24", "--subnet", "fd00:9::/64", "dual")
+    md("run", "-d", "--name", "six", "--network", "dual", TOOLS, "sleep", "300")
+    out = lookup(md, "six", "six")
+    assert "Address: 10.9.0.2" in out.stdout and "Address: fd00:9::2" in out.stdout, out.stdout
+    ptr = md("exec", "six", "busybox", "nslookup", "fd00:9::2", check=False).stdout
+    assert "name = six" in ptr, ptr
+    md("rm", "-f", "six")
+    md("network", "rm", "dual")
