@@ -137,11 +137,13 @@ def test_nodeport_affinity_udp_and_no_endpoints(tnode, backend):
 
 def test_endpoints_follow_network_connect_and_disconnect(tnode):
     md = Md(tnode, "iptables")
-    md("network", "create", "--subnet", "10.8.0.0/24", "back")
+    md("network", "create", "--subnet", "10.8.0.0/24", "-o",
+       "minidocker.network.service_range=10.97.5.0/24", "back")   # its own VIP range
     serve(md, "s1", "app=x")                       # on the default bridge
     md("run", "-d", "--name", "cl", "--network", "back", TOOLS, "sleep", "300")
     vip = md("service", "create", "x", "--network", "back", "--selector", "app=x",
              "--port", "80").stdout.strip()
+    assert vip == "10.97.5.2"
     proc = md("exec", "cl", "socat", "-T2", "-", f"TCP:{vip}:80,connect-timeout=2", check=False)
     assert proc.returncode != 0 and md.service("x")["Endpoints"] == []
     md("network", "connect", "back", "s1")
@@ -188,6 +190,12 @@ def test_refused_input_leaves_nothing(node, backend):
                           "--node-port", "30001"], "already used")):
         proc = md("service", "create", *args, check=False)
         assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+    proc = md("network", "create", "-o", "minidocker.network.service_range=10.0.0.0/31", "n1",
+              check=False)
+    assert proc.returncode != 0 and "invalid service range '10.0.0.0/31'" in proc.stderr
+    proc = node.md("service", "create", "u", "--selector", "a=b", "--port", "80", check=False,
+                   env=node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_SERVICE_RANGE="bogus"))
+    assert proc.returncode != 0 and "invalid service range 'bogus'" in proc.stderr
     proc = md("service", "rm", "nosuch", check=False)
     assert proc.returncode != 0 and "no such service" in proc.stderr
     assert md("service", "ls", "-q").stdout.split() == ["s"]

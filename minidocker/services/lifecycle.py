@@ -25,8 +25,8 @@ def create(name: str, *, selector=(), ports=(), service_type: str = "ClusterIP",
     wanted_port = spec.node_port(node_port, service_type)
     aff = spec.affinity(affinity)
     backend = dataplane.backend()
-    store.service_range()
     net = _network(network)
+    store.service_range(net)
     from minidocker.services import clustered
     if clustered.applies(net.name):   # etcd's; the node agents program it
         return clustered.create(name, net, service_type, sel, port_list, aff, wanted_port)

@@ -94,14 +94,10 @@ def node_port(value, service_type: str) -> int:
     return int(text)
 
 
-def service_range(text: str):
-    """The VIP range (MINIDOCKER_SERVICE_RANGE): an IPv4 network of at least 4 addresses."""
-    import ipaddress
+def service_range(text: str, source: str):
+    """The VIP range: an IPv4 network of at least 4 addresses."""
+    from minidocker.network import subnets
     try:
-        net = ipaddress.ip_network(text)
-    except ValueError:
-        net = None
-    if net is None or net.version != 4 or net.prefixlen > 30:
-        raise MinidockerError(f"invalid service range {text!r} (MINIDOCKER_SERVICE_RANGE): "
-                              "expected an IPv4 CIDR of /30 or wider, e.g. 10.96.0.0/16")
-    return net
+        return subnets.service_range(text, source)
+    except subnets.SubnetError as exc:
+        raise MinidockerError(str(exc)) from None

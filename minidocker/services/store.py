@@ -71,21 +71,28 @@ def delete(name: str) -> None:
         pass   # other services remain
 
 
-def service_range():
-    return spec.service_range(os.environ.get(RANGE_ENV) or spec.DEFAULT_RANGE)
+def service_range(net=None):
+    """The network's -o minidocker.network.service_range, else
+    MINIDOCKER_SERVICE_RANGE, else 10.96.0.0/16."""
+    from minidocker.network.networks import OPT_SERVICE_RANGE
+    own = (net.options.get(OPT_SERVICE_RANGE) if net is not None else "") or ""
+    if own:
+        return spec.service_range(own, f"network {net.name}'s -o {OPT_SERVICE_RANGE}")
+    return spec.service_range(os.environ.get(RANGE_ENV) or spec.DEFAULT_RANGE, RANGE_ENV)
 
 
-def allocate_vip(taken: set[str]) -> str:
+def allocate_vip(taken: set[str], net=None) -> str:
     """The lowest free address of the range (its first host address is kept
     free, as Kubernetes keeps it for its own API service)."""
-    net = service_range()
+    net = service_range(net)
     first = int(net.network_address) + 2
     for n in range(first, int(net.broadcast_address)):
         ip = str(ipaddress.IPv4Address(n))
         if ip not in taken:
             return ip
     raise MinidockerError(f"the service range {net} is full ({len(taken)} services); "
-                          f"set {RANGE_ENV} to a wider range")
+                          f"give the network a wider -o minidocker.network.service_range or "
+                          f"set {RANGE_ENV}")
 
 
 def allocate_node_ports(ports: list[dict], requested: int, taken: set[tuple]) -> None:
@@ -116,6 +123,6 @@ def new_record(name: str, net, service_type: str, selector: dict, ports: list[di
                                                for p in s["Ports"] if p.get("NodePort")})
     return {"Name": name, "Id": os.urandom(32).hex(), "Created": clock.now(),
             "Network": net.name, "NetworkID": net.id, "Type": service_type,
-            "ClusterIP": allocate_vip({s["ClusterIP"] for s in services}),
+            "ClusterIP": allocate_vip({s["ClusterIP"] for s in services}, net),
             "Selector": selector, "Ports": ports, "SessionAffinity": affinity,
             "Backend": backend, "Endpoints": [], "Programmed": None}
