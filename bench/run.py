@@ -32,15 +32,10 @@ from pathlib import Path
 
 import psutil
 
-from bench.table import median_ms, print_table, time_cmd
+from bench.table import minidocker, median_ms, print_table, time_cmd
 
 GOAL_RATIO = 2.0
 GOAL_SHIM_MB = 15.0
-
-
-def _minidocker() -> str:
-    found = Path(sys.executable).parent / "minidocker"
-    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
 
 
 def _runc_bundle(tmp: Path, rootfs: Path) -> Path:
@@ -80,7 +75,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: must run as root", file=sys.stderr)
         return 1
-    md = _minidocker()
+    md = minidocker()
     tmp = Path(tempfile.mkdtemp(prefix="minidocker-bench-"))
     env = dict(os.environ, MINIDOCKER_ROOT=str(tmp / "lib"), MINIDOCKER_RUN=str(tmp / "run"))
     runc_root = tmp / "runc-root"
@@ -90,7 +85,10 @@ def main(argv: list[str]) -> int:
             subprocess.run([md, "run", "--rm", "--network", "none", "busybox", "true"], env=env, check=True,
                            capture_output=True, timeout=60)
         images = json.loads((tmp / "lib/images/repositories.json").read_text())
-        rootfs = tmp / "lib/images" / images["busybox:latest"].split(":")[1] / "rootfs"
+        # the built-in busybox is one layer: its diff dir is the whole root
+        layers = sorted((tmp / "lib/images/layers").glob("*/diff"))
+        rootfs = layers[0] if len(layers) == 1 else \
+            tmp / "lib/images" / images["busybox:latest"].split(":")[1] / "rootfs"
         bundle = _runc_bundle(tmp, rootfs)
         runc_argv = ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), "bench"]
         unshare_argv = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "true"]

@@ -29,15 +29,11 @@ from pathlib import Path
 import psutil
 
 from bench.netns import BenchNetns, unmount_under
+from bench.table import minidocker
 
 BASE_PORT = 20080
 CURL_TIMEOUT = 3
 CMD_TIMEOUT = 60
-
-
-def _minidocker() -> str:
-    found = Path(sys.executable).parent / "minidocker"
-    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
 
 
 class Soak:
@@ -45,7 +41,7 @@ class Soak:
 
     def __init__(self, ns: BenchNetns, tmp: Path, count: int):
         self.ns, self.tmp, self.count = ns, tmp, count
-        self.md = _minidocker()
+        self.md = minidocker()
         venv = str(Path(sys.executable).parent)
         self.env = {
             "PATH": f"{venv}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -6,6 +6,24 @@ import subprocess
 import time
 
 
+def minidocker() -> str:
+    """The minidocker of this interpreter's environment (.venv/bin), else PATH's."""
+    import shutil
+    import sys
+    from pathlib import Path
+    found = Path(sys.executable).parent / "minidocker"
+    return str(found) if found.exists() else shutil.which("minidocker") or "minidocker"
+
+
+def root_or_exit(suite: str) -> None:
+    """Every suite makes namespaces, mounts or rules: root only."""
+    import os
+    import sys
+    if os.geteuid() != 0:
+        print(f"bench {suite}: must run as root", file=sys.stderr)
+        sys.exit(1)
+
+
 def time_cmd(argv, runs: int, *, env=None, timeout=60, setup=None, check=True) -> list[float]:
     """Wall-clock seconds of `runs` executions of argv (no shell)."""
     samples = []

@@ -8,7 +8,7 @@ leases, rules); beyond the protocol a runtime may only:
   flushed them (`network reload`), from the cached ADD;
 - read what the plugin names its objects, to show them to a person
   (`owner_comment`, `network_prefix`, `host_veth_name`, `veth_alias`), and
-  read, never change, its rules (`owned_rules`) and links (`link`).
+  read, never change, its rules (`rules`, `owned_rules`) and links (`link`).
 Every other module of this package is the plugin's own. The plugin's
 modules load on use: importing this costs nothing on `run`'s path.
 """
@@ -51,19 +51,28 @@ def veth_alias(network: str, cid: str, ifname: str) -> str:
     return alias(network, cid, ifname)
 
 
-def owned_rules() -> list[tuple[str, str]]:
-    """(owner comment, the rule as a person would type it) of every rule of
-    ours, of every backend whose tools are installed (both families)."""
+def rules() -> list[dict]:
+    """Every commented rule of ours, of every backend whose tools are
+    installed (both families): {"backend", "family", "table", "chain",
+    "handle", "comment", "text"}; `comment` is an owner comment, a
+    network prefix or the scaffold's `minidocker` (our jumps)."""
     import shutil
     from cni_bridge import firewall
-    out: list[tuple[str, str]] = []
+    out: list[dict] = []
     for backend, tool in (("iptables", "iptables-save"), ("nftables", "nft")):
         if shutil.which(tool):
             try:
-                out += firewall.driver(backend).listing()
+                out += firewall.driver(backend).rules()
             except Exception:  # noqa: BLE001 - a view: a backend that cannot be read shows nothing
                 pass
     return out
+
+
+def owned_rules() -> list[tuple[str, str]]:
+    """(owner comment, the rule as a person would type it) of every
+    attachment's or network's rule (`rules` without our jumps)."""
+    from cni_bridge.firewall import COMMENT_PREFIX
+    return [(r["comment"], r["text"]) for r in rules() if r["comment"].startswith(COMMENT_PREFIX)]
 
 
 def link(name: str, netns_path: str = "") -> dict | None:

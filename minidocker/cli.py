@@ -22,7 +22,7 @@ import click  # noqa: E402
 from minidocker import clock, containers, exits, images, runcmd  # noqa: E402
 from minidocker.errors import MinidockerError  # noqa: E402
 
-RUN_COMMANDS = {"run"}
+RUN_COMMANDS = {"run", "create"}
 
 
 class LazyGroup(click.Group):
@@ -32,10 +32,29 @@ class LazyGroup(click.Group):
 
     LAZY = {"cni": ("minidocker.cli_cni", "cni"),
             "network": ("minidocker.cli_network", "network"),
+            "trace": ("minidocker.cli_network", "trace_cmd"),
             "system": ("minidocker.cli_system", "system"),
+            "volume": ("minidocker.cli_volume", "volume"),
             "service": ("minidocker.cli_service", "service"),
             "cluster": ("minidocker.cluster.command", "cluster"),
-            "node": ("minidocker.cluster.command", "node_group")}
+            "node": ("minidocker.cluster.command", "node_group"),
+            "kill": ("minidocker.cli_lifecycle", "kill_cmd"),
+            "wait": ("minidocker.cli_lifecycle", "wait_cmd"),
+            "pause": ("minidocker.cli_lifecycle", "pause_cmd"),
+            "unpause": ("minidocker.cli_lifecycle", "unpause_cmd"),
+            "rename": ("minidocker.cli_lifecycle", "rename_cmd"),
+            "top": ("minidocker.cli_lifecycle", "top_cmd"),
+            "stats": ("minidocker.cli_lifecycle", "stats_cmd"),
+            "diff": ("minidocker.cli_lifecycle", "diff_cmd"),
+            "export": ("minidocker.cli_lifecycle", "export_cmd"),
+            "cp": ("minidocker.cli_lifecycle", "cp_cmd"),
+            "version": ("minidocker.cli_lifecycle", "version_cmd"),
+            "info": ("minidocker.cli_lifecycle", "info_cmd"),
+            "events": ("minidocker.cli_lifecycle", "events_cmd"),
+            "attach": ("minidocker.cli_lifecycle", "attach_cmd"),
+            "create": ("minidocker.cli_lifecycle", "create_cmd"),
+            "restart": ("minidocker.cli_lifecycle", "restart_cmd"),
+            "logs": ("minidocker.cli_lifecycle", "logs_cmd")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -126,13 +145,15 @@ def rmi_cmd(refs):
 @click.argument("archive")
 @click.argument("ref")
 def import_cmd(archive, ref):
-    """Import a root filesystem tarball (.tar or .tar.gz) as image REF."""
+    """Import a root filesystem tarball (plain, gzip, zstd, bzip2, xz; `-` reads
+    standard input) as image REF."""
     img = images.import_rootfs(archive, ref)
     click.echo(img["Id"])
 
 
 @cli.command("load")
-@click.option("-i", "--input", "archive", required=True, help="docker save or OCI layout archive.")
+@click.option("-i", "--input", "archive", default="-", show_default=True,
+              help="docker save or OCI layout archive (`-`: standard input).")
 def load_cmd(archive):
     """Load images from a `docker save` or OCI image-layout archive."""
     for img in images.load(archive):
@@ -142,9 +163,56 @@ def load_cmd(archive):
             click.echo(f"Loaded image ID: {img['Id']}")
 
 
+@cli.command("tag")
+@click.argument("source")
+@click.argument("target")
+def tag_cmd(source, target):
+    """Tag image SOURCE as TARGET ([REGISTRY/]NAME[:TAG])."""
+    images.tag(source, target)
+
+
+@cli.command("pull")
+@click.argument("ref")
+def pull_cmd(ref):
+    """Pull [REGISTRY/]NAME[:TAG|@sha256:DIGEST] from a registry."""
+    images.pull(ref)
+
+
+@cli.command("push")
+@click.argument("ref")
+def push_cmd(ref):
+    """Push a local image to the registry its REGISTRY/NAME:TAG names."""
+    images.push(ref)
+
+
+@cli.command("login")
+@click.option("-u", "--username", required=True)
+@click.option("-p", "--password", default=None, help="Prompted for when absent.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.argument("server", default="docker.io")
+def login_cmd(username, password, password_stdin, server):
+    """Log in to a registry: the credentials are checked, then kept 0600."""
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True)
+    images.login(server, username, password)
+
+
 # --- containers -------------------------------------------------------------------
 
-def _run_options(f):
+def each(refs, action) -> None:
+    """Docker's commands over several containers: act on each, echo its name."""
+    for ref in refs:
+        action(ref)
+        click.echo(ref)
+
+
+STOP_TIME = click.option(
+    "-t", "--time", "timeout", type=click.IntRange(min=-1), default=None,
+    help="Seconds to wait before SIGKILL (the container's --stop-timeout, else 10).")
+
+def run_options(f):
     """run's options come from runcmd.OPTIONS, declared once there: the fast
     parser of plain `run` invocations (entry.py) reads the same table."""
     for opt in reversed(runcmd.OPTIONS):
@@ -153,7 +221,7 @@ def _run_options(f):
 
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
-@_run_options
+@run_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(image, command, **options):
@@ -162,39 +230,42 @@ def run_cmd(image, command, **options):
 
 
 @cli.command("start")
+@click.option("-a", "--attach", is_flag=True, help="Attach its output (and terminal); its exit code.")
+@click.option("-i", "--interactive", is_flag=True, help="With -a and a -t container: its stdin too.")
 @click.argument("refs", nargs=-1, required=True)
-def start_cmd(refs):
-    """Start stopped containers (detached)."""
-    for ref in refs:
-        containers.start(ref)
-        click.echo(ref)
+def start_cmd(attach, interactive, refs):
+    """Start created or stopped containers (detached, or attached with -a)."""
+    if attach:
+        if len(refs) != 1:
+            raise MinidockerError("start -a attaches to one container: give exactly one")
+        from minidocker import attach as attaching
+        sys.exit(attaching.start_attached(refs[0], interactive))
+    each(refs, containers.start)
 
 
 @cli.command("stop")
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Seconds to wait before SIGKILL.")
+@STOP_TIME
 @click.argument("refs", nargs=-1, required=True)
 def stop_cmd(timeout, refs):
-    """Stop running containers: SIGTERM, then SIGKILL."""
-    for ref in refs:
-        containers.stop(ref, timeout)
-        click.echo(ref)
+    """Stop running containers: the stop signal (SIGTERM), then SIGKILL."""
+    each(refs, lambda ref: containers.stop(ref, timeout))
 
 
 @cli.command("rm")
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes too.")
 @click.argument("refs", nargs=-1, required=True)
-def rm_cmd(force, refs):
+def rm_cmd(force, volumes, refs):
     """Remove containers."""
-    for ref in refs:
-        containers.remove(ref, force)
-        click.echo(ref)
+    each(refs, lambda ref: containers.remove(ref, force, volumes))
 
 
 def _status(record: dict) -> str:
     st = record["State"]
+    if st.get("Restarting"):
+        return f"Restarting ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
     if st.get("Running"):
-        return f"Up {_age(st['StartedAt'])}"
+        return f"Up {_age(st['StartedAt'])}" + (" (Paused)" if st.get("Paused") else "")
     if st.get("Status") == "created":
         return "Created"
     return f"Exited ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
@@ -217,23 +288,33 @@ def _ports(record: dict) -> str:
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include stopped containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only ids.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def ps_cmd(show_all, quiet, fmt):
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="label=KEY[=VALUE], status=STATUS, name=NAME, id=PREFIX.")
+@click.option("--format", "fmt", default="table",
+              help='table, json, or a template: "{{.ID}}\\t{{.Names}}", "table {{.Names}}".')
+def ps_cmd(show_all, quiet, filters, fmt):
     """List containers."""
-    rows = [r for r in containers.all_records() if show_all or r["State"].get("Running")]
+    from minidocker import psview
+    wanted = psview.parse_filters(list(filters))
+    rows = [r for r in containers.all_records()
+            if (show_all or r["State"].get("Running") or "status" in wanted)
+            and psview.matches(r, wanted)]
     if quiet:
         for r in rows:
             click.echo(r["Id"][:12])
         return
-    if fmt == "json":
-        for r in rows:
-            click.echo(json.dumps({
-                "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
-                "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
-                "State": r["State"]["Status"], "Status": _status(r),
-                "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
-                "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
-            }))
+    if fmt != "table":
+        fields = [{
+            "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
+            "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
+            "State": r["State"]["Status"], "Status": _status(r),
+            "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
+            "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
+            "Labels": r["Config"].get("Labels") or {}, "Size": "",
+            "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.get("Mounts") or []),
+        } for r in rows]
+        for line in psview.render(fields, fmt):
+            click.echo(line)
         return
     click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<16} {'COMMAND':<22} {'CREATED':<24} "
                f"{'STATUS':<34} {'PORTS':<8} NAMES")
@@ -253,35 +334,6 @@ def inspect_cmd(refs):
     for r in found:
         r.pop("ShimPid", None)
     click.echo(json.dumps(found, indent=4))
-
-
-@cli.command("logs")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container stops.")
-@click.argument("ref")
-def logs_cmd(follow, ref):
-    """Print a container's output."""
-    record = containers.find(ref)
-    out = sys.stdout.buffer
-    try:
-        fh = open(record["LogPath"], "rb")
-    except FileNotFoundError:
-        return
-    with fh:
-        while True:
-            chunk = fh.read(65536)
-            if chunk:
-                out.write(chunk)
-                out.flush()
-                continue
-            if not follow:
-                return
-            current = containers.find(record["Id"])
-            if not current["State"].get("Running"):
-                rest = fh.read()
-                out.write(rest)
-                out.flush()
-                return
-            time.sleep(0.1)
 
 
 @cli.command("port")
@@ -305,12 +357,13 @@ def port_cmd(ref, port):
 
 @cli.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
 @click.argument("ref")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_cmd(interactive, ref, command):
+def exec_cmd(interactive, tty, ref, command):
     """Run a command in a running container."""
     sys.stdout.flush()
-    sys.exit(containers.exec_(ref, list(command), interactive))
+    sys.exit(containers.exec_(ref, list(command), interactive, tty))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -336,7 +389,7 @@ def _run(argv: list[str]) -> int:
         code = exits.exit_code(exc)
         # 125 (could not create the container) is run's; the image store
         # raises it for every command, and `rmi`, `load`... exit 1, as Docker.
-        return 1 if code == 125 and argv[:1] != ["run"] else code
+        return 1 if code == 125 and argv[:1] not in (["run"], ["create"]) else code
 
 
 gc.enable()

@@ -1,4 +1,5 @@
-"""`minidocker network ...`: create, ls, inspect, rm, reload, prune, connect, disconnect.
+"""`minidocker network ...`: create, ls, inspect, diagram, rm, reload, prune, connect,
+disconnect; and `minidocker trace`, a probe's path through the rules.
 
 Docker's command line and output, nothing else: networks are networks.py's
 and store.py's, removal driver.py's, the views netview.py's, attaching a
@@ -102,6 +103,29 @@ def inspect_cmd(no_debug, refs):
         sys.exit(1)
 
 
+@network.command("diagram")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "svg", "png", "json"]), default=None,
+              help="text (the default on a terminal), dot, svg, png (Graphviz) or json (the default "
+                   "otherwise; the wiring model, keys in README).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file.")
+@click.argument("refs", nargs=-1)
+def diagram_cmd(fmt, output, refs):
+    """Draw the live wiring of networks (all when none is named)."""
+    from minidocker.network import diagram, wiring
+    nets = [networks.resolve(ref) for ref in refs] if refs else None
+    tty = sys.stdout.isatty() and not output
+    fmt = fmt or ("text" if tty else "json")
+    if fmt == "png" and tty:
+        raise MinidockerError("--format png is binary: give -o FILE or redirect standard output")
+    data = diagram.render(wiring.build(nets), fmt)
+    if output:
+        with open(output, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
 @network.command("rm")
 @click.argument("refs", nargs=-1, required=True)
 def rm_cmd(refs):
@@ -174,3 +198,35 @@ def disconnect_cmd(network_ref, container_ref):
     """Disconnect a container from a network (removes its interface there)."""
     from minidocker.network import connect
     connect.disconnect(network_ref, container_ref)
+
+
+# --- trace ----------------------------------------------------------------------
+
+@click.command("trace")
+@click.option("--from", "src", default="host", show_default=True, metavar="host|CONTAINER|ADDRESS",
+              help="Where the probe starts: the host, a container, or an address held in a "
+                   "namespace wired to this host (a client outside it).")
+@click.option("--to", "dst", required=True, metavar="IP:PORT|CONTAINER:PORT", help="Where it goes.")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for an answer.")
+@click.option("--json", "as_json", is_flag=True, help="The trace as JSON (keys in README).")
+def trace_cmd(src, dst, proto, timeout, as_json):
+    """Send one real probe while the kernel traces it; print the path."""
+    from minidocker.network import trace
+    result = trace.run(src, dst, proto, timeout)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    p = result["probe"]
+    click.echo(f"trace {p['flow']} from {result['from']['what']} "
+               f"(probe {p['result']} in {p['ms']} ms; traced by table {p['table']})")
+    width = max([len(s["hook"]) for s in result["steps"]] + [5])
+    for i, s in enumerate(result["steps"], 1):
+        where = f"{s['family']} {s['table']} {s['chain']}"
+        owner = f"  [{s['owner']}]" if s["owner"] and not s["words"].endswith(s["owner"]) else ""
+        click.echo(f"{i:3}. {s['hook']:<{width}}  {where}: {s['words']}{owner}"
+                   + (f"  -> {s['verdict']}" if s["verdict"] not in ("", "continue") else ""))
+    if not result["steps"]:
+        click.echo("     (no chain of any table saw the packet)")
+    click.echo(result["outcome"])

@@ -20,17 +20,23 @@ import signal
 import sys
 import time
 
-from minidocker import clock, etcfiles, fsutil, images, paths, records, state, syscalls as sc, teardown
+from minidocker import clock, etcfiles, events, fsutil, images, paths, records, state, syscalls as sc, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
-from minidocker.runtime import oci
+from minidocker.runtime import cgroups, oci
 
 RUNTIMES = ("builtin", "runc")
 # Patterns as strings: re compiles (and caches) them only when an option uses them.
-_NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
+NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
 _ENV_KEY_RE = r"^[^=\s\x00]+\Z"
 SHIM_TIMEOUT = 30
+#: HostConfig's resource fields when run sets none (resources.py parses them).
+NO_LIMITS = {"Memory": 0, "MemorySwap": 0, "NanoCpus": 0, "CpuShares": 0, "PidsLimit": None}
+#: HostConfig's security fields when run sets none (security.py parses them).
+NO_SECURITY = {"CapAdd": None, "CapDrop": None, "Privileged": False, "SecurityOpt": None,
+               "Sysctls": None, "Ulimits": None, "Init": None}
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
 
 class CreateOptions:
@@ -47,6 +53,7 @@ class CreateOptions:
         "hostname": None,
         "entrypoint": None,
         "interactive": False,
+        "tty": False,
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
@@ -60,6 +67,32 @@ class CreateOptions:
         "add_hosts": list,
         "aliases": list,         # --network-alias
         "mac": None,
+        "user": None,            # -u
+        "group_add": list,
+        "labels": list,          # -l KEY=VALUE
+        "label_files": list,
+        # security and process (security.py)
+        "cap_add": list,
+        "cap_drop": list,
+        "privileged": False,
+        "security_opt": list,
+        "sysctls": list,
+        "ulimits": list,
+        "init": False,
+        "stop_signal": None,
+        "stop_timeout": None,
+        "restart": None,
+        # mounts (volumes.py)
+        "volumes": list,         # -v
+        "mounts": list,          # --mount
+        "tmpfs": list,
+        "read_only": False,
+        # resources (resources.py): the values as given
+        "memory": None,
+        "memory_swap": None,
+        "cpus": None,
+        "cpu_shares": None,
+        "pids_limit": None,
     }
 
     def __init__(self, image: str, **options):
@@ -116,19 +149,18 @@ def parse_env(items: list[str], source: str = "-e") -> list[str]:
     return out
 
 
-def parse_labels(items: list[str]) -> dict[str, str]:
-    """--label KEY=VALUE (a bare KEY: an empty value), as Docker."""
+def _labels(items: list[str], source: str) -> dict[str, str]:
+    """KEY=VALUE (or KEY: an empty value) items as a dict."""
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        if not key or key != key.strip():
-            raise MinidockerError(f"invalid label {item!r}: expected KEY=VALUE (or KEY) with a "
-                                  "non-empty key", 125)
+        if not key or any(c.isspace() for c in key):
+            raise MinidockerError(f"invalid label {item!r} in {source}: expected KEY=VALUE", 125)
         out[key] = value
     return out
 
 
-def read_env_file(path: str) -> list[str]:
+def read_env_file(path: str, raw: bool = False) -> list[str]:
     try:
         with open(path) as fh:
             lines = [l.strip() for l in fh]
@@ -137,7 +169,8 @@ def read_env_file(path: str) -> list[str]:
     except UnicodeDecodeError as exc:
         raise MinidockerError(f"cannot read env file {path!r}: not UTF-8 text "
                               f"(byte {exc.start})", 125) from None
-    return parse_env([l for l in lines if l and not l.startswith("#")], source=path)
+    lines = [l for l in lines if l and not l.startswith("#")]
+    return lines if raw else parse_env(lines, source=path)
 
 
 def merge_env(base: list[str], extra: list[str]) -> list[str]:
@@ -148,6 +181,33 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     if "PATH" not in env:
         env = {"PATH": images.DEFAULT_PATH.split("=", 1)[1], **env}
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def parse_signal(text: str, what: str, code: int = 1) -> int:
+    """SIGTERM, TERM, term or 15 -> 15; anything else is an error naming it."""
+    value = str(text).strip().upper()
+    if value.isdigit() and 0 < int(value) <= 64:
+        return int(value)
+    name = value if value.startswith("SIG") else "SIG" + value
+    if name in signal.Signals.__members__ and not name.startswith("SIG_"):
+        return int(signal.Signals[name])
+    raise MinidockerError(f"invalid signal {text!r} for {what}: a name such as SIGTERM, TERM "
+                          "or KILL, or a number from 1 to 64", code)
+
+
+def parse_restart(text: str) -> dict:
+    """Docker's --restart: no | on-failure[:N] | always | unless-stopped."""
+    name, colon, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise MinidockerError(f"invalid restart policy {text!r}: accepted are no, "
+                              "on-failure[:MAX-RETRIES], always, unless-stopped", 125)
+    if colon and name != "on-failure":
+        raise MinidockerError(f"invalid restart policy {text!r}: a maximum retry count is only "
+                              "for on-failure", 125)
+    if colon and not count.isdigit():
+        raise MinidockerError(f"invalid restart policy {text!r}: the maximum retry count must "
+                              "be a number", 125)
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def _random_name(taken: set[str]) -> str:
@@ -172,7 +232,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
-    if opts.name is not None and not re.match(_NAME_RE, opts.name):
+    if opts.name is not None and not re.match(NAME_RE, opts.name):
         raise MinidockerError(f"invalid container name {opts.name!r}: use [a-zA-Z0-9] then "
                               "[a-zA-Z0-9_.-], at least 2 characters", 125)
     env = []
@@ -187,6 +247,56 @@ def create(opts: CreateOptions) -> dict:
     if opts.hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", opts.hostname):
         raise MinidockerError(f"invalid hostname {opts.hostname!r}: letters, digits, '.' "
                               "and '-', at most 63 characters", 125)
+    limits = NO_LIMITS
+    if (opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit) != (None,) * 5:
+        from minidocker import resources
+        limits = resources.host_config(opts)
+    mounts = []
+    if opts.volumes or opts.mounts or opts.tmpfs:
+        from minidocker import volumes
+        mounts = volumes.mounts_of(opts)
+    if opts.user is not None and not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", opts.user):
+        raise MinidockerError(f"invalid --user {opts.user!r}: expected USER[:GROUP], names or "
+                              "numbers", 125)
+    for part in (opts.user or "").split(":") + list(opts.group_add):
+        if part.isdigit() and int(part) > 2147483647:
+            raise MinidockerError(f"invalid user or group {part!r}: uids and gids must be in "
+                                  "range 0-2147483647", 125)
+    for group in opts.group_add:
+        if not re.fullmatch(r"[^:\s]+", group):
+            raise MinidockerError(f"invalid --group-add {group!r}: a group name or number", 125)
+    labels = {}
+    for f in opts.label_files:
+        labels.update(_labels(read_env_file(f, raw=True), f))
+    labels.update(_labels(opts.labels, "--label"))
+    security = NO_SECURITY
+    if (opts.cap_add or opts.cap_drop or opts.privileged or opts.security_opt or opts.sysctls
+            or opts.ulimits or opts.init):
+        from minidocker import security as sec
+        sec.capabilities(opts.cap_add, opts.cap_drop, opts.privileged)  # names checked now
+        sec.no_new_privileges(opts.security_opt)
+        security = {"CapAdd": list(opts.cap_add) or None, "CapDrop": list(opts.cap_drop) or None,
+                    "Privileged": opts.privileged, "SecurityOpt": list(opts.security_opt) or None,
+                    "Sysctls": sec.sysctls(opts.sysctls, opts.network) or None,
+                    "Ulimits": sec.ulimits(opts.ulimits) or None, "Init": opts.init or None}
+        if opts.init:
+            sec.init_binary()
+    stop_signal = None
+    if opts.stop_signal is not None:
+        parse_signal(opts.stop_signal, "--stop-signal", 125)
+        stop_signal = opts.stop_signal
+    stop_timeout = None
+    if opts.stop_timeout is not None:
+        if not re.fullmatch(r"-?\d+", opts.stop_timeout):
+            raise MinidockerError(f"invalid --stop-timeout {opts.stop_timeout!r}: a number of "
+                                  "seconds", 125)
+        stop_timeout = int(opts.stop_timeout)
+    restart = {"Name": "no", "MaximumRetryCount": 0}
+    if opts.restart is not None:
+        restart = parse_restart(opts.restart)
+        if restart["Name"] != "no" and opts.auto_remove:
+            raise MinidockerError(f"conflicting options: --restart {opts.restart} and --rm "
+                                  "(a removed container cannot restart)", 125)
     image = images.resolve(opts.image)
     icfg = image.get("Config") or {}
     if opts.entrypoint is not None:
@@ -217,23 +327,34 @@ def create(opts: CreateOptions) -> dict:
         "HostsPath": str(cdir(cid) / "hosts"),
         "Config": {
             "Hostname": opts.hostname or cid[:12],
-            "User": icfg.get("User", ""),
-            "Env": merge_env(icfg.get("Env") or [], env),
+            "User": opts.user if opts.user is not None else icfg.get("User", ""),
+            "Env": merge_env(icfg.get("Env") or [], (["TERM=xterm"] if opts.tty else []) + env),
             "Cmd": cmd or None,
             "Entrypoint": entrypoint or None,
             "WorkingDir": opts.workdir if opts.workdir is not None else icfg.get("WorkingDir", ""),
             "Image": opts.image,
             "ExposedPorts": icfg.get("ExposedPorts") or {},
             "OpenStdin": opts.interactive,
-            "Labels": {**(icfg.get("Labels") or {}), **parse_labels(opts.labels)},
+            "Tty": opts.tty,
+            "Labels": {**(icfg.get("Labels") or {}), **labels},
+            **({"StopSignal": stop_signal or icfg["StopSignal"]}
+               if stop_signal or icfg.get("StopSignal") else {}),
+            **({"StopTimeout": stop_timeout} if stop_timeout is not None else {}),
         },
         "HostConfig": {"NetworkMode": opts.network, "PortBindings": netcfg["PortBindings"],
                        "PublishAllPorts": opts.publish_all, "Dns": netcfg["Dns"],
                        "ExtraHosts": netcfg["ExtraHosts"],
-                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime},
+                       "AutoRemove": opts.auto_remove, "Runtime": opts.runtime, **limits,
+                       "GroupAdd": list(opts.group_add) or None, **security,
+                       "RestartPolicy": restart,
+                       "Binds": list(opts.volumes) or None, "ReadonlyRootfs": opts.read_only,
+                       "Tmpfs": {m["Destination"]: m["Mode"] for m in mounts
+                                 if m["Type"] == "tmpfs"} or None},
+        "Mounts": mounts,
         "NetworkingConfig": {"EndpointsConfig": netcfg["EndpointsConfig"]},
         "NetworkSettings": {"SandboxKey": "", "Ports": {}, "Networks": {}},
         "ShimPid": 0,
+        "RestartCount": 0,
     }
     mode.check(record)  # host ports free, addresses usable: before anything is written
     with records.names_lock():
@@ -250,6 +371,7 @@ def create(opts: CreateOptions) -> dict:
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
             state.ensure_dir(cdir(cid) / sub, mode=0o755)
         records.save(record)
+    events.append("create", record)
     return record
 
 
@@ -265,7 +387,9 @@ def _network_options(opts: CreateOptions, mode: modes.Mode) -> dict:
 # --- start ---------------------------------------------------------------------
 
 def _prepare(record: dict, mode: modes.Mode) -> None:
-    """Everything before the process: rootfs, files, namespace, network, spec."""
+    """Everything before the process: rootfs, files, namespace, network, spec.
+    (long: the spec takes the run options' cgroup, terminal, security and
+    mount parts in one place, in the order runc applies them.)"""
     cid = record["Id"]
     d = cdir(cid)
     sandbox = mode.sandbox(record)  # container:<id> enters that one's namespace
@@ -274,14 +398,13 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     try:
         image = images.lookup(record["Image"])
         rootfs = str(d / "rootfs")
-        options = f"lowerdir={images.rootfs(image)},upperdir={d / 'upper'},workdir={d / 'work'}"
-        if record["HostConfig"].get("AutoRemove"):
-            # --rm: the upper layer is deleted at exit, so it need not survive a
-            # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-            options += ",volatile"
-        sc.mount("overlay", rootfs, "overlay", 0, options)
+        # --rm: the upper layer is deleted at exit, so it need not survive a
+        # crash either; `volatile` spares the sync at unmount (~2 ms a run).
+        images.mount_rootfs(image, rootfs, str(d / "upper"), str(d / "work"),
+                            volatile=bool(record["HostConfig"].get("AutoRemove")))
         cfg = record["Config"]
-        user = oci.resolve_user(rootfs, cfg.get("User", ""))
+        user = oci.resolve_user(rootfs, cfg.get("User", ""),
+                                record["HostConfig"].get("GroupAdd") or ())
         cwd = cfg.get("WorkingDir") or "/"
         fsutil.mkdir_in_root(rootfs, cwd)
         if mode.own_namespace:
@@ -289,9 +412,15 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
         else:
             hostname = cfg["Hostname"] if cfg["Hostname"] != cid[:12] else os.uname().nodename
         files = etcfiles.write(record, host_mode=not mode.own_namespace)
+        user_mounts = []
+        if record.get("Mounts"):  # volumes made, bind sources resolved: their paths recorded
+            from minidocker import volumes
+            user_mounts = volumes.spec_mounts(record, rootfs)
     finally:
         if pinned:
             pinned()  # the thread is done before anyone may unpin
+    rel = cgroups.relative_path(cid)
+    record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
     records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
@@ -299,10 +428,28 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     fault("run:cni-added")
     record["NetworkSettings"].update(settings)
     records.save(record)  # what setup attached, for inspect and the teardown
+    hc = record["HostConfig"]
+    limits = None
+    if any(hc.get(k) for k in NO_LIMITS):
+        from minidocker import resources
+        limits = resources.oci(hc, swap_accounting=cgroups.swap_accounting())
     spec = oci.build(args=[record["Path"], *record["Args"]], env=cfg["Env"], cwd=cwd, user=user,
                      hostname=hostname, rootfs=rootfs, netns_path=sandbox, files=files,
-                     annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]})
-    state.write_json(d / "config.json", spec.to_dict())
+                     annotations={"org.minidocker.id": cid, "org.minidocker.name": record["Name"]},
+                     limits=limits, cgroups_path=rel).to_dict()
+    spec["process"]["terminal"] = bool(cfg.get("Tty"))
+    if any(hc.get(k) for k in NO_SECURITY):
+        from minidocker import security
+        security.apply(spec, hc)
+    spec["mounts"] += user_mounts
+    if hc.get("ReadonlyRootfs"):
+        spec["root"]["readonly"] = True
+    if cgroups.UNIFIED in record["Cgroups"] and hc.get("Runtime") != "runc" \
+            and not hc.get("Privileged"):
+        # No BPF device program here: without CAP_MKNOD no device node can be made.
+        for key, names in spec["process"]["capabilities"].items():
+            spec["process"]["capabilities"][key] = [n for n in names if n != "CAP_MKNOD"]
+    state.write_json(d / "config.json", spec)
 
 
 class Started:
@@ -372,6 +519,7 @@ def start(ref: str, attach: bool = False) -> Started:
         if record["State"].get("Running"):
             return Started(record, record["State"]["Pid"], None)
         teardown.release(record)  # whatever a crashed shim left
+        record["HasBeenManuallyStopped"] = False
         mode = modes.parse(record["HostConfig"]["NetworkMode"])
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -455,15 +603,17 @@ def wait_attached(started: Started, relay: SignalRelay) -> int:
     finishes its teardown (the status pipe closes)."""
     relay.attach(started.pid)
     code = None
+    restarting = False
     try:
         with started.status as fh:
             for line in fh:
                 parts = line.split()
                 if parts and parts[0] == "exit":
                     code = int(parts[1])
+                    restarting = parts[2:] == ["restarting"]
     finally:
         relay.restore()
-    if started.shim_pid:
+    if started.shim_pid and not restarting:  # a restarting shim lives on without us
         os.waitpid(started.shim_pid, 0)
     if code is None:
         record = records.load(started.record["Id"])
@@ -491,13 +641,28 @@ def _wait_shim(record: dict, timeout: float) -> bool:
         os.close(fd)
 
 
-def _signal(record: dict, sig: int) -> None:
+def signal_container(record: dict, sig: int) -> None:
     pid = record["State"].get("Pid") or 0
     if pid > 0 and shim_alive(record):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+        if record["State"].get("Paused"):  # a frozen process takes its signal once thawed
+            thaw(record)
+
+
+def set_paused(record: dict, paused: bool) -> None:
+    with _lock(record["Id"]):
+        current = records.load(record["Id"])
+        current["State"].update(Paused=paused, Status="paused" if paused else "running")
+        records.save(current)
+
+
+def thaw(record: dict) -> None:
+    """Unfreeze the container's processes (the freezer cgroup)."""
+    cgroups.freeze(record.get("Cgroups") or {}, False)
+    set_paused(record, False)
 
 
 def _stop_signal(value) -> int:
@@ -509,57 +674,105 @@ def _stop_signal(value) -> int:
     return int(signal.Signals.__members__.get(name, signal.SIGTERM))
 
 
-def stop(ref: str, timeout: float = 10) -> dict:
-    """SIGTERM, then SIGKILL after timeout seconds, as `docker stop`."""
+def mark_stopped(cid: str) -> None:
+    """A stop by the user: the restart policy leaves the container be (the
+    shim reads this when the process exits); start clears it."""
+    with _lock(cid):
+        record = records.load(cid)
+        if record is not None:
+            record["HasBeenManuallyStopped"] = True
+            records.save(record)
+
+
+def stop(ref: str, timeout: float | None = None) -> dict:
+    """The stop signal (SIGTERM), then SIGKILL after timeout seconds (the
+    container's --stop-timeout, else 10), as `docker stop`."""
     record = find(ref)
+    if timeout is None:
+        timeout = record["Config"].get("StopTimeout")
+        timeout = 10 if timeout is None else timeout
     if record["State"].get("Running"):
+        mark_stopped(record["Id"])
+        if timeout < 0:  # Docker: -1 waits for ever
+            timeout = 10**9
         sig = _stop_signal(record["Config"].get("StopSignal"))
-        _signal(record, sig)
+        events.append("kill", record, signal=sig)
+        signal_container(record, sig)
         if not _wait_shim(record, max(timeout, 0)):
-            _signal(record, signal.SIGKILL)
+            events.append("kill", record, signal=int(signal.SIGKILL))
+            signal_container(record, signal.SIGKILL)
             if not _wait_shim(record, SHIM_TIMEOUT):
                 raise MinidockerError(f"container {record['Id'][:12]} did not stop")
+        events.append("stop", record)
     return record
 
 
-def remove(ref: str, force: bool = False) -> dict:
+def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
     record = find(ref)
     cid = record["Id"]
     if record["State"].get("Running"):
         if not force:
             raise Conflict(f"cannot remove container {record['Name'].lstrip('/')} "
                            f"({cid[:12]}): it is running; stop it first or use rm -f")
-        _signal(record, signal.SIGKILL)
+        mark_stopped(cid)
+        signal_container(record, signal.SIGKILL)
         if not _wait_shim(record, SHIM_TIMEOUT):
             raise MinidockerError(f"container {cid[:12]} did not stop")
     teardown.run(cid, auto_remove=False)
     with _lock(cid):
         teardown.remove_files(cid)
+    if volumes and record.get("Mounts"):
+        from minidocker import volumes as store
+        store.remove_anonymous(record)
+    events.append("destroy", record)
     return record
 
 
 # --- exec --------------------------------------------------------------------------
 
-def exec_(ref: str, args: list[str], interactive: bool = False) -> int:
+def exec_(ref: str, args: list[str], interactive: bool = False, tty: bool = False) -> int:
     from minidocker.runtime import builtin
     record = find(ref)
     if not record["State"].get("Running"):
         raise MinidockerError(f"container {record['Name'].lstrip('/')} ({record['Id'][:12]}) "
                               "is not running")
+    if tty and interactive and not os.isatty(0):
+        raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
+                              "on stdin (drop -t, or run from a terminal)")
     spec = state.read_json(cdir(record["Id"]) / "config.json")
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    ours = theirs = None
     try:
         stdio = (0 if interactive else devnull, 1, 2)
         proc = spec["process"]
-        pid = builtin.exec_in(spec, record["State"]["Pid"], args, proc["env"],
-                              proc.get("cwd") or "/", stdio)
+        env = proc["env"]
+        if tty:
+            import socket
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            stdio = (devnull, devnull, devnull)
+            if not any(e.startswith("TERM=") for e in env):
+                env = [*env, "TERM=xterm"]
+        pid = builtin.exec_in(spec, record["State"]["Pid"], args, env,
+                              proc.get("cwd") or "/", stdio,
+                              console=theirs.fileno() if theirs else None)
     except builtin.StartError as exc:
         raise MinidockerError(exc.message, exc.code) from None
     except OSError as exc:
         raise MinidockerError(f"cannot exec in container {record['Id'][:12]}: {exc}", 126) from None
     finally:
         os.close(devnull)
+        if theirs:
+            theirs.close()
 
     sc.forward_signals(pid)
+    if ours:
+        from minidocker import terminal
+        with ours:
+            master = terminal.recv_fd(ours)
+        try:
+            with terminal.RawMode(0 if interactive else -1):
+                terminal.relay_pty(master, pid, stdin=interactive)
+        finally:
+            os.close(master)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

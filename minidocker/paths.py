@@ -9,10 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+DEFAULT_STATE_ROOT = "/var/lib/minidocker"
+
 
 def state_root() -> Path:
     """Persistent state: images, containers, networks."""
-    return Path(os.environ.get("MINIDOCKER_ROOT", "/var/lib/minidocker"))
+    return Path(os.environ.get("MINIDOCKER_ROOT", DEFAULT_STATE_ROOT))
 
 
 def run_root() -> Path:
@@ -59,6 +61,16 @@ def containers_dir() -> Path:
     return state_root() / "containers"
 
 
+def events_file() -> Path:
+    """The events journal (`minidocker events`)."""
+    return state_root() / "events.log"
+
+
+def volumes_dir() -> Path:
+    """Named volumes: <name>/volume.json and <name>/_data."""
+    return state_root() / "volumes"
+
+
 def networks_dir() -> Path:
     return state_root() / "networks"
 
@@ -94,6 +106,26 @@ def image_dir(image_hex: str) -> Path:
     return images_dir() / image_hex
 
 
+def layers_dir() -> Path:
+    """Layers by diffID: layers/<hex>/{diff/, layer.json}, shared by images."""
+    return images_dir() / "layers"
+
+
+def layer_dir(diff_hex: str) -> Path:
+    return layers_dir() / diff_hex
+
+
+def layer_links_dir() -> Path:
+    """Short names of the layers' diff dirs (l/<16 hex> -> ../layers/<hex>/diff):
+    an overlay's lowerdir list must fit in one page."""
+    return images_dir() / "l"
+
+
+def registry_auth_file() -> Path:
+    """`login` credentials (0600)."""
+    return state_root() / "auth.json"
+
+
 def repositories_file() -> Path:
     """NAME:TAG -> image id."""
     return images_dir() / "repositories.json"
@@ -109,9 +141,41 @@ def shim_dir() -> Path:
     return run_root() / "shims"
 
 
+def shim_socket(cid: str) -> Path:
+    """The shim's socket of a container with a terminal (`attach`)."""
+    return shim_dir() / f"{cid}.sock"
+
+
 def runc_root() -> Path:
     """runc's --root: its state for the containers it runs for us."""
     return run_root() / "runc"
+
+
+def cgroup_fs() -> str:
+    """Where the cgroup file systems are mounted (v2: the unified one)."""
+    return os.environ.get("MINIDOCKER_CGROUP_FS", "/sys/fs/cgroup")
+
+
+def cgroup_parent() -> str:
+    """Containers' cgroups are <own cgroup>/<this>/<id> (Docker: /docker/<id>);
+    a relative path, so that runc reads it as the built-in runner does."""
+    parts = [p for p in os.environ.get("MINIDOCKER_CGROUP_PARENT", "").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        from minidocker.errors import MinidockerError
+        raise MinidockerError(f"invalid MINIDOCKER_CGROUP_PARENT "
+                              f"{os.environ['MINIDOCKER_CGROUP_PARENT']!r}: a relative cgroup "
+                              "path without '..'", 125)
+    return "/".join(parts) or default_cgroup_parent(state_root())
+
+
+def default_cgroup_parent(root: Path) -> str:
+    """`minidocker` for the default state root; another root (a second
+    instance, a test's node) gets `minidocker-<crc32 of the root>`, so
+    instances never see or count each other's containers' cgroups."""
+    if str(root) == DEFAULT_STATE_ROOT:
+        return "minidocker"
+    import zlib
+    return f"minidocker-{zlib.crc32(str(root).encode()):08x}"
 
 
 def netns_path(cid: str) -> Path:

@@ -100,25 +100,16 @@ def _leases() -> set[str]:
 
 def _veths() -> set[str]:
     """The node's veths that name an attachment of ours in their alias (the
-    census before and after; pyroute2, as start-up does not matter here)."""
-    from pyroute2 import IPRoute
-    out = set()
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            info = link.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info else None
-            if kind == "veth" and (link.get_attr("IFLA_IFALIAS") or "").startswith("minidocker/"):
-                out.add(link.get_attr("IFLA_IFNAME"))
-    return out
+    census before and after), from the one reader of live kernel facts."""
+    from minidocker.network import kernel
+    return {l["name"] for l in kernel.Namespace().links.values()
+            if l["kind"] == "veth" and l["alias"].startswith("minidocker/")}
 
 
 def _rules() -> set[str]:
     """The owner comments of our rules, per backend (the census)."""
-    from cni_bridge import api
-    out: set[str] = set()
-    for comment, text in api.owned_rules():
-        out.add(f"{'nftables' if text.startswith('nft ') else 'iptables'}:{comment}")
-    return out
+    from minidocker.network import kernel
+    return {f"{r['backend']}:{r['comment']}" for r in kernel.Rules().all if r["comment"].startswith("md/")}
 
 
 class Report:

@@ -65,6 +65,7 @@ OPTIONS = (
     Option("--hostname", dest="hostname", help="Container host name."),
     Option("--entrypoint", dest="entrypoint", help="Override the image's entrypoint."),
     Option("-i", "--interactive", dest="interactive", flag=True, help="Keep stdin attached."),
+    Option("-t", "--tty", dest="tty", flag=True, help="Allocate a pseudo-terminal."),
     Option("--network", "--net", dest="network", default="bridge", show_default=True,
            help="bridge | NETWORK | container:<id> | none | host"),
     Option("-p", "--publish", dest="publish", multiple=True,
@@ -77,7 +78,34 @@ OPTIONS = (
     Option("--add-host", dest="add_hosts", multiple=True, help="NAME:IP line for /etc/hosts."),
     Option("--network-alias", dest="aliases", multiple=True, help="Another name on a user network."),
     Option("--mac-address", dest="mac", help="The container's MAC address."),
+    Option("-v", "--volume", dest="volumes", multiple=True,
+           help="HOST-PATH:CONTAINER-PATH[:ro], NAME:CONTAINER-PATH[:ro] or CONTAINER-PATH."),
+    Option("--mount", dest="mounts", multiple=True,
+           help="type=bind|volume|tmpfs,source=...,target=...[,readonly]"),
+    Option("--tmpfs", dest="tmpfs", multiple=True, help="PATH[:OPTIONS]: a tmpfs mount."),
+    Option("--read-only", dest="read_only", flag=True, help="Mount the root file system read-only."),
+    Option("-u", "--user", dest="user", help="USER[:GROUP], names or numbers."),
+    Option("--group-add", dest="group_add", multiple=True, help="Another group (name or gid)."),
     Option("-l", "--label", dest="labels", multiple=True, help="KEY=VALUE metadata."),
+    Option("--label-file", dest="label_files", multiple=True, help="File of KEY=VALUE lines."),
+    Option("--cap-add", dest="cap_add", multiple=True, help="Add a capability (or ALL)."),
+    Option("--cap-drop", dest="cap_drop", multiple=True, help="Drop a capability (or ALL)."),
+    Option("--privileged", dest="privileged", flag=True,
+           help="Every capability and host device, no masked paths."),
+    Option("--security-opt", dest="security_opt", multiple=True,
+           help="no-new-privileges[=true|false]."),
+    Option("--sysctl", dest="sysctls", multiple=True, help="KEY=VALUE of the container's namespaces."),
+    Option("--ulimit", dest="ulimits", multiple=True, help="TYPE=SOFT[:HARD], e.g. nofile=1024:2048."),
+    Option("--init", dest="init", flag=True, help="Run an init (tini) that reaps zombies as pid 1."),
+    Option("--stop-signal", dest="stop_signal", help="Signal that stops the container (SIGTERM)."),
+    Option("--stop-timeout", dest="stop_timeout", help="Seconds `stop` waits before SIGKILL (10)."),
+    Option("--restart", dest="restart", help="no | on-failure[:N] | always | unless-stopped"),
+    Option("-m", "--memory", dest="memory", help="Memory limit (32m, 1g, bytes)."),
+    Option("--memory-swap", dest="memory_swap",
+           help="Memory plus swap limit; -1 for unlimited swap (default: twice --memory)."),
+    Option("--cpus", dest="cpus", help="Number of CPUs (0.5, 1.5...)."),
+    Option("-c", "--cpu-shares", dest="cpu_shares", help="CPU shares (relative weight, 1024 = default)."),
+    Option("--pids-limit", dest="pids_limit", help="At most this many processes (-1: unlimited)."),
     Option("--runtime", dest="runtime", default="builtin", show_default=True,
            help="builtin | runc"),
 )
@@ -135,6 +163,10 @@ def run(image: str, command, options: dict) -> int:
     signals and return its exit code. options: every OPTIONS dest."""
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     detach = options.pop("detach")
+    if options["tty"] and options["interactive"] and not detach and not os.isatty(0):
+        from minidocker.errors import MinidockerError
+        raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
+                              "on stdin (drop -t, or run from a terminal)", 1)
     record = containers.create(containers.CreateOptions(image, cmd=list(command), **options))
     if detach:
         containers.start(record["Id"])
@@ -148,4 +180,9 @@ def run(image: str, command, options: dict) -> int:
         relay.restore()
         raise
     sys.stdout.flush()
+    if options["tty"]:
+        from minidocker import attach
+        if attach.terminal_session(record["Id"], stdin=options["interactive"]):
+            relay.restore()
+            return 0  # detached (ctrl-p ctrl-q): the container runs on
     return containers.wait_attached(started, relay)

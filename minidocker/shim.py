@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import select
 import sys
+import time
 
-from minidocker import clock, paths, records, syscalls as sc
+from minidocker import clock, paths, records, syscalls as sc, ttyrelay
 
 COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 
@@ -35,7 +36,7 @@ def _update(cid: str, **fields) -> dict | None:
         record = records.load(cid)
         if record is None:
             return None
-        for key in ("ShimPid", "ShimStart"):
+        for key in ("ShimPid", "ShimStart", "RestartCount", "HasBeenManuallyStopped"):
             if key in fields:
                 record[key] = fields.pop(key)
         record["State"].update(fields)
@@ -52,7 +53,18 @@ def _report(fd: int | None, line: str) -> None:
         pass  # the command that started us is gone: nobody to tell
 
 
-def _copy(src: int, sinks: list[int]) -> bool:
+def _output_pipes(stdin: int, log_fd: int, attach: bool):
+    """The container's stdio and the pipes the shim copies: each stream to
+    the log (tagged stdout/stderr) and, attached, to the caller's too."""
+    from minidocker.logfile import Stream
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pipes = [(out_r, [Stream(log_fd, "stdout")] + ([1] if attach else [])),
+             (err_r, [Stream(log_fd, "stderr")] + ([2] if attach else []))]
+    return (stdin, out_w, err_w), pipes
+
+
+def _copy(src: int, sinks: list) -> bool:
     """One read from src to every sink; False at EOF."""
     try:
         data = os.read(src, 65536)
@@ -60,13 +72,7 @@ def _copy(src: int, sinks: list[int]) -> bool:
         return False
     if not data:
         return False
-    for fd in sinks:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError:
-            pass  # a closed terminal must not stop the log
+    ttyrelay.copy_bytes(data, sinks)
     return True
 
 
@@ -93,7 +99,8 @@ def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> Non
 
 
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
-    """Start the container, wait for it, record its end, tear down."""
+    """Start the container, wait for it, record its end, tear down. (long:
+    the start, the wait-and-restart loop and the end read best in order.)"""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     try:  # `system prune` tells a live shim by its name before the record names it
         with open("/proc/self/comm", "w") as fh:
@@ -105,48 +112,84 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     runtime = record["HostConfig"].get("Runtime", "builtin")
     log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    pipes = []
-    if attach:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        stdin = 0 if record["Config"].get("OpenStdin") else devnull
-        stdio = (stdin, out_w, err_w)
-        pipes = [(out_r, [log_fd, 1]), (err_r, [log_fd, 2])]
-    else:
-        stdio = (devnull, log_fd, log_fd)
+    stdin = 0 if attach and record["Config"].get("OpenStdin") else devnull
+    stdio, pipes = _output_pipes(stdin, log_fd, attach)
+    tty = None
     try:
-        if runtime == "runc":
+        if record["Config"].get("Tty"):
+            for fd, _ in pipes:
+                os.close(fd)
+            for fd in stdio[1:]:
+                os.close(fd)
+            stdio, pipes = (devnull, devnull, devnull), []
+            tty = ttyrelay.Tty(cid, log_fd, hold=attach)
+            pid = tty.start(runtime, str(cdir), stdio)
+        elif runtime == "runc":
             from minidocker.runtime import runc
             pid = runc.start(str(cdir), cid, stdio)
         else:
             from minidocker.runtime import builtin
             pid = builtin.start(str(cdir), stdio)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
+        if tty:
+            tty.close()
         _failed_start(cid, record, status_fd, exc)
         return 0
     from minidocker.faults import fault
     fault("shim:process-started")
-    if attach:
-        os.close(out_w)
-        os.close(err_w)
+    for fd in stdio[1:]:
+        if fd != devnull:
+            os.close(fd)  # the container holds the write ends now
     if stdio[0] == 0:
         os.close(0)
         os.open(os.devnull, os.O_RDONLY)  # the container owns the terminal's input now
-    _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
+    if tty:  # the caller's terminal is reached through the socket only (it may detach)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+    _update(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="", OOMKilled=False,
             StartedAt=_now(), FinishedAt=clock.NEVER, ShimPid=os.getpid(),
             ShimStart=records.start_time(os.getpid()))
     _report(status_fd, f"started {pid}\n")
+    from minidocker import events
+    events.append("start", record)
     if not attach:
         os.close(status_fd)
         status_fd = None
 
     sc.forward_signals(pid)
-
-    status = _wait(pid, pipes)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=_now())
-    for fd, _ in pipes:
-        os.close(fd)
+    began, backoff = time.monotonic(), _Backoff()
+    while True:
+        status = _wait(pid, pipes, tty)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        from minidocker.runtime import cgroups
+        oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
+        now = _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code,
+                      FinishedAt=_now(), OOMKilled=oom, Paused=False) or record
+        if oom:
+            events.append("oom", now)
+        events.append("die", now, exitCode=code)
+        for fd, _ in pipes:
+            os.close(fd)
+        pipes = []
+        delay = backoff.next(_restart_wanted(cid, code), time.monotonic() - began)
+        if delay is None:
+            break
+        # An attached `run` ends with the first exit; the restarts are ours alone.
+        _report(status_fd, f"exit {code} restarting\n")
+        if status_fd is not None:
+            os.close(status_fd)
+            status_fd = None
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        restarted = _restart(cid, record, runtime, log_fd, devnull, tty, delay)
+        if restarted is None:
+            tty = None
+            break
+        pid, tty, pipes = restarted
+        began = time.monotonic()
+        sc.forward_signals(pid)
+    if tty:
+        tty.close()  # the attached client sees the end
     os.close(log_fd)
     _report(status_fd, f"exit {code}\n")
     from minidocker import teardown
@@ -154,28 +197,112 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     return 0
 
 
-def _wait(pid: int, pipes: list[tuple[int, list[int]]]) -> int:
+class _Backoff:
+    """Docker's restart delay: 100 ms doubling up to a minute, back to
+    100 ms after a run of 10 s or more."""
+
+    def __init__(self):
+        self.delay = 0.0
+
+    def next(self, wanted: bool, ran: float) -> float | None:
+        if not wanted:
+            return None
+        self.delay = 0.1 if ran >= 10 or not self.delay else min(self.delay * 2, 60.0)
+        return self.delay
+
+
+def _restart_wanted(cid: str, code: int) -> bool:
+    """The record's RestartPolicy says go again (and nobody stopped it)."""
+    record = records.load(cid) or {}
+    policy = record.get("HostConfig", {}).get("RestartPolicy") or {}
+    name = policy.get("Name", "no")
+    if record.get("HasBeenManuallyStopped") or name in ("", "no"):
+        return False
+    if name == "on-failure":
+        limit = policy.get("MaximumRetryCount") or 0
+        return code != 0 and (not limit or record.get("RestartCount", 0) < limit)
+    return name in ("always", "unless-stopped")
+
+
+def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tty, delay: float):
+    """Wait out the delay (a `stop` cancels), then start the process again
+    in the same rootfs and network; (pid, tty) or None."""
+    _update(cid, Status="restarting", Restarting=True, Running=True)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        if (records.load(cid) or {}).get("HasBeenManuallyStopped"):
+            _update(cid, Status="exited", Restarting=False, Running=False)
+            return None
+    from minidocker.runtime import cgroups
+    cgroups.remove(record.get("Cgroups") or {})  # a fresh cgroup: counters start again
+    cdir = str(paths.container_dir(cid))
+    try:
+        if runtime == "runc":
+            from minidocker.runtime import runc
+            runc.delete(cid)
+        pipes = []
+        if tty:
+            tty.close()
+            tty = ttyrelay.Tty(cid, log_fd, hold=False)
+            pid = tty.start(runtime, cdir, (devnull, devnull, devnull))
+        else:
+            stdio, pipes = _output_pipes(devnull, log_fd, attach=False)
+            try:
+                if runtime == "runc":
+                    from minidocker.runtime import runc
+                    pid = runc.start(cdir, cid, stdio)
+                else:
+                    from minidocker.runtime import builtin
+                    pid = builtin.start(cdir, stdio)
+            finally:
+                os.close(stdio[1])
+                os.close(stdio[2])
+    except Exception as exc:  # noqa: BLE001 - recorded; the teardown follows
+        for fd, _ in pipes:
+            os.close(fd)
+        if tty:
+            tty.close()
+        message = " ".join((getattr(exc, "message", None) or str(exc)).split())
+        _update(cid, Status="exited", Restarting=False, Running=False, Error=message)
+        return None
+    count = ((records.load(cid) or {}).get("RestartCount") or 0) + 1
+    _update(cid, Status="running", Running=True, Restarting=False, Pid=pid, ExitCode=0,
+            Error="", OOMKilled=False, StartedAt=_now(), FinishedAt=clock.NEVER,
+            RestartCount=count)
+    from minidocker import events
+    events.append("start", record)
+    return pid, tty, pipes
+
+
+def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "ttyrelay.Tty | None" = None) -> int:
     """Copy output until the container has exited; return its wait status."""
     pidfd = os.pidfd_open(pid)
     open_pipes = dict(pipes)
     status = None
     try:
         while status is None:
+            watched = [pidfd, *open_pipes, *(tty.fds() if tty else ())]
             try:
-                ready, _, _ = select.select([pidfd, *open_pipes], [], [])
+                ready, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 continue
             for fd in ready:
                 if fd == pidfd:
                     status = _reap(pid)
-                elif not _copy(fd, open_pipes[fd]):
-                    del open_pipes[fd]
+                elif fd in open_pipes:
+                    if not _copy(fd, open_pipes[fd]):
+                        del open_pipes[fd]
+                else:
+                    tty.handle(fd)
     finally:
         os.close(pidfd)
     # pid 1 is gone, so its namespace's processes are too: drain what is left.
     for fd, sinks in open_pipes.items():
         while select.select([fd], [], [], 0.5)[0] and _copy(fd, sinks):
             pass
+    if tty:
+        tty.drain()
     return status
 
 

@@ -36,6 +36,15 @@ def release(record: dict, reaped: bool = False) -> None:
         fault("teardown:half")
     unmount(str(paths.container_dir(cid) / "rootfs"))
     netns.unpin(str(paths.netns_path(cid)))
+    try:
+        os.unlink(paths.shim_socket(cid))  # a killed shim's terminal socket
+    except FileNotFoundError:
+        pass
+    try:
+        from minidocker.runtime import cgroups
+        cgroups.remove(record.get("Cgroups") or {})
+    except OSError as exc:
+        print(f"minidocker: cgroup removal of {cid[:12]}: {exc}", file=sys.stderr)
     settings = record.setdefault("NetworkSettings", {})
     settings["SandboxKey"] = ""
     settings["Networks"] = {}
@@ -102,5 +111,10 @@ def run(cid: str, auto_remove: bool = True, reaped: bool = False) -> None:
             runc.delete(cid)
         if auto_remove and record["HostConfig"].get("AutoRemove") and not record["State"].get("Running"):
             remove_files(cid)
+            if record.get("Mounts"):  # --rm takes the anonymous volumes with it, as Docker
+                from minidocker import volumes
+                volumes.remove_anonymous(record)
+            from minidocker import events
+            events.append("destroy", record)
         else:
             records.save(record)

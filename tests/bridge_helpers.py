@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -70,14 +71,18 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
-    return ["socat", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
+    """Each datagram is answered by a forked child, which socat closes 0.5 s
+    after the datagram by default (-t): under load the reply comes later
+    and is lost (write: I/O error), so the child gets 5 s."""
+    return ["socat", "-t5", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
 
 
-def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None) -> str:
+def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None, env=None) -> str:
     """A detached container serving TCP 80 (and UDP 53 when udp is given)."""
     cmd = " & ".join(" ".join(f"'{a}'" for a in argv)
                      for argv in [tcp_server(tcp)] + ([udp_server(udp)] if udp else []))
-    cid = node.md("run", "-d", "--name", name, *opts, TOOLS, "sh", "-c", cmd + " & wait").stdout.strip()
+    cid = node.md("run", "-d", "--name", name, *opts, TOOLS, "sh", "-c", cmd + " & wait",
+                  env=env).stdout.strip()
     return cid
 
 
@@ -90,9 +95,12 @@ def _ask(send, host: str, port: int, proto: str, tries: int) -> str:
     """A socat client's answer from host:port, tried `tries` times ("" if nothing);
     `send(argv, input)` runs the client where the caller wants it."""
     target = _target(host, port, proto)
-    idle = "-T2" if proto == "tcp" else "-T1.5"
+    # UDP: stdin's EOF starts socat's close (-t, 0.5 s by default), and no
+    # EOF comes back: the client always waits -T after the reply. 2 s covers
+    # a reply slowed by load; namespace clients use udp_ask (no wait).
+    wait = ["-T2"] if proto == "tcp" else ["-T2", "-t2"]
     for i in range(tries):
-        out = send(["socat", idle, "-", target], "ping\n" if proto == "udp" else "")
+        out = send(["socat", *wait, "-", target], "ping\n" if proto == "udp" else "")
         if out.stdout.strip():
             return out.stdout.strip()
         if i + 1 < tries:
@@ -100,8 +108,34 @@ def _ask(send, host: str, port: int, proto: str, tries: int) -> str:
     return ""
 
 
+UDP_ASK = """import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.settimeout(float(sys.argv[3]))
+s.sendto(b"ping\\n", (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recv(512).decode().strip())
+except OSError:
+    pass
+"""
+
+
+def udp_ask(ns: str, host: str, port: int, tries: int = 1, timeout: float = 3.0) -> str:
+    """One datagram from namespace `ns`, the first answer ("" if none within
+    timeout): returns as soon as it comes, unlike socat, which has no EOF to
+    end on."""
+    for i in range(tries):
+        out = run(["nsenter", f"--net={ns}", "--", sys.executable, "-c", UDP_ASK, host, str(port),
+                   str(timeout)], check=False, timeout=timeout + 20).stdout.strip()
+        if out:
+            return out
+    return ""
+
+
 def client(ns: str, host: str, port: int, proto: str = "tcp", tries: int = 1) -> str:
-    """What a socat client in namespace `ns` reads from host:port ("" if nothing)."""
+    """What a client in namespace `ns` reads from host:port ("" if nothing)."""
+    if proto == "udp":
+        return udp_ask(ns, host, port, tries)
     return _ask(lambda argv, data: run(["nsenter", f"--net={ns}", "--", *argv], check=False,
                                        input=data, timeout=20), host, port, proto, tries)
 

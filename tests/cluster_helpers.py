@@ -26,8 +26,18 @@ ETCD_PREFIX = "/minidocker/cluster/"
 RTPROT = "77"
 
 
+class ClusterNode(Node):
+    """A node whose minidocker commands all use one firewall backend."""
+    firewall: str = "iptables"
+    underlay_ip: str = ""
+
+    def env(self, **extra) -> dict:
+        return super().env(**{"MINIDOCKER_FIREWALL": self.firewall, **extra})
+
+
 class Cluster:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, firewall: str = "iptables"):
+        self.firewall = firewall
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.ns = f"{SESSION_PREFIX}ul{uuid.uuid4().hex[:4]}"
@@ -80,10 +90,11 @@ class Cluster:
         return sorted(base64.b64decode(kv["key"]).decode() for kv in json.loads(out).get("kvs", []))
 
     # --- nodes -----------------------------------------------------------------------
-    def add_node(self, routed: bool = False) -> Node:
+    def add_node(self, routed: bool = False) -> ClusterNode:
         self.made += 1      # never reused: a peer's ARP cache may still hold an old node's MAC
         k = self.made
-        node = Node.create(self.root / f"n{k}")
+        node = ClusterNode.create(self.root / f"n{k}")
+        node.firewall = self.firewall
         self.nodes.append(node)
         peer = f"ul{k}{uuid.uuid4().hex[:4]}"
         self.sh("ip", "link", "add", peer, "type", "veth", "peer", "name", "ul0", "netns", node.netns)

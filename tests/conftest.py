@@ -53,11 +53,12 @@ def cni(node):
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, request):
     """A cluster of namespace nodes on one underlay with its own etcd
-    (cluster_helpers); what its nodes leave behind fails the test."""
+    (cluster_helpers), every node on one firewall backend (the indirect
+    parameter; iptables by default); what its nodes leave behind fails the test."""
     from cluster_helpers import Cluster
-    c = Cluster(tmp_path / "cluster")
+    c = Cluster(tmp_path / "cluster", firewall=getattr(request, "param", "iptables"))
     try:
         c.start_etcd()
         yield c

@@ -113,10 +113,16 @@ class Node:
             "MINIDOCKER_CNI_CACHE": str(self.cni_cache),
             "MINIDOCKER_CNI_CONF": str(self.cni_conf),
             "CNI_PATH": self.cni_path,
+            "MINIDOCKER_CGROUP_PARENT": self.cgroup_parent,
             "LANG": "C.UTF-8",
         }
         env.update({k: str(v) for k, v in extra.items()})
         return env
+
+    @property
+    def cgroup_parent(self) -> str:
+        """The node's own cgroup parent: its containers' cgroups are found there."""
+        return f"minidocker-{self.name}"
 
     # --- running things --------------------------------------------------
     def cmd(self, argv, ns=None):
@@ -223,7 +229,17 @@ class Node:
         runc = self.runc_containers()
         if runc:
             found.append(f"runc containers (and their cgroups): {runc}")
+        cgroups = self.cgroups()
+        if cgroups:
+            found.append(f"cgroups: {cgroups}")
         return found
+
+    def cgroups(self) -> list[str]:
+        """Container cgroups left under the node's cgroup parent, and under the
+        parent its state root gets without one (commands run with `env -i`)."""
+        from minidocker.paths import default_cgroup_parent
+        return sorted(c for name in (self.cgroup_parent, default_cgroup_parent(self.state_root))
+                      for parent in cgroup_parents(name) for c in _subdirs(parent))
 
     def runc_containers(self) -> list[str]:
         """Containers runc still knows under this test's runtime root."""
@@ -268,11 +284,62 @@ class Node:
         for cid in self.runc_containers():  # runc's cgroups live outside the node
             subprocess.run(["runc", "--root", str(self.run_root / "runc"), "delete", "--force", cid],
                            capture_output=True, timeout=30)
+        from minidocker.paths import default_cgroup_parent
+        for parent in cgroup_parents(self.cgroup_parent) + cgroup_parents(default_cgroup_parent(self.state_root)):
+            for path in _subdirs(parent) + [parent]:
+                for pid in Path(path, "cgroup.procs").read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+                for _ in range(100):
+                    try:
+                        os.rmdir(path)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.02)
         for mnt in sorted(self.mounts(), key=len, reverse=True):
             subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
         for ns in (self.name, self.ext):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def cgroup_parents(parent: str) -> list[str]:
+    """<mount><own cgroup>/<parent> of every cgroup hierarchy, where it exists
+    (containers' cgroups are made relative to the starting process's own)."""
+    own = {}
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            for name in names.split(",") if names else ["<v2>"]:
+                own[name] = path
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            fstype, _, opts = right.split(" ", 2)
+            if fstype not in ("cgroup", "cgroup2"):
+                continue
+            names = ["<v2>"] if fstype == "cgroup2" else opts.strip().split(",")
+            for name in names:
+                if name in own:
+                    path = left.split(" ")[4] + own[name].rstrip("/") + "/" + parent
+                    if os.path.isdir(path):
+                        found.append(path)
+                    break
+    return sorted(set(found))
+
+
+def _subdirs(path: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(path) if e.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def default_cgroups() -> list[str]:
+    """Containers' cgroups under the default parent `minidocker`."""
+    return [c for parent in cgroup_parents("minidocker") for c in _subdirs(parent)]
 
 
 def _cmd(proc: psutil.Process) -> str:
@@ -300,4 +367,14 @@ def host_snapshot(session_tmp: str) -> dict:
         "rules": sorted(l for l in rules.splitlines()
                         if "minidocker" in l.lower() or "CNI-" in l),
         "mounts": sorted(m for m in mounts if m.startswith(session_tmp) or m.startswith(defaults)),
+        "cgroups": default_cgroups() + [p for p in _cgroup_parents_of_session()],
     }
+
+
+def _cgroup_parents_of_session() -> list[str]:
+    """The cgroup parents of this session's nodes still on the host."""
+    out = []
+    for parent in cgroup_parents(""):
+        out += [p for p in _subdirs(parent) if os.path.basename(p).startswith(
+            f"minidocker-{SESSION_PREFIX}")]
+    return out

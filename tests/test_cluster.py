@@ -25,8 +25,11 @@ def start_pod(node, tools, name: str) -> str:
     return pod_ip(node, name)
 
 
-@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("backend,cluster", [("host-gw", "iptables"), ("vxlan", "nftables")],
+                         indirect=["cluster"])
 def test_pods_reach_each_other_across_nodes(cluster, tools, backend):
+    """Both backends, each with one of the firewall backends (masquerade
+    only beyond the cluster range is a rule of each)."""
     nodes = [cluster.add_node() for _ in range(3)]
     n1, n2, n3 = nodes
     out = n1.md("cluster", "init", "--etcd", ETCD_URL, "--backend", backend).stdout
@@ -45,6 +48,8 @@ def test_pods_reach_each_other_across_nodes(cluster, tools, backend):
                 assert peer(in_container(a, f"web{i}", ips[j], 80, tries=30)) == ips[i]
                 assert peer(in_container(a, f"web{i}", ips[j], 53, "udp", tries=5)) == ips[i]
     # the outside world sees the node's address (masquerade beyond the cluster range)
+    rules = n1.nft_ruleset() if cluster.firewall == "nftables" else n1.iptables_save()
+    assert "10.244.0.0/16" in rules and ("return" in rules or "RETURN" in rules)
     srv = ext_server(n1)
     try:
         assert peer(in_container(n1, "web0", EXT_ADDR, 9000, tries=20)) == NODE_ADDR
@@ -200,3 +205,42 @@ def test_readme_cluster_lines_with_a_clean_environment(cluster):
         if argv[1] == "run":
             assert "inet 10.244.0." in r.stdout
     assert leftovers(n1) == []
+
+
+def test_agent_in_the_foreground(cluster):
+    """`node agent` with join's flags, as systemd would run it: it joins,
+    serves until TERM, and leaves the data path for `node leave`."""
+    import subprocess
+    n1, n2 = cluster.add_node(), cluster.add_node()
+    n1.md("cluster", "init", "--etcd", ETCD_URL, "--backend", "host-gw")
+    cluster.join(n1)
+    proc = n2.popen([str(VENV_BIN / "minidocker"), "node", "agent", "--etcd", ETCD_URL, "--name", "fg",
+                     "--public-ip", n2.underlay_ip, "--lease-ttl", "4s"], stdout=subprocess.DEVNULL)
+    try:
+        settle(lambda: any(r.startswith("10.244.1.0/24 ") for r in our_routes(n1)), timeout=20)
+        settle(lambda: any(r.startswith("10.244.0.0/24 via " + n1.underlay_ip) for r in our_routes(n2)),
+               timeout=20)    # n2's own first reconcile follows its lease (and network) by a moment
+        assert "fg" in n1.md("node", "ls").stdout
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "agent stopped" in err, err
+    assert our_routes(n2)                      # the data path stays up without the agent
+    n2.md("node", "leave")
+    assert leftovers(n2) == []
+
+
+def test_cluster_range_full(cluster):
+    """Two /25 subnets in a /24: the third node is refused, naming the range,
+    and left as it was."""
+    n1, n2, n3 = (cluster.add_node() for _ in range(3))
+    n1.md("cluster", "init", "--etcd", ETCD_URL, "--cluster-cidr", "10.244.0.0/24", "--node-prefix", "25",
+          "--backend", "host-gw")
+    cluster.join(n1)
+    cluster.join(n2)
+    r = cluster.join(n3, check=False)
+    assert r.returncode == 1 and "no free /25 left in cluster range 10.244.0.0/24" in r.stderr, r.stderr
+    assert leftovers(n3) == [] and not (n3.state_root / "cluster/node.json").exists()
+    assert node_name(n3) not in n1.md("node", "ls").stdout
+    leases = cluster.sh("curl", "-s", "-X", "POST", f"{ETCD_URL}/v3/lease/leases", "-d", "{}").stdout
+    assert len(json.loads(leases).get("leases", [])) == 2, leases      # n1's and n2's only

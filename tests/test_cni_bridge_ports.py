@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bridge_helpers import udp_ask
 from cni_helpers import BACKENDS, SPEC_VERSIONS, STACKS, with_prev
 from harness import EXT_ADDR, NODE_ADDR, NODE_ADDR6
 
@@ -27,15 +28,11 @@ def serve(cni, ns: str, *socat_args):
 
 def client(cni, ns, host, port, proto="tcp", tries=1) -> str:
     from harness import run
-    if proto == "tcp":
-        target = f"TCP:[{host}]:{port}" if ":" in host else f"TCP:{host}:{port}"
-        data = ""
-    else:
-        target = f"UDP:[{host}]:{port}" if ":" in host else f"UDP:{host}:{port}"
-        data = "ping\n"
+    if proto == "udp":
+        return udp_ask(ns, host, port, tries)
+    target = f"TCP:[{host}]:{port}" if ":" in host else f"TCP:{host}:{port}"
     for _ in range(tries):
-        idle = "-T2" if proto == "tcp" else "-T0.3"   # UDP has no EOF: stop after a short silence
-        out = run(["nsenter", f"--net={ns}", "--", "socat", idle, "-", target], check=False, input=data)
+        out = run(["nsenter", f"--net={ns}", "--", "socat", "-T2", "-", target], check=False, input="")
         if out.stdout.strip():
             return out.stdout.strip()
         time.sleep(0.05)
@@ -56,7 +53,7 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     r1 = cni.call("ADD", conf, c1).ok().json
     r2 = cni.call("ADD", cni.conf(version=version, backend=backend, stack=stack), c2).ok().json
     serve(cni, c1.netns, "TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr", "SYSTEM:echo hello")
-    serve(cni, c1.netns, "UDP4-RECVFROM:53,fork", "SYSTEM:echo pong")
+    serve(cni, c1.netns, "-t5", "UDP4-RECVFROM:53,fork", "SYSTEM:echo pong")
     serve(cni, node.ext_netns, "TCP4-LISTEN:9000,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
 
     places = {

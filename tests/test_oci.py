@@ -29,7 +29,7 @@ def test_builder_defaults():
     caps = s["process"]["capabilities"]
     assert caps["bounding"] == caps["effective"] == caps["permitted"] == oci.DEFAULT_CAPS
     assert len(oci.DEFAULT_CAPS) == 14 and "CAP_SYS_ADMIN" not in oci.DEFAULT_CAPS
-    assert s["process"]["noNewPrivileges"] is True
+    assert s["process"]["noNewPrivileges"] is False   # Docker's default
     assert "/proc/kcore" in s["linux"]["maskedPaths"] and "/proc/sys" in s["linux"]["readonlyPaths"]
     kinds = {ns["type"]: ns.get("path") for ns in s["linux"]["namespaces"]}
     assert kinds == {"pid": None, "ipc": None, "uts": None, "mount": None,

@@ -48,6 +48,8 @@ def test_readme_lists_the_lines_this_test_runs():
     commands = [c for c, _ in usage_lines()]
     assert any(c.startswith("minidocker run -d --name web -p 8080:80") for c in commands), commands
     assert any(c.startswith("minidocker network create") for c in commands), commands
+    assert any(c.startswith("minidocker network diagram") for c in commands), commands
+    assert any(c.startswith("minidocker trace --to 127.0.0.1:8080") for c in commands), commands
 
 
 def clean_env(node) -> list[str]:

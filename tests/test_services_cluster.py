@@ -23,22 +23,20 @@ def endpoints(node, name: str) -> list[str]:
     return sorted(f"{e['Name']}@{e['Node']}" for e in json.loads(proc.stdout)[0]["Endpoints"])
 
 
-@pytest.mark.parametrize("backend", ["iptables", "nftables"])
-def test_service_across_nodes(cluster, tools, backend):
-    n1, n2 = cluster.add_node(), cluster.add_node()
+@pytest.mark.parametrize("cluster", ["iptables", "nftables"], indirect=True)
+def test_service_across_nodes(cluster, tools):
+    n1, n2 = cluster.add_node(), cluster.add_node()   # every command of theirs on one backend
     n1.md("cluster", "init", "--etcd", ETCD_URL, "--backend", "host-gw")
     for n in (n1, n2):
-        n.env_backend = n.env(MINIDOCKER_FIREWALL=backend)
-        n.md("node", "join", "--etcd", ETCD_URL, "--name", node_name(n),   # the agent inherits
-             "--public-ip", n.underlay_ip, "--lease-ttl", "4s", env=n.env_backend)  # the backend
+        cluster.join(n)          # the agent inherits the backend: it programs the services
         load_tools(n, tools)
     for n, name in ((n1, "web1"), (n2, "web2")):
         n.md("run", "-d", "--name", name, "--network", "pods", "--label", "app=web", TOOLS,
-             *tcp_server(name), env=n.env_backend)
-    n1.md("run", "-d", "--name", "cl", "--network", "pods", TOOLS, "sleep", "300", env=n1.env_backend)
+             *tcp_server(name))
+    n1.md("run", "-d", "--name", "cl", "--network", "pods", TOOLS, "sleep", "300")
     vip = n1.md("service", "create", "web", "--network", "pods", "--selector", "app=web",
                 "--port", "80", "--type", "NodePort", "--node-port", "30080",
-                env=n1.env_backend).stdout.strip()
+                ).stdout.strip()
     want = [f"web1@{node_name(n1)}", f"web2@{node_name(n2)}"]
     for n in (n1, n2):   # every agent programs it, with the pods of both nodes
         settle(lambda n=n: endpoints(n, "web") == want, timeout=15)
@@ -47,13 +45,13 @@ def test_service_across_nodes(cluster, tools, backend):
     for n in (n1, n2):   # a node port on every node, whichever node the pod is on
         seen = {client(n.ext_netns, NODE_ADDR, 30080, tries=3) for _ in range(12)}
         assert seen == {"web1", "web2"}, (n.name, seen)
-    n2.md("stop", "-t", "0", "web2", env=n2.env_backend)
+    n2.md("stop", "-t", "0", "web2")
     settle(lambda: endpoints(n1, "web") == [want[0]], timeout=15)
     seen = {client(n1.ext_netns, NODE_ADDR, 30080, tries=3) for _ in range(10)}
     assert seen == {"web1"}, seen
     proc = n2.md("service", "create", "web", "--network", "pods", "--selector", "a=b", "--port", "80",
-                 env=n2.env_backend, check=False)
+                 check=False)
     assert proc.returncode != 0 and "already in use" in proc.stderr
-    n2.md("service", "rm", "web", env=n2.env_backend)
+    n2.md("service", "rm", "web")
     settle(lambda: n1.md("service", "ls", "-q").stdout.split() == [], timeout=15)
     assert "svc/web" not in n1.iptables_save() + n1.nft_ruleset()

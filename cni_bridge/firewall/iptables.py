@@ -28,6 +28,7 @@ SCAFFOLD = [
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
 _COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]*)"?')
+_ANY_COMMENT_RE = re.compile(r'--comment "?([^"\s]+)"?')
 
 
 def _host(ip: str) -> str:
@@ -119,6 +120,31 @@ def _read(families) -> dict[int, Saved]:
         rc, text, _err = p.wait()
         out[fam] = Saved(text if rc == 0 else "")
     return out
+
+
+def _read_with_handles(families) -> tuple[dict[int, "Saved"], dict[tuple[int, str], dict[str, list[int]]]]:
+    """iptables-save per family, and (family, table) -> chain -> the nft
+    handles of its rules in order. Debian's iptables is iptables-nft: the
+    n-th `-A CHAIN` line of iptables-save is the n-th rule of that chain in
+    nft's listing, whose handle is what a trace event names (nft cannot
+    show the xt comment itself). No handles without nft (they stay 0). The
+    listings run concurrently with each other and with iptables-save."""
+    from cni_bridge.firewall.nftables import FAMILY, parse_listing
+    procs = {}
+    for fam in families:
+        for table in OUR_CHAINS:
+            try:
+                procs[(fam, table)] = Proc(["nft", "-a", "list", "table", FAMILY[fam], table], timeout=10)
+            except Exception:  # noqa: BLE001 - a view: without nft there are no handles
+                pass
+    saved = _read(families)
+    handles: dict[tuple[int, str], dict[str, list[int]]] = {}
+    for key, p in procs.items():
+        rc, text, _err = p.wait()
+        chains = handles.setdefault(key, {})
+        for chain, _com, handle, _text in (parse_listing(text) if rc == 0 else []):
+            chains.setdefault(chain, []).append(handle)
+    return saved, handles
 
 
 def _forward_may_drop(saved: "Saved") -> bool:
@@ -240,15 +266,28 @@ class IptablesDriver(Driver):
                         counts[com] = counts.get(com, 0) + 1
         return counts
 
-    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+    def rules(self, families=(4, 6)) -> list[dict]:
         out = []
-        for fam, saved in _read(families).items():
+        saved_by_family, all_handles = _read_with_handles(families)
+        for fam, saved in saved_by_family.items():
             tool = "iptables" if fam == 4 else "ip6tables"
             for table in saved.tables:
+                handles = all_handles.get((fam, table), {})
+                counts: dict[str, int] = {}
                 for line in saved.lines(table):
-                    com = _comment(line)
-                    if com:
-                        out.append((com, f"{tool} -t {table} {line}"))
+                    counts[line.split(" ", 2)[1]] = counts.get(line.split(" ", 2)[1], 0) + 1
+                # a chain whose rule count differs in nft's view: no handle is trusted
+                handles = {ch: hs for ch, hs in handles.items() if len(hs) == counts.get(ch)}
+                seen: dict[str, int] = {}
+                for line in saved.lines(table):
+                    chain = line.split(" ", 2)[1]
+                    pos = seen[chain] = seen.get(chain, -1) + 1
+                    m = _ANY_COMMENT_RE.search(line)
+                    if m:
+                        chain_handles = handles.get(chain, [])
+                        out.append({"backend": self.name, "family": fam, "table": table, "chain": chain,
+                                    "handle": chain_handles[pos] if pos < len(chain_handles) else 0,
+                                    "comment": m.group(1), "text": f"{tool} -t {table} {line}"})
         return out
 
     def scaffold_intact(self, families=(4, 6)) -> bool:

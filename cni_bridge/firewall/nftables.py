@@ -58,7 +58,7 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     raise ValueError(kind)
 
 
-def _parse(text: str) -> list[tuple[str, str, int, str]]:
+def parse_listing(text: str) -> list[tuple[str, str, int, str]]:
     """[(chain, comment or "", handle, rule text)] of one listed table."""
     out, chain = [], None
     for raw in text.splitlines():
@@ -77,7 +77,7 @@ def _read(families) -> dict[int, list[tuple[str, str, int, str]] | None]:
     out = {}
     for fam, p in procs.items():
         rc, text, _err = p.wait()
-        out[fam] = _parse(text) if rc == 0 else None
+        out[fam] = parse_listing(text) if rc == 0 else None
     return out
 
 
@@ -145,11 +145,13 @@ class NftDriver(Driver):
                     counts[com] = counts.get(com, 0) + 1
         return counts
 
-    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+    def rules(self, families=(4, 6)) -> list[dict]:
         out = []
         for fam, rules in _read(families).items():
-            for chain, com, _handle, rule in rules or []:
-                if com.startswith(COMMENT_PREFIX):
+            for chain, com, handle, rule in rules or []:
+                if com:
                     rule = rule.split(" # handle", 1)[0]
-                    out.append((com, f"nft {FAMILY[fam]} {NFT_TABLE} {chain}: {rule}"))
+                    out.append({"backend": self.name, "family": fam, "table": NFT_TABLE,
+                                "chain": chain, "handle": handle, "comment": com,
+                                "text": f"nft {FAMILY[fam]} {NFT_TABLE} {chain}: {rule}"})
         return out

@@ -177,10 +177,18 @@ class Driver:
         """comment -> number of rules carrying it (CHECK)."""
         raise NotImplementedError
 
-    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
-        """(owner comment, the rule as a person would type it) of every rule
-        of ours: a read-only view for `network inspect`."""
+    def rules(self, families=(4, 6)) -> list[dict]:
+        """Every commented rule of ours as {"backend", "family", "table",
+        "chain", "handle", "comment", "text"}: a read-only view for `network
+        inspect`, `network diagram` and `trace` (the handle is the one an nft
+        trace event names; 0 when unknown)."""
         raise NotImplementedError
+
+    def listing(self, families=(4, 6)) -> list[tuple[str, str]]:
+        """(owner comment, the rule as a person would type it) of every
+        attachment's or network's rule."""
+        return [(r["comment"], r["text"]) for r in self.rules(families)
+                if r["comment"].startswith(COMMENT_PREFIX)]
 
     def scaffold_intact(self, families=(4, 6)) -> bool:
         """Our chains and the jumps into them are all there (a re-apply

@@ -77,20 +77,22 @@ class Agent:
         """A lease and a subnet: the node's previous one when still free."""
         cfg, name = self.cfg, self.state.name
         lease = self.store.grant(self.state.ttl)
-        for _ in range(20):     # lost races with other joining nodes
-            taken = self.store.taken_subnets()
-            holder_of = {v: k for k, v in taken.items()}
-            mine = holder_of.get(name)
-            preferred = mine or self.store.reservation(name) or self.state.subnet
-            subnet = cconf.pick_subnet(cfg, {s for s, h in taken.items() if h != name}, preferred)
-            me = NodeLease(name=name, subnet=subnet, public_ip=self.state.public_ip, backend=cfg.backend,
-                           vtep_mac=cconf.vtep_mac(subnet, cfg.vni) if cfg.backend == "vxlan" else "")
-            if self.store.claim(me, lease, taken.get(subnet)):
-                self.me, self.lease = me, lease
-                nodestate.write_status(lease=lease.id)   # commands publish pods on it
-                return
-        self.store.revoke(lease)
-        raise MinidockerError("could not lease a subnet: other nodes kept taking the free ones")
+        try:
+            for _ in range(20):     # lost races with other joining nodes
+                taken = self.store.taken_subnets()
+                holder_of = {v: k for k, v in taken.items()}
+                preferred = holder_of.get(name) or self.store.reservation(name) or self.state.subnet
+                subnet = cconf.pick_subnet(cfg, {s for s, h in taken.items() if h != name}, preferred)
+                me = NodeLease(name=name, subnet=subnet, public_ip=self.state.public_ip, backend=cfg.backend,
+                               vtep_mac=cconf.vtep_mac(subnet, cfg.vni) if cfg.backend == "vxlan" else "")
+                if self.store.claim(me, lease, taken.get(subnet)):
+                    self.me, self.lease = me, lease
+                    nodestate.write_status(lease=lease.id)   # commands publish pods on it
+                    return
+            raise MinidockerError("could not lease a subnet: other nodes kept taking the free ones")
+        except BaseException:
+            self.store.revoke(lease)     # no lease left behind by a node that did not join
+            raise
 
     # --- the loop ---------------------------------------------------------------------
     def resync(self) -> None:

@@ -1,14 +1,14 @@
 """What `network ls` and `network inspect` show, in Docker's field names.
 
 Networks come from networks.py (native records and CNI files alike).
-Inspect adds, per container, a live `Debug` block read from the kernel
-(kernel.py), which Docker does not have.
+Inspect adds, per container, a live `Debug` block taken from the wiring
+model (wiring.py, the one view of the kernel), which Docker does not have.
 """
 from __future__ import annotations
 
 from minidocker import records
 from minidocker.errors import MinidockerError
-from minidocker.network import kernel, networks, store
+from minidocker.network import networks, store, wiring
 from minidocker.network.networks import Network
 
 
@@ -41,13 +41,11 @@ def _with_prefix(addr, net: Network, version: int) -> str:
     return addr
 
 
-def _containers(net: Network, rules) -> dict:
-    """Docker's Containers map (plus Debug when `rules` were read)."""
+def _containers(net: Network, live: dict | None) -> dict:
+    """Docker's Containers map (plus Debug from the live model, when read)."""
     out = {}
     for cid, ep in store.endpoints(net).items():
         rec = _container_record(cid)
-        ifname = ep.get("IfName") or "eth0"
-        sandbox = ep.get("SandboxKey") or rec.get("NetworkSettings", {}).get("SandboxKey", "")
         v4, v6 = ep.get("IPv4Address", ""), ep.get("IPv6Address", "")
         entry = {
             "Name": ep.get("Name") or rec.get("Name", "").lstrip("/"),
@@ -56,14 +54,19 @@ def _containers(net: Network, rules) -> dict:
             "IPv4Address": v4 if net.from_file else _with_prefix(v4, net, 4),
             "IPv6Address": v6 if net.from_file else _with_prefix(v6, net, 6),
         }
-        if rules is not None:
-            entry["Debug"] = kernel.endpoint_debug(net.name, cid, ifname, sandbox, rules,
-                                                   recorded_veth=ep.get("HostVeth", ""))
+        if live is not None and cid in live:
+            entry["Debug"] = wiring.endpoint_debug(live[cid])
         out[cid] = entry
     return out
 
 
-def _file_network(net: Network, rules) -> dict:
+def _live(net: Network) -> dict:
+    """The network's part of the wiring model, plus its endpoints by container id."""
+    model = wiring.network(wiring.Live(), net)
+    return {"": model, **{e["container"]["id"]: e for e in model["endpoints"]}}
+
+
+def _file_network(net: Network, live) -> dict:
     """`network inspect`'s shape for a CNI-file network."""
     return {
         "Name": net.name, "Id": net.id, "Created": "", "Scope": "local", "Driver": "cni",
@@ -72,16 +75,16 @@ def _file_network(net: Network, rules) -> dict:
         "Options": {"cni.config_file": net.source, "cni.version": net.cni_version,
                     "cni.plugins": ",".join(net.plugins)},
         "ConfigFile": net.source, "ConfigDigest": net.digest, "Plugins": net.plugins,
-        "Containers": _containers(net, rules),
+        "Containers": _containers(net, live),
     }
 
 
 def inspect(net: Network, debug: bool = True) -> dict:
     """`network inspect`'s object for one network."""
     if net.from_file:
-        return _file_network(net, kernel.Rules() if debug else None)
+        return _file_network(net, _live(net) if debug else None)
     builtin = net.name in ("host", "none")
-    rules = kernel.Rules() if debug and not builtin else None
+    live = _live(net) if debug and not builtin else None
     out = {
         "Name": net.name, "Id": net.id, "Created": net.created, "Scope": "local",
         "Driver": net.driver, "EnableIPv6": net.ipv6, "Internal": net.internal,
@@ -89,12 +92,12 @@ def inspect(net: Network, debug: bool = True) -> dict:
         "IPAM": {"Driver": "default", "Options": {},
                  "Config": [c.docker() for c in net.ipam]},
         "Options": dict(net.options), "Labels": {},
-        "Containers": {} if builtin else _containers(net, rules),
+        "Containers": {} if builtin else _containers(net, live),
     }
     if net.name == networks.DEFAULT_NETWORK:
         out["Options"].setdefault(networks.OPT_BRIDGE_NAME, net.bridge)
-    if rules is not None:
-        out["Debug"] = kernel.network_debug(net, rules)
+    if live is not None:
+        out["Debug"] = wiring.network_debug(live[""])
     if net.options.get(networks.OPT_NO_MASQ) and debug:
         from minidocker.cluster import node   # the cluster network: its peers, routes, FDB
         cluster = node.describe()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 
 from minidocker import fsutil, syscalls as sc
+from minidocker.runtime import cgroups
 from minidocker.runtime.caps import cap_mask
 
 OPTION_FLAGS = {
@@ -54,32 +56,51 @@ def load_spec(bundle: str) -> dict:
         return json.load(fh)
 
 
-def start(bundle: str, stdio: tuple[int, int, int]) -> int:
-    """Start the bundle's process in new namespaces; returns its host pid."""
+def start(bundle: str, stdio: tuple[int, int, int], console: int | None = None) -> int:
+    """Start the bundle's process in new namespaces; returns its host pid.
+    console: with process.terminal, a unix socket the pty's master is sent
+    on (made inside the container, as runc's --console-socket)."""
     spec = load_spec(bundle)
+    if console is not None:
+        from minidocker import terminal  # noqa: F401 - imported here: after pivot_root it is out of reach
     new_pid = any(ns["type"] == "pid" and not ns.get("path") for ns in spec["linux"]["namespaces"])
-    r, w = os.pipe2(os.O_CLOEXEC)
-    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    cgdirs = {}
+    if spec["linux"].get("cgroupsPath"):
+        cgdirs = cgroups.dirs(spec["linux"]["cgroupsPath"])
+        try:
+            cgroups.setup(cgdirs, spec["linux"].get("resources") or {})
+        except OSError as exc:
+            raise StartError(125, f"cannot set up the container's cgroup: {exc.strerror}") from None
     try:
-        if new_pid:
-            sc.unshare(sc.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _child(_init_container, w, bundle, spec, stdio)
-        sc.setns(own_pid_ns, sc.CLONE_NEWPID)
-    finally:
-        os.close(own_pid_ns)
-    os.close(w)
-    _wait_exec(r, pid)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if new_pid:
+                sc.unshare(sc.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _child(_init_container, w, bundle, spec, stdio, cgdirs, console)
+            sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+        finally:
+            os.close(own_pid_ns)
+        os.close(w)
+        _wait_exec(r, pid)
+    except BaseException:
+        cgroups.remove(cgdirs)
+        raise
     return pid
 
 
 def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
-            stdio: tuple[int, int, int]) -> int:
+            stdio: tuple[int, int, int], console: int | None = None) -> int:
     """`exec`: a new process in the namespaces and root of container pid,
-    with the container's user, capabilities and no_new_privs."""
+    with the container's user, capabilities and no_new_privs; console as
+    for start()."""
     fds = {}
+    if console is not None:
+        from minidocker import terminal  # noqa: F401 - imported here: after chroot it is out of reach
+    cgroup_procs = cgroups.procs_files(pid)  # exec'd processes count against its limits too
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         for kind in ("ipc", "uts", "net", "pid", "mnt"):
@@ -92,7 +113,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
             child = os.fork()
             if child == 0:
                 os.close(r)
-                _child(_join_container, w, fds, spec, args, env, cwd, stdio)
+                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_procs, console)
             sc.setns(own_pid_ns, sc.CLONE_NEWPID)
         finally:
             os.close(own_pid_ns)
@@ -130,16 +151,33 @@ def _child(fn, w: int, *args) -> None:
         os._exit(code)
 
 
-def _setup_stdio(stdio, keep: int) -> None:
+def _setup_stdio(stdio, *keep: int) -> None:
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
+    low = 3
+    for fd in sorted(k for k in keep if k is not None):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
 
 
-def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
-    _setup_stdio(stdio, w)
+def _terminal(console: int | None) -> None:
+    """With a console socket: a pty of the container's own devpts becomes
+    stdio and controlling terminal; its master goes to the shim."""
+    if console is None:
+        return
+    from minidocker import terminal
+    master, slave = terminal.open_pty()
+    terminal.become_controlled(slave)
+    terminal.send_fd(console, master)
+    os.close(master)
+    os.close(console)
+
+
+def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, console, w: int) -> None:
+    cgroups.join(cgdirs)  # first: the device allow-list holds before any node is made
+    _setup_stdio(stdio, w, console)
     os.setsid()
     linux = spec["linux"]
     flags = 0
@@ -155,6 +193,10 @@ def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
         else:
             flags |= sc.NS_FLAGS[ns["type"]]
     sc.unshare(flags)
+    for key, value in (linux.get("sysctl") or {}).items():
+        # /proc/sys/net and the ipc keys follow the namespaces just joined
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+            fh.write(value)
     if spec.get("hostname") and flags & sc.CLONE_NEWUTS:
         sc.sethostname(spec["hostname"])
     rootfs = rootfs_path(bundle, spec)
@@ -168,6 +210,7 @@ def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
         _mask(path)
     for path in linux.get("readonlyPaths", []):
         _readonly(path)
+    _terminal(console)
     if spec["root"].get("readonly"):
         sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     proc = spec["process"]
@@ -175,13 +218,18 @@ def _init_container(bundle: str, spec: dict, stdio, w: int) -> None:
     _exec(proc["args"], proc["env"], proc.get("cwd") or "/")
 
 
-def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, w: int) -> None:
+def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_procs, console,
+                    w: int) -> None:
+    cgroups.join(cgroup_procs)
     for kind, flag in (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS)):
         sc.setns(fds[kind], flag)
     os.fchdir(fds["root"])
     os.chroot(".")
-    _setup_stdio(stdio, w)
+    _setup_stdio(stdio, w, console)
+    if console is not None:
+        os.setsid()
+        _terminal(console)
     _become(spec["process"])
     _exec(args, env, cwd)
 
@@ -284,6 +332,12 @@ def _become(proc: dict) -> None:
     for cap in range(sc.last_cap() + 1):
         if not bounding & (1 << cap):
             sc.prctl(sc.PR_CAPBSET_DROP, cap)
+    if proc.get("rlimits"):
+        for rl in proc["rlimits"]:
+            unlimited = 2**64 - 1
+            resource.setrlimit(getattr(resource, rl["type"]),
+                               tuple(resource.RLIM_INFINITY if v >= unlimited else v
+                                     for v in (rl["soft"], rl["hard"])))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)

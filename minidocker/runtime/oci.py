@@ -2,8 +2,10 @@
 
 Both runners take the same bundle: runc reads config.json itself, the
 built-in runner (runtime/builtin.py) implements the subset written here. The
-defaults are Docker's: its 14 capabilities, no_new_privs, runc's masked and
-read-only paths, a tmpfs /dev with the usual nodes.
+defaults are Docker's: its 14 capabilities, runc's masked and read-only
+paths, a tmpfs /dev with the usual nodes, and no no_new_privs (Docker sets it
+only with --security-opt no-new-privileges): a setuid binary of the image
+works as in Docker, within the 14-capability bounding set.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class Capabilities(_Type):
 
 class Process(_Type):
     FIELDS = (("args", REQUIRED), ("env", REQUIRED), ("cwd", "/"), ("user", User),
-              ("capabilities", Capabilities), ("noNewPrivileges", True), ("terminal", False))
+              ("capabilities", Capabilities), ("noNewPrivileges", False), ("terminal", False))
 
 
 class Root(_Type):
@@ -108,13 +110,16 @@ class DeviceRule(_Type):
 
 
 class Resources(_Type):
-    FIELDS = (("devices", list),)
+    """devices: the allow-list; memory, cpu, pids: dicts in the spec's shape
+    (resources.oci() makes them from run's flags)."""
+    FIELDS = (("devices", list), ("memory", None), ("cpu", None), ("pids", None))
 
 
 class Linux(_Type):
     FIELDS = (("namespaces", REQUIRED), ("devices", list), ("resources", Resources),
               ("maskedPaths", lambda: list(MASKED_PATHS)),
-              ("readonlyPaths", lambda: list(READONLY_PATHS)), ("rootfsPropagation", None))
+              ("readonlyPaths", lambda: list(READONLY_PATHS)), ("rootfsPropagation", None),
+              ("cgroupsPath", None))
 
 
 class Spec(_Type):
@@ -153,9 +158,11 @@ def default_mounts(files: dict[str, str]) -> list[Mount]:
 
 def build(*, args: list[str], env: list[str], cwd: str, user: User, hostname: str,
           rootfs: str, netns_path: str | None, files: dict[str, str],
-          annotations: dict[str, str] | None = None) -> Spec:
+          annotations: dict[str, str] | None = None, limits: dict | None = None,
+          cgroups_path: str | None = None) -> Spec:
     """The config.json of one container. netns_path None = share the host's
-    network namespace (`--network host`)."""
+    network namespace (`--network host`); limits: linux.resources' memory,
+    cpu and pids; cgroups_path: relative (runtime/cgroups.relative_path)."""
     namespaces = [Namespace("pid"), Namespace("ipc"), Namespace("uts"), Namespace("mount")]
     if netns_path is not None:
         namespaces.append(Namespace("network", netns_path))
@@ -168,16 +175,18 @@ def build(*, args: list[str], env: list[str], cwd: str, user: User, hostname: st
         mounts=default_mounts(files),
         linux=Linux(namespaces=namespaces,
                     devices=[Device(p, "c", ma, mi) for p, ma, mi in DEFAULT_DEVICES],
-                    resources=Resources(devices=rules)),
+                    resources=Resources(devices=rules, **(limits or {})),
+                    cgroupsPath=cgroups_path),
         annotations=dict(annotations or {}),
     )
 
 
-def resolve_user(rootfs: str, spec: str) -> User:
+def resolve_user(rootfs: str, spec: str, group_add=()) -> User:
     """Docker's USER: name or uid, optionally :group or :gid, looked up in the
-    image's /etc/passwd and /etc/group."""
+    image's /etc/passwd and /etc/group; group_add: --group-add names or gids."""
+    extra_groups = _group_ids(rootfs, group_add)
     if not spec:
-        return User()
+        return User(additionalGids=extra_groups or None)
     name, _, group = spec.partition(":")
     passwd = _table(rootfs, "/etc/passwd")
     groups = _table(rootfs, "/etc/group")
@@ -206,9 +215,27 @@ def resolve_user(rootfs: str, spec: str) -> User:
                                       "in the image's /etc/group", 125)
             gid = hits[0]
     gid = 0 if gid is None else gid
-    extra = sorted({int(r[2]) for r in groups
-                    if len(r) > 3 and not name.isdigit() and name in r[3].split(",")} - {gid})
+    extra = sorted(({int(r[2]) for r in groups
+                     if len(r) > 3 and not name.isdigit() and name in r[3].split(",")}
+                    | set(extra_groups)) - {gid})
     return User(uid=uid, gid=gid, additionalGids=extra or None)
+
+
+def _group_ids(rootfs: str, names) -> list[int]:
+    if not names:
+        return []
+    groups = _table(rootfs, "/etc/group")
+    out = []
+    for name in names:
+        if name.isdigit():
+            out.append(int(name))
+            continue
+        hits = [int(r[2]) for r in groups if len(r) > 2 and r[0] == name]
+        if not hits:
+            raise MinidockerError(f"unable to find group {name!r} (--group-add): no matching "
+                                  "entries in the image's /etc/group", 125)
+        out.append(hits[0])
+    return out
 
 
 def _table(rootfs: str, path: str) -> list[list[str]]:

@@ -29,15 +29,18 @@ def _base() -> list[str]:
     return [binary(), "--root", str(paths.runc_root())]
 
 
-def start(bundle: str, cid: str, stdio: tuple[int, int, int]) -> int:
-    """runc run -d; returns the container's host pid."""
+def start(bundle: str, cid: str, stdio: tuple[int, int, int],
+          console_socket: str | None = None) -> int:
+    """runc run -d; returns the container's host pid. console_socket: where
+    runc sends the pty's master when process.terminal is set."""
     pidfile = os.path.join(bundle, "runc.pid")
     log = os.path.join(bundle, "runc.log")
     for stale in (pidfile, log):
         if os.path.exists(stale):
             os.unlink(stale)
     argv = [*_base()[:1], "--log", log, "--log-format", "json", *_base()[1:],
-            "run", "--detach", "--pid-file", pidfile, "--bundle", bundle, cid]
+            "run", "--detach", "--pid-file", pidfile, "--bundle", bundle,
+            *(["--console-socket", console_socket] if console_socket else []), cid]
     # The container inherits runc's stdio, so stderr cannot be captured here:
     # runc's own error is read back from its JSON log instead.
     proc = subprocess.run(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],

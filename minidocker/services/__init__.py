@@ -22,3 +22,24 @@ def sync(network_id: str | None = None) -> None:
     start, stop, exit, rm, network connect/disconnect) and by prune."""
     from minidocker.services import endpoints
     endpoints.sync(network_id)
+
+
+def describe() -> list[dict]:
+    """The wiring model's hook (network/wiring.py): one entry per service
+    port, {"name", "vip", "port", "proto", "backends", "rules"}, the rules as
+    the kernel holds them."""
+    import os
+    from minidocker import paths
+    if not os.path.isdir(paths.services_dir()):
+        return []
+    from minidocker.services import dataplane, store
+    out = []
+    for svc in store.all_services():
+        rules = dataplane.rules(svc)
+        for p in svc["Ports"]:
+            out.append({"name": svc["Name"], "vip": svc["ClusterIP"], "port": p["Port"],
+                        "proto": p["Protocol"], "node_port": p.get("NodePort") or 0,
+                        "backends": [f"{e['Name']} {e['IP']}:{p['TargetPort']} ({e['Node']})"
+                                     for e in svc.get("Endpoints") or []],
+                        "rules": rules})
+    return out
