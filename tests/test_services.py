@@ -61,6 +61,10 @@ def test_clusterip_spreads_and_follows_the_containers(tnode, backend):
     svc = md.service("web")
     assert sorted(e["Name"] for e in svc["Endpoints"]) == ["web1", "web2", "web3"]
     assert any("svc/web" in r for r in svc["Rules"]) and svc["ClusterIP"] == vip
+    # the wiring model (network diagram) shows it through services.describe()
+    model = json.loads(md("network", "diagram", "--format", "json").stdout)
+    entry = next(s for s in model["services"] if s["name"] == "web")
+    assert entry["vip"] == vip and len(entry["backends"]) == 3 and entry["rules"], entry
     assert client(tnode.netns, vip, 8080, tries=3) in ("web1", "web2", "web3")   # from the node
     got = requests(md, "cl", vip, 8080, 90)
     counts = collections.Counter(got)
