@@ -10,6 +10,7 @@ SUITES = {
     "cluster": "bench.cluster",  # pod network across nodes: convergence, data path, agent
     "trace": "bench.trace",  # trace (a delivered TCP probe) and network diagram
     "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
+    "services": "bench.services",  # VIP first-packet latency, add-one-service time, DNS qps
 }
 
 

@@ -16,7 +16,6 @@ Everything lives in namespaces and temporary directories the bench removes.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import socket
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.netns import in_netns
 from bench.table import print_table
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -38,27 +38,7 @@ sys.path.insert(0, str(TESTS))
 from bridge_helpers import _add_binary, load_tools, tools_archive  # noqa: E402
 from cluster_helpers import ETCD_URL, Cluster  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 GOALS = {"conv3": 1000.0, "conv20": 2000.0, "host-gw": 0.9, "vxlan": 0.7}
-
-
-def _in_netns(path: str, fn):
-    """fn() in a thread that entered the network namespace at path."""
-    out = {}
-
-    def body():
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(fd)
-        out["v"] = fn()
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    return out["v"]
 
 
 def _image(tmp: Path) -> Path:
@@ -92,7 +72,7 @@ class _RouteWatch:
 
     def __init__(self, netns: str, known: set[str]):
         from pyroute2 import IPRoute
-        self.ipr = _in_netns(netns, lambda: IPRoute())     # the socket stays in that namespace
+        self.ipr = in_netns(netns, lambda: IPRoute())     # the socket stays in that namespace
         self.ipr.bind()
         self.known, self.seen = known, None
         self.thread = threading.Thread(target=self._watch, daemon=True)
@@ -172,7 +152,7 @@ def _latency(netns: str, ip: str, rounds: int = 2000) -> float:
             rtts.append(time.perf_counter() - t)
         s.close()
         return statistics.median(rtts) * 1e6
-    return _in_netns(netns, client)
+    return in_netns(netns, client)
 
 
 def _throughput(node, client: str, ip: str) -> float:

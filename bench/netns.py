@@ -273,3 +273,32 @@ def unmount_under(root: str) -> None:
             subprocess.run(["umount", t], capture_output=True, timeout=30)
             if t in _mounts_under(t):
                 subprocess.run(["umount", "-l", t], capture_output=True, timeout=30)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns(path: str, fn):
+    """fn() in a thread that entered the network namespace at path (sockets
+    it opens stay there; processes it starts are born there); its exception
+    is raised here."""
+    out = {}
+
+    def body():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+        try:
+            out["v"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            out["e"] = exc
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out["v"]

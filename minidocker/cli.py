@@ -35,6 +35,7 @@ class LazyGroup(click.Group):
             "trace": ("minidocker.cli_network", "trace_cmd"),
             "system": ("minidocker.cli_system", "system"),
             "volume": ("minidocker.cli_volume", "volume"),
+            "service": ("minidocker.cli_service", "service"),
             "cluster": ("minidocker.cluster.command", "cluster"),
             "node": ("minidocker.cluster.command", "node_group"),
             "kill": ("minidocker.cli_lifecycle", "kill_cmd"),

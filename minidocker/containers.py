@@ -57,6 +57,7 @@ class CreateOptions:
         "network": "bridge",
         "runtime": "builtin",
         "auto_remove": False,
+        "labels": list,          # -l/--label KEY=VALUE
         # networking (network/modes.py reads them back from the record)
         "publish": list,         # -p values, parsed here
         "publish_all": False,    # -P

@@ -22,7 +22,7 @@ HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 def resolv_conf(host_mode: bool, dns: list | None = None) -> str:
     try:
-        with open("/etc/resolv.conf") as fh:
+        with open(paths.host_resolv_conf()) as fh:
             text = fh.read()
     except OSError:
         text = ""

@@ -85,6 +85,23 @@ def networks_dir() -> Path:
     return state_root() / "networks"
 
 
+def services_dir() -> Path:
+    """Service records (services/<name>.json); the directory exists only
+    while a service does, so attach/detach know with one stat whether any
+    endpoint list can change."""
+    return state_root() / "services"
+
+
+def host_resolv_conf() -> Path:
+    """The host's resolvers: what containers copy and the DNS server forwards to."""
+    return Path(os.environ.get("MINIDOCKER_RESOLV_CONF", "/etc/resolv.conf"))
+
+
+def dns_dir() -> Path:
+    """The per-network DNS servers' runtime files (pid, zone) and their lock."""
+    return run_root() / "dns"
+
+
 def netns_dir() -> Path:
     """Pinned container network namespaces (bind-mounted nsfs files)."""
     return run_root() / "netns"

@@ -161,6 +161,12 @@ def prune() -> Report:
     _gc_networks(gone, report)
     # 4. pinned namespaces, mounts and state of no container
     _stray_files(gone, report)
+    # 5. services and DNS servers: as the endpoint records now say
+    from minidocker import services
+    from minidocker.dns import lifecycle as dns
+    services.sync()
+    for name in dns.reap():
+        report.add("Stopped DNS servers", name)
     after = {"Removed veths": _veths(), "Removed firewall rules": _rules(), "Removed leases": _leases()}
     for what in before:
         for item in sorted(before[what] - after[what]):

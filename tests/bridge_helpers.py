@@ -71,10 +71,11 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
-    """Each datagram is answered by a forked child, which socat closes 0.5 s
-    after the datagram by default (-t): under load the reply comes later
-    and is lost (write: I/O error), so the child gets 5 s."""
-    return ["socat", "-t5", "UDP6-RECVFROM:53,ipv6only=0,fork", f"SYSTEM:echo {reply}"]
+    """A forked child per peer on a socket connected to that peer. (With
+    UDP-RECVFROM the children share the listening socket, and one still
+    winding down swallows other peers' datagrams for seconds; socat's UDP
+    servers still lose one now and then, so clients ask up to 3 times.)"""
+    return ["socat", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
 
 
 def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None, env=None) -> str:

@@ -52,6 +52,21 @@ def cni(node):
         c.close()
 
 
+@pytest.fixture
+def cluster(tmp_path, request):
+    """A cluster of namespace nodes on one underlay with its own etcd
+    (cluster_helpers), every node on one firewall backend (the indirect
+    parameter; iptables by default); what its nodes leave behind fails the test."""
+    from cluster_helpers import Cluster
+    c = Cluster(tmp_path / "cluster", firewall=getattr(request, "param", "iptables"))
+    try:
+        c.start_etcd()
+        yield c
+    finally:
+        left = c.destroy()
+    assert not left, left
+
+
 @pytest.fixture(scope="session")
 def tools(tmp_path_factory):
     """An image with the clients and servers the bridge tests run in containers."""

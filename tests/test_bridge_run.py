@@ -20,7 +20,7 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     env = node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_CNI_EXEC=cni_exec)
     cid = node.md("run", "-d", "--name", "web", "-p", "8080:80", "-p", "5353:53/udp", TOOLS, "sh", "-c",
                   "socat TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr 'SYSTEM:echo hello' & "
-                  "socat -t5 UDP6-RECVFROM:53,ipv6only=0,fork 'SYSTEM:echo pong' & wait",
+                  "socat UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr 'SYSTEM:echo pong' & wait",
                   env=env).stdout.strip()
     node.md("run", "-d", "--name", "other", TOOLS, "sleep", "300", env=env)
     upstream = ext_server(node)

@@ -9,19 +9,8 @@ import signal
 import pytest
 
 from bridge_helpers import client, ext_server, in_container, load_tools, run_server, stop_server
-from cluster_helpers import ETCD_URL, Cluster, leftovers, node_name, our_routes, peer, settle
+from cluster_helpers import ETCD_URL, leftovers, node_name, our_routes, peer, settle
 from harness import EXT_ADDR, NODE_ADDR, VENV_BIN
-
-
-@pytest.fixture
-def cluster(tmp_path, request):
-    c = Cluster(tmp_path / "cluster", firewall=getattr(request, "param", "iptables"))
-    try:
-        c.start_etcd()
-        yield c
-    finally:
-        left = c.destroy()
-    assert not left, left
 
 
 def pod_ip(node, ref: str) -> str:

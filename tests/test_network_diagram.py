@@ -15,7 +15,7 @@ import pytest
 
 from bridge_helpers import inspect
 from harness import run
-from wiring_helpers import diagram, remove, topology
+from wiring_helpers import built, diagram
 
 BACKENDS = ["iptables", "nftables"]
 
@@ -64,78 +64,76 @@ def _check_port_rule(node, backend: str, port: dict, cid: str, net: str) -> None
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_diagram_matches_the_kernel(tnode, backend, tmp_path):
     node = tnode
-    ids = topology(node, backend)
-    model = diagram(node)
-    assert model["version"] == 1 and model["services"] == [] and model["cluster"] is None
-    assert [u["name"] for u in model["host"]["uplinks"]] == ["uplink0"]
-    nets = {n["name"]: n for n in model["networks"]}
-    host = _links(node)
-    for name in ("front", "back"):
-        n = nets[name]
-        assert host[n["bridge"]["name"]]["ifindex"] == n["bridge"]["ifindex"]
-        assert _addrs(host[n["bridge"]["name"]]) >= set(n["bridge"]["addresses"]) and n["bridge"]["addresses"]
-        assert n["isolation"] and n["masquerade"] and n["icc"] and not n["internal"]
-    eps = {e["container"]["name"]: (n["name"], e) for n in model["networks"] for e in n["endpoints"]}
-    assert sorted(eps) == ["cli", "db", "web"] and eps["web"][0] == eps["cli"][0] == "front"
-    for name, (net, e) in eps.items():
-        assert e["container"]["id"] == ids[name] and e["container"]["running"]
-        _check_endpoint(node, e, host)
-        for port in e["ports"]:
-            _check_port_rule(node, backend, port, ids[name], net)
-    ports = {(p["host_port"], p["proto"]): name for name, (_n, e) in eps.items() for p in e["ports"]}
-    assert ports == {(8080, "tcp"): "web", (8085, "tcp"): "db", (8053, "udp"): "db",
-                     (8090, "tcp"): "cli"}
-    assert [s["name"] for s in eps["web"][1]["sharers"]] == ["side"]
-    assert model["stale"] == {"veths": [], "rules": []}
-    # one network only
-    assert [n["name"] for n in diagram(node, "back")["networks"]] == ["back"]
+    with built(node, backend) as ids:
+        model = diagram(node)
+        assert model["version"] == 1 and model["services"] == [] and model["cluster"] is None
+        assert [u["name"] for u in model["host"]["uplinks"]] == ["uplink0"]
+        nets = {n["name"]: n for n in model["networks"]}
+        host = _links(node)
+        for name in ("front", "back"):
+            n = nets[name]
+            assert host[n["bridge"]["name"]]["ifindex"] == n["bridge"]["ifindex"]
+            assert _addrs(host[n["bridge"]["name"]]) >= set(n["bridge"]["addresses"]) and n["bridge"]["addresses"]
+            assert n["isolation"] and n["masquerade"] and n["icc"] and not n["internal"]
+        eps = {e["container"]["name"]: (n["name"], e) for n in model["networks"] for e in n["endpoints"]}
+        assert sorted(eps) == ["cli", "db", "web"] and eps["web"][0] == eps["cli"][0] == "front"
+        for name, (net, e) in eps.items():
+            assert e["container"]["id"] == ids[name] and e["container"]["running"]
+            _check_endpoint(node, e, host)
+            for port in e["ports"]:
+                _check_port_rule(node, backend, port, ids[name], net)
+        ports = {(p["host_port"], p["proto"]): name for name, (_n, e) in eps.items() for p in e["ports"]}
+        assert ports == {(8080, "tcp"): "web", (8085, "tcp"): "db", (8053, "udp"): "db",
+                         (8090, "tcp"): "cli"}
+        assert [s["name"] for s in eps["web"][1]["sharers"]] == ["side"]
+        assert model["stale"] == {"veths": [], "rules": []}
+        # one network only
+        assert [n["name"] for n in diagram(node, "back")["networks"]] == ["back"]
 
-    # svg: a node per container (the sharer too), an edge per published port
-    svg = ET.fromstring(node.md("network", "diagram", "--format", "svg").stdout)
-    groups = {g.get("id"): g.get("class") for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id")}
-    for name, cid in ids.items():
-        assert groups.get(f"container-{cid[:12]}") == "node", (name, groups)
-    port_edges = sorted(k for k, cls in groups.items() if k.startswith("port-") and cls == "edge")
-    assert port_edges == sorted([f"port-{ids['web'][:12]}-8080-tcp", f"port-{ids['db'][:12]}-8085-tcp",
-                                 f"port-{ids['db'][:12]}-8053-udp", f"port-{ids['cli'][:12]}-8090-tcp"])
-    png = tmp_path / "w.png"
-    node.md("network", "diagram", "--format", "png", "-o", png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert node.md("network", "diagram", "--format", "dot").stdout.startswith("digraph wiring {")
-    text = node.md("network", "diagram", "--format", "text").stdout
-    assert all(len(line) <= 100 for line in text.splitlines())
-    for word in ("web (", "db (", "cli (", "shared by side", "8080/tcp", "uplink0"):
-        assert word in text, (word, text)
-    remove(node, backend)
+        # svg: a node per container (the sharer too), an edge per published port
+        svg = ET.fromstring(node.md("network", "diagram", "--format", "svg").stdout)
+        groups = {g.get("id"): g.get("class") for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id")}
+        for name, cid in ids.items():
+            assert groups.get(f"container-{cid[:12]}") == "node", (name, groups)
+        port_edges = sorted(k for k, cls in groups.items() if k.startswith("port-") and cls == "edge")
+        assert port_edges == sorted([f"port-{ids['web'][:12]}-8080-tcp", f"port-{ids['db'][:12]}-8085-tcp",
+                                     f"port-{ids['db'][:12]}-8053-udp", f"port-{ids['cli'][:12]}-8090-tcp"])
+        png = tmp_path / "w.png"
+        node.md("network", "diagram", "--format", "png", "-o", png)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert node.md("network", "diagram", "--format", "dot").stdout.startswith("digraph wiring {")
+        text = node.md("network", "diagram", "--format", "text").stdout
+        assert all(len(line) <= 100 for line in text.splitlines())
+        for word in ("web (", "db (", "cli (", "shared by side", "8080/tcp", "uplink0"):
+            assert word in text, (word, text)
 
 
 def test_stale_and_bad_input(tnode):
     node = tnode
-    ids = topology(node, "iptables")
-    # a container killed with SIGKILL (its shim first, so nothing cleans up)
-    rec = inspect(node, "cli")
-    shim = json.loads((node.state_root / "containers" / ids["cli"] / "container.json").read_text())["ShimPid"]
-    os.kill(shim, signal.SIGKILL)
-    os.kill(rec["State"]["Pid"], signal.SIGKILL)
-    e = next(e for n in diagram(node)["networks"] for e in n["endpoints"] if e["container"]["name"] == "cli")
-    assert e["stale"] and "container not running" in e["stale_why"]
-    assert e["host_veth"]["name"] and e["rules"]           # the kernel still has them: shown
-    assert "STALE: container not running" in node.md("network", "diagram", "--format", "text").stdout
-    # db's endpoint record gone: its veth and rules are what nothing explains
-    ep_file = next((node.state_root / "networks").glob(f"*/endpoints/{ids['db']}.json"))
-    saved = ep_file.read_bytes()
-    ep_file.unlink()
-    stale = diagram(node)["stale"]
-    assert [v["container_id"] for v in stale["veths"]] == [ids["db"]]
-    assert stale["rules"] and {r["comment"] for r in stale["rules"]} == {f"md/back/{ids['db']}/eth0"}
-    ep_file.write_bytes(saved)
-    # bad input: one line, non-zero, nothing changed
-    for args, words in ((["nope"], ["'nope'", "not found"]),
-                        (["--format", "gif"], ["gif", "text", "json"])):
-        proc = node.md("network", "diagram", *args, check=False)
-        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert all(w in proc.stderr for w in words), proc.stderr
-    remove(node, "iptables")
+    with built(node, "iptables") as ids:
+        # a container killed with SIGKILL (its shim first, so nothing cleans up)
+        rec = inspect(node, "cli")
+        shim = json.loads((node.state_root / "containers" / ids["cli"] / "container.json").read_text())["ShimPid"]
+        os.kill(shim, signal.SIGKILL)
+        os.kill(rec["State"]["Pid"], signal.SIGKILL)
+        e = next(e for n in diagram(node)["networks"] for e in n["endpoints"] if e["container"]["name"] == "cli")
+        assert e["stale"] and "container not running" in e["stale_why"]
+        assert e["host_veth"]["name"] and e["rules"]           # the kernel still has them: shown
+        assert "STALE: container not running" in node.md("network", "diagram", "--format", "text").stdout
+        # db's endpoint record gone: its veth and rules are what nothing explains
+        ep_file = next((node.state_root / "networks").glob(f"*/endpoints/{ids['db']}.json"))
+        saved = ep_file.read_bytes()
+        ep_file.unlink()
+        stale = diagram(node)["stale"]
+        assert [v["container_id"] for v in stale["veths"]] == [ids["db"]]
+        assert stale["rules"] and {r["comment"] for r in stale["rules"]} == {f"md/back/{ids['db']}/eth0"}
+        ep_file.write_bytes(saved)
+        # bad input: one line, non-zero, nothing changed
+        for args, words in ((["nope"], ["'nope'", "not found"]),
+                            (["--format", "gif"], ["gif", "text", "json"])):
+            proc = node.md("network", "diagram", *args, check=False)
+            assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert all(w in proc.stderr for w in words), proc.stderr
 
 
 def test_renderers_draw_cluster_services_and_stale_from_the_model():

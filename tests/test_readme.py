@@ -18,7 +18,7 @@ import pytest
 from harness import REPO, VENV_BIN
 from mdtools import busybox_tree, docker_save, tree_tar, wait_for
 
-SECTIONS = ("## Usage", "### Networks")
+SECTIONS = ("## Usage", "### Networks", "### Services and DNS")
 #: A line that follows (`logs -f`) runs until it is stopped: given this long.
 FOLLOW_SECONDS = 2.0
 
@@ -94,9 +94,10 @@ def test_readme_usage_runs_with_a_clean_environment(node, usage_dir):
                 wait_for(lambda: subprocess.run(curl, capture_output=True, text=True,
                                                 timeout=10).stdout not in ("", "000"), timeout=10)
     finally:
-        subprocess.run(node.cmd([*env, "minidocker", "rm", "-f", "web"]), capture_output=True,
-                       timeout=60, env={})
-        for name in ("back",):
+        for argv in (["service", "rm", "api", "api-np"], ["rm", "-f", "web", "api1", "api2"]):
+            subprocess.run(node.cmd([*env, "minidocker", *argv]), capture_output=True,
+                           timeout=60, env={})
+        for name in ("back", "app"):
             subprocess.run(node.cmd([*env, "minidocker", "network", "rm", name]), capture_output=True,
                            timeout=60, env={})
 

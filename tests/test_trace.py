@@ -16,7 +16,7 @@ import pytest
 
 from harness import EXT_ADDR, MINIDOCKER, NODE_ADDR
 from mdtools import wait_for
-from wiring_helpers import ip_of, remove, topology
+from wiring_helpers import built, ip_of
 
 BACKENDS = ["iptables", "nftables"]
 
@@ -49,42 +49,42 @@ def _check_delivered(t: dict, hook: str, web: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trace_paths(tnode, backend):
     node = tnode
-    ids = topology(node, backend)
-    # from outside the node: prerouting DNAT, then forward
-    t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080")
-    _check_delivered(t, "prerouting", ids["web"], backend)
-    assert t["from"]["namespace"] == node.ext_netns and "forward" in [s["hook"] for s in t["steps"]]
-    # from the node via localhost: the output path
-    t = trace(node, "--to", "127.0.0.1:8080")
-    _check_delivered(t, "output", ids["web"], backend)
-    assert t["from"]["what"] == "the host" and t["steps"][0]["hook"] == "output"
-    # from another container on the bridge, through the host's address (hairpin masquerade)
-    t = trace(node, "--from", "cli", "--to", f"{NODE_ADDR}:8080")
-    _check_delivered(t, "prerouting", ids["web"], backend)
-    assert any(s["words"].startswith("masquerade") and "web" in s["owner"] for s in t["steps"])
-    t = trace(node, "--from", "web", "--to", f"{NODE_ADDR}:8080")
-    assert "hairpin" in t["outcome"], t["outcome"]
-    # across isolated networks: dropped, and said so
-    t = trace(node, "--from", "cli", "--to", "db:80")
-    assert t["to"]["address"] == ip_of(node, "db", "back")
-    assert t["outcome"] == "dropped by the isolation rule between networks front and back", t
-    assert t["steps"][-1]["verdict"] == "drop" and t["steps"][-1]["owner"] == "network back"
-    # published, but nothing listens in the container
-    t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8090")
-    assert t["outcome"] == "refused: nothing listens on 80/tcp in cli", t["outcome"]
-    assert "cli" in _dnat(t)[0]["owner"]
-    # not published: no DNAT, the host itself refuses
-    t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8099")
-    assert _dnat(t) == [] and t["outcome"].startswith("no DNAT rule matched 203.0.113.1:8099/tcp")
-    assert t["outcome"].endswith("refused: nothing listens on 8099/tcp on the host")
-    # a UDP datagram to a published port, answered
-    t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8053", "--proto", "udp")
-    assert t["probe"]["result"] == "answered" and t["outcome"].startswith("delivered to db:53 via")
-    # the words a person reads
-    out = node.md("trace", "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080").stdout
-    assert f"DNAT 0.0.0.0:8080 -> {ip_of(node, 'web', 'front')}:80 for container web ({ids['web'][:12]})" in out
-    assert out.rstrip().splitlines()[-1].startswith("delivered to web:80 via mdbr-")
-    remove(node, backend)
+    with built(node, backend) as ids:
+        # from outside the node: prerouting DNAT, then forward
+        t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080")
+        _check_delivered(t, "prerouting", ids["web"], backend)
+        assert t["from"]["namespace"] == node.ext_netns and "forward" in [s["hook"] for s in t["steps"]]
+        # from the node via localhost: the output path
+        t = trace(node, "--to", "127.0.0.1:8080")
+        _check_delivered(t, "output", ids["web"], backend)
+        assert t["from"]["what"] == "the host" and t["steps"][0]["hook"] == "output"
+        # from another container on the bridge, through the host's address (hairpin masquerade)
+        t = trace(node, "--from", "cli", "--to", f"{NODE_ADDR}:8080")
+        _check_delivered(t, "prerouting", ids["web"], backend)
+        assert any(s["words"].startswith("masquerade") and "web" in s["owner"] for s in t["steps"])
+        t = trace(node, "--from", "web", "--to", f"{NODE_ADDR}:8080")
+        assert "hairpin" in t["outcome"], t["outcome"]
+        # across isolated networks: dropped, and said so
+        t = trace(node, "--from", "cli", "--to", "db:80")
+        assert t["to"]["address"] == ip_of(node, "db", "back")
+        assert t["outcome"] == "dropped by the isolation rule between networks front and back", t
+        assert t["steps"][-1]["verdict"] == "drop" and t["steps"][-1]["owner"] == "network back"
+        # published, but nothing listens in the container
+        t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8090")
+        assert t["outcome"] == "refused: nothing listens on 80/tcp in cli", t["outcome"]
+        assert "cli" in _dnat(t)[0]["owner"]
+        # not published: no DNAT, the host itself refuses
+        t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8099")
+        assert _dnat(t) == [] and t["outcome"].startswith("no DNAT rule matched 203.0.113.1:8099/tcp")
+        assert t["outcome"].endswith("refused: nothing listens on 8099/tcp on the host")
+        # a UDP datagram to a published port, answered
+        # (the reply comes from a child socat forks: under load that takes more than the default 1 s)
+        t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8053", "--proto", "udp", "--timeout", "10")
+        assert t["probe"]["result"] == "answered" and t["outcome"].startswith("delivered to db:53 via")
+        # the words a person reads
+        out = node.md("trace", "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080").stdout
+        assert f"DNAT 0.0.0.0:8080 -> {ip_of(node, 'web', 'front')}:80 for container web ({ids['web'][:12]})" in out
+        assert out.rstrip().splitlines()[-1].startswith("delivered to web:80 via mdbr-")
 
 
 def _popen_trace(node, *args):
@@ -94,43 +94,41 @@ def _popen_trace(node, *args):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_traces_at_once_signals_and_bad_input(tnode, backend):
     node = tnode
-    ids = topology(node, backend)
-    procs = [_popen_trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080"),
-             _popen_trace(node, "--from", "cli", "--to", "db:80")]
-    outs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
-    assert outs[0]["outcome"].startswith("delivered to web:80") and len(_dnat(outs[0])) == 1
-    assert outs[1]["outcome"].startswith("dropped by the isolation rule") and _dnat(outs[1]) == []
-    assert outs[0]["probe"]["table"] != outs[1]["probe"]["table"]
-    assert "minidocker-trace" not in _tables(node)
-    # Ctrl-C midway (waiting for an answer that never comes): the table goes
-    p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
-    wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
-    time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
-    assert p.wait(timeout=10) == 130
-    assert "minidocker-trace" not in _tables(node)
-    p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
-    wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=10) == 143
-    assert "minidocker-trace" not in _tables(node)
-    # a trace killed outright leaves its table; the next trace removes it
-    p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
-    wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
-    p.kill()
-    p.wait(timeout=10)
-    wait_for(lambda: not [c for c in node.processes() if "monitor" in " ".join(c.cmdline())])  # died with it
-    assert "minidocker-trace" in _tables(node)
-    trace(node, "--to", "127.0.0.1:8080")
-    # bad input: one line naming the value, non-zero, no table left
-    for args, word in ((["--to", "nowhere"], "'nowhere'"), (["--to", "web:99999"], "'web:99999'"),
-                       (["--to", "ghost:80"], "'ghost'"), (["--from", "ghost", "--to", "web:80"], "'ghost'"),
-                       (["--from", "192.0.2.77", "--to", "web:80"], "'192.0.2.77'"),
-                       (["--to", "web:80", "--proto", "icmp"], "icmp"),
-                       (["--to", "web:80", "--timeout", "0"], "0")):
-        proc = node.md("trace", *args, check=False)
-        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
-        assert word in proc.stderr, (args, proc.stderr)
-    assert "minidocker-trace" not in _tables(node)
-    assert ids["web"]
-    remove(node, backend)
+    with built(node, backend):
+        procs = [_popen_trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8080"),
+                 _popen_trace(node, "--from", "cli", "--to", "db:80")]
+        outs = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
+        assert outs[0]["outcome"].startswith("delivered to web:80") and len(_dnat(outs[0])) == 1
+        assert outs[1]["outcome"].startswith("dropped by the isolation rule") and _dnat(outs[1]) == []
+        assert outs[0]["probe"]["table"] != outs[1]["probe"]["table"]
+        assert "minidocker-trace" not in _tables(node)
+        # Ctrl-C midway (waiting for an answer that never comes): the table goes
+        p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
+        wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 130
+        assert "minidocker-trace" not in _tables(node)
+        p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
+        wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 143
+        assert "minidocker-trace" not in _tables(node)
+        # a trace killed outright leaves its table; the next trace removes it
+        p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
+        wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
+        p.kill()
+        p.wait(timeout=10)
+        wait_for(lambda: not [c for c in node.processes() if "monitor" in " ".join(c.cmdline())])  # died with it
+        assert "minidocker-trace" in _tables(node)
+        trace(node, "--to", "127.0.0.1:8080")
+        # bad input: one line naming the value, non-zero, no table left
+        for args, word in ((["--to", "nowhere"], "'nowhere'"), (["--to", "web:99999"], "'web:99999'"),
+                           (["--to", "ghost:80"], "'ghost'"), (["--from", "ghost", "--to", "web:80"], "'ghost'"),
+                           (["--from", "192.0.2.77", "--to", "web:80"], "'192.0.2.77'"),
+                           (["--to", "web:80", "--proto", "icmp"], "icmp"),
+                           (["--to", "web:80", "--timeout", "0"], "0")):
+            proc = node.md("trace", *args, check=False)
+            assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+            assert word in proc.stderr, (args, proc.stderr)
+        assert "minidocker-trace" not in _tables(node)

@@ -4,6 +4,7 @@
 listens) and side (--network container:web)."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 from bridge_helpers import TOOLS, client, inspect, run_server
@@ -32,6 +33,17 @@ def remove(node, backend: str) -> None:
     env = node.env(MINIDOCKER_FIREWALL=backend)
     node.md("rm", "-f", "side", "cli", "db", "web", env=env)
     node.md("network", "rm", "front", "back", env=env)
+
+
+@contextlib.contextmanager
+def built(node, backend: str):
+    """The topology for a `with` block, removed at its end even when a check
+    failed (so a failure reports itself, not a leak)."""
+    ids = topology(node, backend)
+    try:
+        yield ids
+    finally:
+        remove(node, backend)
 
 
 def diagram(node, *args: str) -> dict:

@@ -24,7 +24,8 @@ from minidocker.cluster.store import NodeLease, Store, Unreachable
 from minidocker.errors import MinidockerError
 
 RESYNC = 5.0
-RECOVERED = {"etcd": "etcd reachable again", "reconcile": "reconcile succeeded again"}
+RECOVERED = {"etcd": "etcd reachable again", "reconcile": "reconcile succeeded again",
+             "services": "services programmed again"}
 MAX_BACKOFF = 10.0
 
 
@@ -86,6 +87,7 @@ class Agent:
                                vtep_mac=cconf.vtep_mac(subnet, cfg.vni) if cfg.backend == "vxlan" else "")
                 if self.store.claim(me, lease, taken.get(subnet)):
                     self.me, self.lease = me, lease
+                    nodestate.write_status(lease=lease.id)   # commands publish pods on it
                     return
             raise MinidockerError("could not lease a subnet: other nodes kept taking the free ones")
         except BaseException:
@@ -105,15 +107,28 @@ class Agent:
         self.peers = {p.name: p for p in peers}
         if changed:
             log(f"peers: {', '.join(f'{p.name}={p.subnet}@{p.public_ip}' for p in peers) or 'none'}")
+        self.services()
         if self.watcher is None:
             self._watch(revision + 1)
 
+    def services(self) -> None:
+        """The cluster's services on this node (services/clustered.py), as
+        kube-proxy on every node; a failure is logged, the peers stay."""
+        from minidocker.services import clustered, dataplane
+        try:
+            clustered.converge(self.store, self.me.name, self.lease.id, dataplane.backend())
+            self._state_is("services", "")
+        except Unreachable:
+            raise
+        except MinidockerError as exc:
+            self._state_is("services", f"services: {exc.message}")
+
     def _watch(self, revision: int) -> None:
         from etcd3gw.watch import Watcher
-        from minidocker.cluster.store import NODES
-        try:
-            end = NODES[:-1] + chr(ord(NODES[-1]) + 1)
-            self.watcher = Watcher(self.store.client, NODES, self.events.put, start_revision=revision,
+        from minidocker.cluster.store import PREFIX
+        try:   # nodes, services and endpoints: any change is a resync
+            end = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)
+            self.watcher = Watcher(self.store.client, PREFIX, self.events.put, start_revision=revision,
                                    range_end=end)
         except Exception:  # noqa: BLE001 - no watch now: the resync covers it, retried next round
             self.watcher = None

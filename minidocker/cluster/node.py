@@ -184,6 +184,8 @@ def leave() -> list[str]:
         raise MinidockerError("this node is not in a cluster")
     nodestate.remove_network()          # refused while containers use `pods`: nothing changed yet
     stop_agent()
+    from minidocker.services import clustered
+    clustered.forget_local()            # the agent programmed them: with it gone, they go
     problems = []
     store = Store(st.etcd)
     try:

@@ -10,6 +10,10 @@ Keys (all under PREFIX):
   subnets/<a.b.c.d-N>    the holder's name, on the same lease (uniqueness)
   reservations/<name>    the node's last subnet, no lease: a restarted node
                          gets it back while nobody else took it
+  services/<name>        a service record (minidocker/services/clustered.py)
+  service-ips/<ip>       the service holding a VIP (uniqueness)
+  endpoints/<node>       the node's pods on `pods` with their labels, on the
+                         node's lease (gone with the node)
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ CONFIG_KEY = PREFIX + "config"
 NODES = PREFIX + "nodes/"
 SUBNETS = PREFIX + "subnets/"
 RESERVATIONS = PREFIX + "reservations/"
+SERVICES = PREFIX + "services/"
+SERVICE_IPS = PREFIX + "service-ips/"
+ENDPOINTS = PREFIX + "endpoints/"
 REQUEST_TIMEOUT = 3.0   # seconds per etcd request: an unreachable etcd is an error, not a hang
 
 
@@ -184,6 +191,32 @@ class Store:
         if mine is not None and mine.subnet == subnet:
             self._call(self.client.delete, NODES + name)
         self._call(self.client.delete, RESERVATIONS + name)
+        self._call(self.client.delete, ENDPOINTS + name)
+
+    # --- plain keys (services) ------------------------------------------------
+    def values(self, prefix: str) -> dict[str, bytes]:
+        """key (after prefix) -> value of every key under prefix."""
+        found = self._call(self.client.get_prefix, prefix)
+        return {meta["key"].decode()[len(prefix):]: value for value, meta in found}
+
+    def put(self, key: str, value: str, lease_id=None) -> None:
+        if lease_id:
+            self._call(self.client.post, self.client.get_url("/kv/put"),
+                       json={"key": _b64(key), "value": _b64(value), "lease": lease_id})
+        else:
+            self._call(self.client.put, key, value)
+
+    def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._call(self.client.delete, key)
+
+    def create_all(self, items: dict[str, str]) -> bool:
+        """Put every key only if none of them exists (one transaction)."""
+        txn = {"compare": [{"key": _b64(k), "result": "EQUAL", "target": "CREATE",
+                            "create_revision": "0"} for k in items],
+               "success": [{"request_put": {"key": _b64(k), "value": _b64(v)}} for k, v in items.items()],
+               "failure": []}
+        return bool(self._call(self.client.transaction, txn).get("succeeded"))
 
     def watch_nodes(self, start_revision: int):
         """(events, cancel) from etcd3gw: node keys put or deleted after start_revision."""

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import sys
 
 from cni.portmap import PortMapping
+from minidocker import paths
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.network import addresses, driver, hostsfile, networks, publish, store
 
@@ -80,7 +83,37 @@ def attach(container: dict, net: networks.Network, *, ifname: str = "eth0",
             raise
     if net.names_containers:
         hostsfile.refresh(set(store.endpoints(net)))
+    _names_follow(net, container if ifname == "eth0" else None)
     return ep
+
+
+def _names_follow(net: networks.Network, primary: dict | None = None) -> None:
+    """The network's DNS server runs while it has endpoints (a container
+    whose first network it is asks it: primary); the services selecting its
+    containers recompute their endpoints (one stat when there is none:
+    nothing of services/ is imported on run's path). Failures here are
+    reported, never undo the container's own change."""
+    from minidocker.dns import lifecycle
+    try:
+        lifecycle.follow(net)
+        if primary is not None:
+            lifecycle.point_resolv_conf(primary, net)
+    except (MinidockerError, OSError) as exc:
+        print(f"minidocker: DNS of network {net.name}: {exc}", file=sys.stderr)
+    _services_follow(net)
+
+
+def _services_follow(net: networks.Network) -> None:
+    """The services selecting containers of this network recompute their
+    endpoints. Only when a service exists: otherwise this is one stat, and
+    nothing of services/ is imported (run's path)."""
+    if not os.path.isdir(paths.services_dir()):
+        return
+    from minidocker import services
+    try:
+        services.sync(net.id)
+    except MinidockerError as exc:  # the container's own change stands
+        print(f"minidocker: services on network {net.name}: {exc}", file=sys.stderr)
 
 
 def _endpoint(container, net, nlist, result, ifname, netns, ports, aliases) -> dict:
@@ -157,6 +190,7 @@ def detach(container: dict, net: networks.Network) -> None:
     store.remove_endpoint(net, cid)
     if net.names_containers:
         hostsfile.refresh(set(store.endpoints(net)) | {cid})
+    _names_follow(net)
 
 
 def detach_all(container: dict) -> None:

@@ -22,7 +22,10 @@ order, outermost first (each is an flock on a file under the locks dir):
      GC), then the container's hashed lock (executor.py);
   6. cni-bridge's own: the bridge lock, the IPAM store's, the firewall's.
 The hosts-file lock (hostsfile.py) and the container names lock
-(records.names_lock) are taken alone, never around another.
+(records.names_lock) are taken alone, never around another. After an
+attach or detach has released 2-6 (the container's lock still held): a
+network's DNS lock (dns/lifecycle.py), then, alone, the services lock
+(services/store.py), which `service create/rm` take outermost.
 """
 from __future__ import annotations
 

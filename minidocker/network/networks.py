@@ -42,6 +42,9 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 # masqueraded), comma-separated CIDRs: a cluster's pod range (cni-bridge's
 # nonMasqueradeCIDRs).
 OPT_NO_MASQ = "minidocker.network.non_masquerade_cidrs"
+# The VIPs of the services on this network (default: MINIDOCKER_SERVICE_RANGE
+# or 10.96.0.0/16).
+OPT_SERVICE_RANGE = "minidocker.network.service_range"
 
 #: Only a CNI-file network has these (they are never written to a record).
 _FILE_FIELDS = ("source", "digest", "cni_version", "plugins")

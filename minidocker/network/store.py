@@ -20,11 +20,11 @@ from minidocker import paths, state
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.network import networks, subnets
 from minidocker.network.networks import (BUILTIN_DRIVERS, OPT_BRIDGE_NAME, OPT_ICC, OPT_MTU,
-                                         OPT_NO_MASQ, IPAMConfig, Network)
+                                         OPT_NO_MASQ, OPT_SERVICE_RANGE, IPAMConfig, Network)
 from minidocker.network.subnets import SubnetError
 
 USER_BRIDGE_PREFIX = "mdbr-"
-ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_NO_MASQ)
+ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_NO_MASQ, OPT_SERVICE_RANGE)
 
 # The name becomes a lease directory, a veth alias and part of rule comments.
 MAX_NAME = 128
@@ -49,6 +49,11 @@ def _validate_options(options: dict[str, str], recs: list[Network]) -> dict[str,
         elif key == OPT_ICC:
             if value.lower() not in ("true", "false"):
                 raise MinidockerError(f"invalid {OPT_ICC} {value!r}: true or false")
+        elif key == OPT_SERVICE_RANGE:
+            try:
+                subnets.service_range(value, f"-o {OPT_SERVICE_RANGE}")
+            except SubnetError as exc:
+                raise MinidockerError(str(exc)) from None
         elif key == OPT_NO_MASQ:
             for cidr in value.split(","):
                 try:
@@ -144,6 +149,16 @@ def create(req: CreateRequest) -> Network:
 
 def _endpoint_dir(net: Network):
     return paths.networks_dir() / net.id / "endpoints"
+
+
+def has_endpoints(net: Network) -> bool:
+    """Whether anything is attached to net: the first entry of one listing,
+    no endpoint read (attach and detach ask it, so its cost must not grow)."""
+    try:
+        with os.scandir(_endpoint_dir(net)) as it:
+            return net.id != "" and any(e.name.endswith(".json") for e in it)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def endpoints(net: Network) -> dict[str, dict]:

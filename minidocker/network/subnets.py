@@ -104,3 +104,16 @@ def check_ip_range(net: Net, ip_range: str | None) -> Net | None:
     if rng.version != net.version or not rng.subnet_of(net):
         raise SubnetError(f"ip-range {ip_range} is not inside subnet {net}")
     return rng
+
+
+def service_range(text: str, source: str):
+    """A services' VIP range (`source` names where it came from): an IPv4
+    network of at least 4 addresses."""
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError:
+        net = None
+    if net is None or net.version != 4 or net.prefixlen > 30:
+        raise SubnetError(f"invalid service range {text!r} ({source}): expected an IPv4 CIDR "
+                          "of /30 or wider, e.g. 10.96.0.0/16")
+    return net

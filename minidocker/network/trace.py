@@ -276,7 +276,7 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
     if not 0 < timeout <= 60:
         raise MinidockerError(f"--timeout {timeout}: accepted are 0 < seconds <= 60")
     live = wiring.Live()
-    model = wiring.build(live=live)
+    model = wiring.build(live=live, cluster=False)
     src = source(model, live, src_ref)
     dst = destination(model, dst_ref, src)
     sweep()

@@ -90,8 +90,7 @@ def _container(cid: str, rec: dict | None, ep: dict) -> dict:
 
 
 def endpoint(live: Live, net_name: str, cid: str, ep: dict) -> dict:
-    """One container's attachment to one network, as the kernel has it.
-    (long: one flat list of facts per attachment, each read from the model's sources)"""
+    """One container's attachment to one network, as the kernel has it."""
     rec = live.records().get(cid)
     ifname = ep.get("IfName") or "eth0"
     sandbox = ep.get("SandboxKey") or ((rec or {}).get("NetworkSettings") or {}).get("SandboxKey", "")
@@ -192,8 +191,9 @@ def _services() -> list[dict]:
     return list(describe()) if describe else []
 
 
-def build(nets: list | None = None, live: Live | None = None) -> dict:
-    """The whole model (README: "The wiring model")."""
+def build(nets: list | None = None, live: Live | None = None, cluster: bool = True) -> dict:
+    """The whole model (README: "The wiring model"); `cluster=False` leaves
+    out the cluster's block (it asks etcd: trace does not need it)."""
     live = live or Live()
     every = networks.listing()
     chosen = [n for n in (every if nets is None else nets) if n.name not in ("host", "none")]
@@ -203,7 +203,7 @@ def build(nets: list | None = None, live: Live | None = None) -> dict:
             "host": {"uplinks": _uplinks(live, {n.bridge for n in every}),
                      "default_route": {"v4": live.host.default_route[4], "v6": live.host.default_route[6]}},
             "networks": model_nets, "stale": _stale(live, model_nets, names),
-            "cluster": _cluster(chosen), "services": _services()}
+            "cluster": _cluster(chosen) if cluster else None, "services": _services()}
 
 
 # --- `network inspect`'s Debug blocks, from the same model ----------------------
