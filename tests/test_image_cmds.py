@@ -12,6 +12,7 @@ dangling images (with -a: every image no container uses) and ends with
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 
 from mdtools import newcomer, one_line_error
@@ -25,7 +26,7 @@ def _changed(node, name="ch", *opts):
     """A stopped container that added, changed and deleted files (an opaque dir too)."""
     node.md("run", "--name", name, "--network", "none", *opts, "busybox", "sh", "-c",
             "echo new > /root/added; echo changed >> /etc/passwd; rm /etc/group; "
-            "rm -r /home; mkdir -p /home/fresh; echo in > /home/fresh/f")
+            f"rm -r /home; mkdir -p /home/fresh; echo in > /home/fresh/f; echo {name} > /name")
 
 
 def _ls(node, image, path):
@@ -124,21 +125,22 @@ def test_history(node):
     assert "sh -c echo new > /root/added; echo changed >…" in top
     assert len(lines) == 1 + 1 + len(node.md("history", "-q", "busybox").stdout.splitlines())
     raw = node.md("history", "--human=false", "--no-trunc", "mine:v1").stdout.splitlines()
-    size = int(raw[1].split("   ")[-2].strip()) if False else None
     assert _image(node, "mine:v1")["Id"] in raw[1] and "rm -r /home; mkdir" in raw[1]
     assert "T" in raw[1].split()[1]   # an RFC 3339 date
-    del size
+    layer = _image(node, "mine:v1")["RootFS"]["Layers"][-1][7:]
+    size = json.loads((node.state_root / "images/layers" / layer / "layer.json").read_text())["Size"]
+    assert re.search(rf" {{3}}{size} +note$", raw[1]), raw[1]
     node.md("rmi", "mine:v1")
 
 
 def test_image_prune_removes_only_what_it_should(node):
-    _changed(node, "a")
-    _changed(node, "b")
+    _changed(node, "ca")
+    _changed(node, "cb")
     try:
-        node.md("commit", "a", "keep:1")
-        dangling = node.md("commit", "a").stdout.strip()
-        unused = node.md("commit", "b", "unused:1").stdout.strip()
-        node.md("commit", "b", "used:1")
+        node.md("commit", "ca", "keep:1")
+        dangling = node.md("commit", "ca").stdout.strip()
+        unused = node.md("commit", "cb", "unused:1").stdout.strip()
+        node.md("commit", "cb", "used:1")
         node.md("create", "--name", "user", "--network", "none", "used:1")
         out = node.md("image", "prune", "-f").stdout
         assert out.splitlines()[:2] == ["Deleted Images:", f"deleted: {dangling}"]
@@ -149,15 +151,18 @@ def test_image_prune_removes_only_what_it_should(node):
         assert left == {"keep:1", "unused:1", "used:1", "busybox:latest"}
         assert node.md("image", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
         # without -f and without a terminal: refused, nothing removed
+        node.md("rm", "ca", "cb")
         proc = node.md("image", "prune", "-a", check=False, stdin=None)
         one_line_error(proc, "-f")
         out = node.md("image", "prune", "-a", "-f").stdout
         assert f"deleted: {unused}" in out and "untagged: unused:1" in out
         assert "untagged: keep:1" in out and "used:1" not in out.replace("unused:1", "")
-        assert "busybox:latest" in out   # no container uses it now
+        assert "untagged: busybox:latest" in out   # no container uses it now
+        assert out.splitlines()[-1] != "Total reclaimed space: 0B"
         assert node.md("image", "ls", "-q").stdout.strip() == _image(node, "used:1")["Id"][7:19]
     finally:
-        node.md("rm", "-f", "a", "b", "user")
+        for name in ("ca", "cb", "user"):
+            node.md("rm", "-f", name, check=False)
     node.md("image", "rm", "used:1")
 
 
