@@ -9,19 +9,10 @@ from __future__ import annotations
 import json
 import tempfile
 
-from minidocker import clock, paths
-from minidocker.images import layer, layertar, store
+from minidocker import clock
+from minidocker.images import layer, layertar, store, view
 from minidocker.images.refs import normalize_ref
 from minidocker.images.transaction import Transaction
-
-
-def _parent_config(image: dict) -> dict:
-    try:
-        with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-            config = json.load(fh)
-        return config if isinstance(config, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def make_image(parent: dict, upper: str, skip, container: dict, message: str = "",
@@ -30,7 +21,7 @@ def make_image(parent: dict, upper: str, skip, container: dict, message: str = "
     container gives (Config's image keys), a history entry for the layer."""
     tags = [normalize_ref(ref)] if ref else []
     now = clock.now()
-    config = _parent_config(parent)
+    config = view.config_of(parent)
     cfg = container.get("Config") or {}
     config["config"] = {k: cfg[k] for k in store.KEPT_CONFIG if cfg.get(k) not in (None, "", [], {})}
     config["created"] = now

@@ -12,7 +12,6 @@ import json
 import sys
 import urllib.parse
 
-from minidocker import paths
 from minidocker.images import layertar, oci, store
 from minidocker.images.refs import ImageError, Reference
 from minidocker.images.registry import Client
@@ -26,8 +25,7 @@ def push(ref_text: str, out=sys.stdout) -> str:
         raise ImageError(f"cannot push {ref_text!r}: name a tag, not a digest")
     client = Client(ref.registry, ref.remote_path)
     print(f"The push refers to repository [{ref.registry}/{ref.remote_path}]", file=out, flush=True)
-    with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-        config_blob = fh.read()
+    config_blob = store.config_blob(image)
     descs, diff_ids = [], []
     for diff_id in store.layer_ids(image):
         tar = layertar.layer_tar(diff_id)

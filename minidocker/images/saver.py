@@ -11,7 +11,6 @@ import os
 import tarfile
 import tempfile
 
-from minidocker import paths
 from minidocker.images import layertar, oci, store
 from minidocker.images.refs import ImageError, Reference
 
@@ -41,8 +40,7 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _write(tar: tarfile.TarFile, wanted) -> None:
     manifest, repos, written = [], {}, set()
     for image, tags in wanted:
-        with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-            blob = fh.read()
+        blob = store.config_blob(image)
         config = json.loads(blob)
         diff_ids = list(store.layer_ids(image))
         layers = []

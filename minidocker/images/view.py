@@ -12,8 +12,7 @@ from minidocker.images import store
 def config_of(image: dict) -> dict:
     """The image's config as it came (config.json); {} when there is none."""
     try:
-        with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-            config = json.load(fh)
+        config = json.loads(store.config_blob(image))
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
