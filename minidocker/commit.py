@@ -29,7 +29,7 @@ def commit(ref: str, target: str | None = None, message: str = "", author: str =
         images.normalize_ref(target)    # a bad name fails before any work
     record = containers.find(ref)
     from minidocker.images import commit as image_commit
-    upper = str(paths.container_dir(record["Id"]) / "upper")
+    upper = str(paths.container_upper(record["Id"]))
     skip = {p.lstrip("/") for p in fsview.OWN_PATHS}
     with records.locked(record["Id"]), _paused(record, pause):
         parent = images.lookup(record["Image"])

@@ -147,7 +147,7 @@ def _put(src: str, target: str) -> None:
 def diff(ref: str) -> list[str]:
     """`docker diff`: A added, C changed, D deleted, from the upper layer."""
     record = containers.find(ref)
-    upper = str(paths.container_dir(record["Id"]) / "upper")
+    upper = str(paths.container_upper(record["Id"]))
     from minidocker.images.store import layer_ids, short_link
     layers = [str(paths.images_dir() / "l" / short_link(d))
               for d in layer_ids(images.lookup(record["Image"]))]

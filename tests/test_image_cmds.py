@@ -183,6 +183,9 @@ def test_bad_input_one_line_errors(node, tmp_path):
         if args[0] == "commit" and len(args) == 3:
             node.md("rm", "ch")
     assert not (tmp_path / "x.tar").exists() and list(tmp_path.glob(".save-*")) == []
+    # no -o and a terminal for standard output: refused, as Docker
+    tty = node.run(["script", "-qec", "minidocker save busybox", "/dev/null"], check=False)
+    assert tty.returncode == 1 and "refusing to save to a terminal" in tty.stdout, tty
     assert [i["RepoTags"] for i in json.loads(node.md("image", "inspect", "busybox").stdout)] \
         == [["busybox:latest"]]
     assert node.md("images", "-q").stdout.count("\n") == 1   # no half-made image
