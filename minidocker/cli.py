@@ -54,7 +54,12 @@ class LazyGroup(click.Group):
             "attach": ("minidocker.cli_lifecycle", "attach_cmd"),
             "create": ("minidocker.cli_lifecycle", "create_cmd"),
             "restart": ("minidocker.cli_lifecycle", "restart_cmd"),
-            "logs": ("minidocker.cli_lifecycle", "logs_cmd")}
+            "logs": ("minidocker.cli_lifecycle", "logs_cmd"),
+            "commit": ("minidocker.cli_image", "commit_cmd"),
+            "save": ("minidocker.cli_image", "save_cmd"),
+            "history": ("minidocker.cli_image", "history_cmd"),
+            "inspect": ("minidocker.cli_image", "inspect_cmd"),
+            "image": ("minidocker.cli_image", "image")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -77,7 +82,7 @@ def cli():
 
 # --- images ---------------------------------------------------------------------
 
-def _age(stamp: str) -> str:
+def human_age(stamp: str) -> str:
     """Docker's human duration since stamp ("3 seconds", "About a minute")."""
     try:
         seconds = max(0.0, time.time() - clock.parse(stamp))
@@ -105,7 +110,7 @@ def _age(stamp: str) -> str:
     return f"{hours // (24 * 365)} years"
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
@@ -128,7 +133,7 @@ def images_cmd(quiet):
         for tag in tags:
             repo, _, t = tag.rpartition(":")
             click.echo(f"{repo:<24} {t:<12} {img['Id'].split(':')[1][:12]:<14} "
-                       f"{_age(img['Created']) + ' ago':<20} {_size(img.get('Size', 0))}")
+                       f"{human_age(img['Created']) + ' ago':<20} {human_size(img.get('Size', 0))}")
 
 
 @cli.command("rmi")
@@ -263,12 +268,12 @@ def rm_cmd(force, volumes, refs):
 def _status(record: dict) -> str:
     st = record["State"]
     if st.get("Restarting"):
-        return f"Restarting ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
+        return f"Restarting ({st.get('ExitCode', 0)}) {human_age(st.get('FinishedAt', ''))} ago"
     if st.get("Running"):
-        return f"Up {_age(st['StartedAt'])}" + (" (Paused)" if st.get("Paused") else "")
+        return f"Up {human_age(st['StartedAt'])}" + (" (Paused)" if st.get("Paused") else "")
     if st.get("Status") == "created":
         return "Created"
-    return f"Exited ({st.get('ExitCode', 0)}) {_age(st.get('FinishedAt', ''))} ago"
+    return f"Exited ({st.get('ExitCode', 0)}) {human_age(st.get('FinishedAt', ''))} ago"
 
 
 def _command(record: dict) -> str:
@@ -306,7 +311,7 @@ def ps_cmd(show_all, quiet, filters, fmt):
     if fmt != "table":
         fields = [{
             "ID": r["Id"][:12], "Image": r["Config"]["Image"], "Command": _command(r),
-            "CreatedAt": r["Created"], "RunningFor": _age(r["Created"]),
+            "CreatedAt": r["Created"], "RunningFor": human_age(r["Created"]),
             "State": r["State"]["Status"], "Status": _status(r),
             "Names": r["Name"].lstrip("/"), "Networks": r["HostConfig"]["NetworkMode"],
             "Ports": _ports(r), "ExitCode": r["State"].get("ExitCode", 0),
@@ -322,18 +327,8 @@ def ps_cmd(show_all, quiet, filters, fmt):
         cmd = _command(r)
         cmd = json.dumps(cmd if len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False)
         click.echo(f"{r['Id'][:12]:<14} {r['Config']['Image'][:16]:<16} {cmd:<22} "
-                   f"{_age(r['Created']) + ' ago':<24} {_status(r):<34} {_ports(r) or '':<8} "
+                   f"{human_age(r['Created']) + ' ago':<24} {_status(r):<34} {_ports(r) or '':<8} "
                    f"{r['Name'].lstrip('/')}")
-
-
-@cli.command("inspect")
-@click.argument("refs", nargs=-1, required=True)
-def inspect_cmd(refs):
-    """Low-level information on containers (Docker's field names), as JSON."""
-    found = [containers.find(ref) for ref in refs]
-    for r in found:
-        r.pop("ShimPid", None)
-    click.echo(json.dumps(found, indent=4))
 
 
 @cli.command("port")

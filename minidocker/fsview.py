@@ -17,7 +17,7 @@ from minidocker import containers, fsutil, images, paths, records, teardown
 from minidocker.errors import MinidockerError
 
 # What minidocker itself puts in a container's root (mount points), kept out of `diff`.
-_OWN = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc", "/sys")
+OWN_PATHS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc", "/sys")
 
 
 @contextlib.contextmanager
@@ -147,7 +147,7 @@ def _put(src: str, target: str) -> None:
 def diff(ref: str) -> list[str]:
     """`docker diff`: A added, C changed, D deleted, from the upper layer."""
     record = containers.find(ref)
-    upper = str(paths.container_dir(record["Id"]) / "upper")
+    upper = str(paths.container_upper(record["Id"]))
     from minidocker.images.store import layer_ids, short_link
     layers = [str(paths.images_dir() / "l" / short_link(d))
               for d in layer_ids(images.lookup(record["Image"]))]
@@ -163,7 +163,7 @@ def diff(ref: str) -> list[str]:
                 changes[rel] = "C"
             else:
                 changes[rel] = "A"
-    own = [p for p in changes if p in _OWN or p.startswith(tuple(o + "/" for o in _OWN))]
+    own = [p for p in changes if p in OWN_PATHS or p.startswith(tuple(o + "/" for o in OWN_PATHS))]
     for p in own:
         del changes[p]
     # a directory copied up only for our mount points is no change of the user's
@@ -171,7 +171,7 @@ def diff(ref: str) -> list[str]:
         full = upper + p
         if os.path.isdir(full) and not os.path.islink(full) and not any(
                 q.startswith(p + "/") for q in changes):
-            if any(o.startswith(p + "/") for o in _OWN):
+            if any(o.startswith(p + "/") for o in OWN_PATHS):
                 del changes[p]
     return [f"{kind} {path}" for path, kind in sorted(changes.items())]
 

@@ -112,6 +112,11 @@ def container_dir(cid: str) -> Path:
     return containers_dir() / cid
 
 
+def container_upper(cid: str) -> Path:
+    """The container's overlay upper dir: its changes (diff, commit)."""
+    return container_dir(cid) / "upper"
+
+
 def image_dir(image_hex: str) -> Path:
     return images_dir() / image_hex
 

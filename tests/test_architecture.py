@@ -34,6 +34,7 @@ CNI_BRIDGE_PUBLIC = {"cni_bridge.api"}
 #: Modules that may import click: the command-line modules and their prompt.
 CLICK_MODULES = {"minidocker.cli", "minidocker.cli_network", "minidocker.cli_system",
                  "minidocker.cli_cni", "minidocker.cli_service", "minidocker.cli_lifecycle", "minidocker.cli_volume",
+                 "minidocker.cli_image",
                  "minidocker.cluster.command", "minidocker.confirm"}
 
 

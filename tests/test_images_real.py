@@ -170,10 +170,10 @@ def test_docker_save_of_images_sharing_a_layer(node, base_tar, tmp_path, monkeyp
     assert len(list((node.state_root / "images/layers").iterdir())) == 2
     _run_all(node, "real:base", user_ref="real:1")
     # each layer's tar can be made again byte for byte (what push sends)
-    from minidocker.images import pusher
+    from minidocker.images import layertar
     monkeypatch.setenv("MINIDOCKER_ROOT", str(node.state_root))
     for layer_dir in (node.state_root / "images/layers").iterdir():
-        assert pusher.original_tar("sha256:" + layer_dir.name) is not None
+        assert layertar.original_tar("sha256:" + layer_dir.name) is not None
 
 
 def test_oci_archive(node, base_tar, tmp_path):

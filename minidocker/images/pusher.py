@@ -8,78 +8,13 @@ config carries its new diffID. Blobs the registry has are not sent again
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import os
 import sys
-import tarfile
 import urllib.parse
 
-from minidocker import paths
-from minidocker.images import layer, oci, store
+from minidocker.images import layertar, oci, store
 from minidocker.images.refs import ImageError, Reference
 from minidocker.images.registry import Client
-
-
-def _layer_tar(diff_dir: str) -> bytes:
-    """A layer's stored files as a tar (overlay whiteouts back to .wh. names),
-    in sorted order so the same layer gives the same bytes."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(diff_dir):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, diff_dir)
-            for name in sorted(dirnames + filenames):
-                path = os.path.join(dirpath, name)
-                arc = name if rel_dir == "." else f"{rel_dir}/{name}"
-                st = os.lstat(path)
-                if (st.st_mode & 0o170000) == 0o020000 and st.st_rdev == 0:
-                    info = tarfile.TarInfo(os.path.join(os.path.dirname(arc), layer.WHITEOUT + name))
-                    tar.addfile(info)
-                    continue
-                info = tar.gettarinfo(path, arc)
-                info.uname = info.gname = ""
-                info.mtime = int(st.st_mtime)
-                xattrs = {}
-                for key in os.listxattr(path, follow_symlinks=False):
-                    value = os.getxattr(path, key, follow_symlinks=False)
-                    if key == layer.OPAQUE_XATTR:
-                        continue
-                    xattrs["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
-                info.pax_headers = xattrs
-                if info.isreg():
-                    with open(path, "rb") as fh:
-                        tar.addfile(info, fh)
-                else:
-                    tar.addfile(info)
-                if info.isdir() and layer.OPAQUE_XATTR in os.listxattr(path, follow_symlinks=False):
-                    tar.addfile(tarfile.TarInfo(f"{arc}/{layer.OPAQUE}"))
-    return raw.getvalue()
-
-
-def original_tar(diff_id: str) -> bytes | None:
-    """The layer's tar as it came, from its tar-split and its files; None
-    when it cannot be made again (no tar-split, a file changed or lost to a
-    later member of the same name)."""
-    d = paths.layer_dir(store.hexid(diff_id))
-    try:
-        with open(d / "tar-split.gz", "rb") as fh:
-            rest = gzip.decompress(fh.read())
-        with open(d / "tar-split.json") as fh:
-            files = json.load(fh)
-    except (OSError, ValueError, EOFError):
-        return None
-    out, done = io.BytesIO(), 0
-    for offset, name, size in files:
-        data = layer.read_file(str(d / "diff"), name, size)
-        if data is None or not done <= offset <= len(rest):
-            return None
-        out.write(rest[done:offset])
-        out.write(data)
-        done = offset
-    out.write(rest[done:])
-    tar = out.getvalue()
-    return tar if oci.digest_of(tar) == diff_id else None
 
 
 def push(ref_text: str, out=sys.stdout) -> str:
@@ -90,11 +25,10 @@ def push(ref_text: str, out=sys.stdout) -> str:
         raise ImageError(f"cannot push {ref_text!r}: name a tag, not a digest")
     client = Client(ref.registry, ref.remote_path)
     print(f"The push refers to repository [{ref.registry}/{ref.remote_path}]", file=out, flush=True)
-    with open(paths.image_dir(store.hexid(image["Id"])) / "config.json", "rb") as fh:
-        config_blob = fh.read()
+    config_blob = store.config_blob(image)
     descs, diff_ids = [], []
     for diff_id in store.layer_ids(image):
-        tar = original_tar(diff_id) or _layer_tar(str(paths.layer_dir(store.hexid(diff_id)) / "diff"))
+        tar = layertar.layer_tar(diff_id)
         blob = gzip.compress(tar, mtime=0)
         diff_ids.append(oci.digest_of(tar))
         desc = {"mediaType": oci.OCI_LAYER + "+gzip", "digest": oci.digest_of(blob), "size": len(blob)}

@@ -199,6 +199,12 @@ def _drop_layer(diff_id: str) -> None:
     shutil.rmtree(paths.layer_dir(hexid(diff_id)), ignore_errors=True)
 
 
+def config_blob(image: dict) -> bytes:
+    """The image's config as it came (its id is this blob's digest)."""
+    with open(paths.image_dir(hexid(image["Id"])) / "config.json", "rb") as fh:
+        return fh.read()
+
+
 def has_layer(diff_id: str) -> bool:
     return (paths.layer_dir(hexid(diff_id)) / "layer.json").exists()
 
