@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 
 from bench.netns import in_netns
-from bench.table import print_table
+from bench.table import print_table, root_or_exit
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
@@ -212,9 +212,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench cluster", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="convergence samples per cluster size")
     opts = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench cluster: needs root (network namespaces)", file=sys.stderr)
-        return 2
+    root_or_exit("cluster")
     with tempfile.TemporaryDirectory(prefix="mdbench-cluster-") as d:
         tmp = Path(d)
         image = _image(tmp / "image")
