@@ -87,8 +87,13 @@ def test_trace_paths(tnode, backend):
         assert out.rstrip().splitlines()[-1].startswith("delivered to web:80 via mdbr-")
 
 
-def _popen_trace(node, *args):
-    return node.popen([MINIDOCKER, "trace", "--json", *args], start_new_session=True)
+def _popen_trace(node, *args, sigint_ignored=False):
+    """sigint_ignored: started as a background job of a non-interactive shell
+    is (SIGINT ignored): Ctrl-C must still end the trace and its table."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return node.popen([MINIDOCKER, "trace", "--json", *args], start_new_session=True,
+                      preexec_fn=ignore_sigint if sigint_ignored else None)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -102,13 +107,15 @@ def test_two_traces_at_once_signals_and_bad_input(tnode, backend):
         assert outs[1]["outcome"].startswith("dropped by the isolation rule") and _dnat(outs[1]) == []
         assert outs[0]["probe"]["table"] != outs[1]["probe"]["table"]
         assert "minidocker-trace" not in _tables(node)
-        # Ctrl-C midway (waiting for an answer that never comes): the table goes
-        p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
-        wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
-        time.sleep(0.2)
-        p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=10) == 130
-        assert "minidocker-trace" not in _tables(node)
+        # Ctrl-C midway (waiting for an answer that never comes): the table goes,
+        # also when the trace was started with SIGINT ignored
+        for ignored in (False, True):
+            p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30", sigint_ignored=ignored)
+            wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
+            time.sleep(0.2)
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=10) == 130, ignored
+            assert "minidocker-trace" not in _tables(node)
         p = _popen_trace(node, "--from", "cli", "--to", "db:80", "--timeout", "30")
         wait_for(lambda: "minidocker-trace" in _tables(node), timeout=20)
         p.send_signal(signal.SIGTERM)

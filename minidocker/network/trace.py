@@ -281,7 +281,11 @@ def run(src_ref: str, dst_ref: str, proto: str = "tcp", timeout: float = 1.0) ->
     dst = destination(model, dst_ref, src)
     sweep()
     table = f"{TABLE_PREFIX}{os.getpid()}"
+    # Ctrl-C too, explicitly: a process started with SIGINT ignored (a
+    # background job of a non-interactive shell) gets no KeyboardInterrupt
+    # from Python, and the table would then outlive an interrupted trace.
     old = {sig: signal.signal(sig, _raise_on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     sock = monitor = None
     added = False
     try:
