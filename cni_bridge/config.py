@@ -127,6 +127,8 @@ def _cidrs(value, key: str) -> list:
     out = []
     for item in value:
         try:
+            if not isinstance(item, str):     # ip_network(7) would be 0.0.0.7/32
+                raise TypeError(item)
             out.append(str(ipaddress.ip_network(item, strict=False)))
         except (TypeError, ValueError):
             raise bad_config(f"invalid {key} entry {item!r}", "a CIDR such as 10.244.0.0/16") from None

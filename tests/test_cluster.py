@@ -146,6 +146,8 @@ def test_bad_input_changes_nothing(cluster):
         (["cluster", "init", "--etcd", ETCD_URL, "--cluster-cidr", "10.244.1.0/16"], "host bits"),
         (["cluster", "init", "--etcd", "http://192.0.2.250:2379"], "unreachable"),
         (["cluster", "init", "--etcd", "etcd:2379"], "invalid --etcd"),
+        (["cluster", "init", "--etcd", ETCD_URL, "--vni", "0"], "invalid --vni 0"),
+        (["cluster", "init", "--etcd", ETCD_URL, "--port", "70000"], "invalid --port 70000"),
         (["node", "join", "--etcd", ETCD_URL], "no cluster configuration"),
     ]
     for argv, words in cases:

@@ -147,3 +147,24 @@ def test_status_without_firewall_tools(monkeypatch):
     with pytest.raises(CNIError) as err:
         plugin.cmd_status(PluginArgs(command="STATUS"), conf)
     assert err.value.code == 50 and "nft not found" in err.value.msg
+
+
+@pytest.mark.parametrize("value,named", [("10.244.0.0/16", "nonMasqueradeCIDRs"), ([7], "7"),
+                                         (["10.244.0.0/33"], "10.244.0.0/33"), (["nope"], "nope")])
+def test_non_masquerade_cidrs_bad_values(value, named):
+    from cni.env import PluginArgs
+    from cni_bridge import config as bconfig
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "cni-bridge", "ipMasq": True,
+            "nonMasqueradeCIDRs": value, "ipam": {"type": "cni-bridge"}}
+    with pytest.raises(CNIError) as err:
+        bconfig.parse(conf, PluginArgs.__new__(PluginArgs), with_env=False)
+    assert named in str(err.value.msg)
+
+
+def test_non_masquerade_cidrs_in_the_plan():
+    att = firewall.Attachment(network="n", container_id="c", ifname="eth0", bridge="b",
+                              addrs=[("10.244.1.2", "10.244.1.0/24")], ip_masq=True,
+                              no_masq_to=["10.244.0.0/16"])
+    rules = firewall.plan(att)
+    assert rules.index(("masq_skip", 4, "10.244.1.2", "10.244.0.0/16")) < rules.index(
+        ("masq", 4, "10.244.1.2", "10.244.1.0/24"))
