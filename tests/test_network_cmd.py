@@ -152,6 +152,8 @@ def test_bad_input_changes_nothing(node):
         (["create", "-o", "com.docker.network.driver.mtu=12", "x"], ["invalid MTU '12'", "68 to 65535"]),
         (["create", "-o", "com.docker.network.driver.mtu=abc", "x"], ["invalid MTU 'abc'"]),
         (["create", "-o", "com.docker.network.bridge.enable_icc=maybe", "x"], ["'maybe'", "true or false"]),
+        (["create", "-o", "minidocker.network.non_masquerade_cidrs=10.244.0.0/16,bogus", "x"],
+         ["'bogus'", "CIDRs"]),
         (["create", "-o", "com.docker.network.bridge.name=" + "b" * 16, "x"], ["invalid bridge name"]),
         (["create", "--driver", "overlay", "x"], ["'overlay'", "accepted: bridge"]),
         (["create", "--subnet", "fd00:9::/64", "x"], ["IPv6", "--ipv6"]),
