@@ -116,6 +116,8 @@ def _remove_all(soak) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for problem in soak.remove_cgroups():
+        print(f"bench memory: cgroup left: {problem}", file=sys.stderr)
 
 
 def measure_peer(cls, count: int, process: str, names: tuple[str, ...],

@@ -95,6 +95,24 @@ class Soak:
                 continue
         return out
 
+    def remove_cgroups(self) -> list[str]:
+        """The private root's cgroup parent (minidocker-<crc32>, which
+        minidocker keeps between containers) and anything left in it; what
+        could not be removed."""
+        from minidocker import paths
+        from minidocker.runtime import cgroups
+        parent = cgroups.dirs(paths.default_cgroup_parent(Path(self.env["MINIDOCKER_ROOT"])))
+        problems = []
+        for controller, path in parent.items():
+            try:
+                children = [e.path for e in os.scandir(path) if e.is_dir()] if os.path.isdir(path) else []
+                for child in children:
+                    cgroups.remove({controller: child})
+                cgroups.remove({controller: path})
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
+        return problems
+
     def container_processes(self) -> list[int]:
         """Processes whose root mount is one of our overlays."""
         marker = str(self.tmp) + "/"
