@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
         ratio = ms["none"] / ms["runc"]
         print(f"\ngoal: none <= {GOAL_RATIO:.0f}x runc run: {ratio:.2f}x -> "
               f"{'met' if ratio <= GOAL_RATIO else 'MISSED'}")
-        print(f"goal: shim <= {GOAL_SHIM_MB:.0f} MB resident: {rss:.1f} MB -> "
+        print(f"goal: shim <= {GOAL_SHIM_MB:.0f} MB resident: {rss:.1f} MiB -> "
               f"{'met' if rss <= GOAL_SHIM_MB else 'MISSED'}")
         return 0
     finally:
