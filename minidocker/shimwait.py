@@ -12,7 +12,7 @@ full shim again (`python -m minidocker.shim --resume`) to record the exit,
 restart or tear down. This module therefore imports only what is built in
 or tiny: posix (`os` pulls in _collections_abc and posixpath), select,
 _signal (`signal` pulls in enum), and logfile. Together they cost about
-0.05 MB over the bare interpreter's 2.3 MB; the full shim's waiting took 7 MB.
+0.1 MB over the bare interpreter's 2.3 MB; the full shim's waiting took 5-7 MB.
 tests/test_shim_memory.py holds it to that.
 """
 import posix
