@@ -25,8 +25,9 @@ from minidocker import logfile
 
 COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
 RELAYED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
-# The exec'd stage: its package dir goes first on the path (no site: -S).
-BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from minidocker.shimwait import main; main(sys.argv[2:])"
+# The exec'd stage: no site (-S), so the package's dir is put on the path,
+# last: nothing there can stand in for a standard module (_json is a file).
+BOOT = "import sys; sys.path.append(sys.argv[1]); from minidocker.shimwait import main; main(sys.argv[2:])"
 
 
 def name_process(cid: str) -> None:
