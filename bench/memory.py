@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.netns import BenchNetns, all_pids, cmdline, comm, signals_held, unmount_under
+from bench.soak import Soak, remove_cgroup_parent
 from bench.table import root_or_exit
 
 GOAL = 1.0  # ours <= Docker's
@@ -76,7 +77,6 @@ def _matching(needle: str, names: tuple[str, ...]) -> list[int]:
 def measure_minidocker(count: int) -> Usage:
     """(long: start, measure and clean up in one place, so that the
     cleanup is sure to follow every start.)"""
-    from bench.soak import Soak
     tmp = Path(tempfile.mkdtemp(prefix="mdmemory-"))
     os.chmod(tmp, 0o700)
     try:
@@ -116,7 +116,7 @@ def _remove_all(soak) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for problem in soak.remove_cgroups():
+    for problem in remove_cgroup_parent(Path(soak.env["MINIDOCKER_ROOT"])):
         print(f"bench memory: cgroup left: {problem}", file=sys.stderr)
 
 

@@ -195,4 +195,7 @@ def _cleanup(md: str, env: dict, tmp: Path, runc_root: Path) -> None:
         left = [l.split()[4] for l in fh if str(tmp) in l.split()[4]]
     for mnt in sorted(left, key=len, reverse=True):
         subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+    from bench.soak import remove_cgroup_parent
+    for problem in remove_cgroup_parent(Path(env["MINIDOCKER_ROOT"])):
+        print(f"bench: cgroup left: {problem}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
