@@ -11,6 +11,7 @@ SUITES = {
     "trace": "bench.trace",  # trace (a delivered TCP probe) and network diagram
     "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
     "services": "bench.services",  # VIP first-packet latency, add-one-service time, DNS qps
+    "datapath": "bench.datapath",  # TCP throughput and latency: bridge, published ports, egress
 }
 
 

@@ -1,0 +1,266 @@
+"""The three hosts `bench datapath` measures side by side, each a
+throwaway node namespace with an `ext` namespace on its outside link
+(harness.wire_uplink: the tests' node and outside world), a server `srv`
+(iperf3 and an echo server) and a client `cli`:
+
+- `Bare`: no container runtime. srv and cli are namespaces, each with a
+  veth pair to the node and routes only (no bridge, no rule, no NAT); ext
+  routes the namespaces' subnet through the node, so every path is the
+  kernel's routing and nothing else. The published-port paths go straight
+  to srv's address: the direct route without DNAT.
+- `Minidocker`: srv and cli are containers on minidocker's default bridge,
+  srv publishing its ports (harness.Node, the tests' throwaway node).
+- `DockerHost`: the same two containers under Docker 20.10 (bench.peers),
+  with its userland proxy on (Docker's default: localhost goes through
+  docker-proxy, the host's own address through its DNAT rules).
+
+A client runs `where` one of HOST (the node), EXT (outside) or CLI (the
+client container). Each host undoes all it made on exit, also on an error
+or Ctrl-C while it is being set up.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.netns import BenchNetns
+from bench.peers import Docker, PeerUnavailable
+from bench.probes import ECHO_PORT, ECHO_SERVER, IPERF_PORT, IPERF_SERVER, gbps, iperf3_client
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+from bridge_helpers import TOOLS  # noqa: E402
+from cluster_helpers import ClusterNode  # noqa: E402
+from harness import NODE_ADDR, wire_uplink  # noqa: E402
+
+HOST, EXT, CLI = "host", "ext", "cli"
+PUBLISHED_IPERF, PUBLISHED_ECHO = 15201, 10007
+PUBLISH = ["-p", f"{PUBLISHED_IPERF}:{IPERF_PORT}", "-p", f"{PUBLISHED_ECHO}:{ECHO_PORT}"]
+#: srv's command in a container: both servers, the echo server as pid 1.
+SERVE = ["sh", "-c", f"{' '.join(IPERF_SERVER)} & exec {' '.join(ECHO_SERVER)}"]
+BARE_NET = "10.213.0.0/16"
+BARE_LINKS = {"srv": ("bsrv0", "10.213.1"), "cli": ("bcli0", "10.213.2")}   # node link, /24
+READY_TIMEOUT = 20.0
+CMD_TIMEOUT = 120
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Ctrl-C waits while a host is torn down (a second one would leave half of it)."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to shield
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def nsenter(netns: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net={netns}", "--", *argv]
+
+
+class Servers:
+    """Server processes started outside containers, each in a session of
+    its own, stopped by process group (socat's per-connection children too)."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, netns: str) -> None:
+        """iperf3 and the echo server in the namespace at netns, once listening."""
+        for argv in (IPERF_SERVER, ECHO_SERVER):
+            self.procs.append(subprocess.Popen(nsenter(netns, argv), stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               start_new_session=True))
+        wait_listening(netns)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.procs = []
+
+
+def wait_listening(netns: str, ports=(IPERF_PORT, ECHO_PORT)) -> None:
+    """Until something listens on every port in the namespace at netns
+    (asked with ss: a probe connection would count as one of iperf3's tests)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    for port in ports:
+        while not subprocess.run(nsenter(netns, ["ss", "-Hltn", f"sport = :{port}"]),
+                                 capture_output=True, text=True, timeout=10).stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port} in {netns} after {READY_TIMEOUT:g}s")
+            time.sleep(0.05)
+
+
+def address_and_netns(inspect_json: str) -> tuple[str, str]:
+    """(address, network namespace path) of a container, from `inspect` (ours or Docker's)."""
+    info = json.loads(inspect_json)[0]
+    return info["NetworkSettings"]["IPAddress"], f"/proc/{info['State']['Pid']}/ns/net"
+
+
+class Host:
+    """What every host answers: where its clients run and one iperf3 test."""
+
+    name = "host"
+    published = True        # the published-port paths use the published ports
+    namespaces: list[str]
+    srv_ip: str
+    netns: dict[str, str]   # HOST / EXT / CLI -> namespace path
+
+    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(nsenter(self.netns[where], argv), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def iperf(self, where: str, host: str, port: int, seconds: float) -> float:
+        """Gbit/s of one iperf3 test from `where` to host:port."""
+        proc = self.client(where, iperf3_client(host, port, seconds), timeout=seconds + 60)
+        return gbps(proc.stdout or proc.stderr)
+
+
+class Bare(Host):
+    """Namespaces, veth pairs and routes, nothing else."""
+
+    name = "bare"
+    published = False
+
+    def __init__(self):
+        self.stack = contextlib.ExitStack()
+        self.servers = Servers()
+
+    def __enter__(self) -> "Bare":
+        try:
+            node, ext, srv, cli = (self.stack.enter_context(BenchNetns()) for _ in range(4))
+            self.namespaces = [ns.name for ns in (node, ext, srv, cli)]
+            wire_uplink(node.path, ext.path)
+            node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            for ns, (link, prefix) in zip((srv, cli), BARE_LINKS.values()):
+                node.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
+                          "netns", ns.path])
+                node.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", link])
+                node.run(["ip", "link", "set", link, "up"])
+                ns.run(["ip", "addr", "add", f"{prefix}.2/24", "dev", "eth0"])
+                ns.run(["ip", "link", "set", "eth0", "up"])
+                ns.run(["ip", "route", "add", "default", "via", f"{prefix}.1"])
+            ext.run(["ip", "route", "add", BARE_NET, "via", NODE_ADDR])
+            self.srv_ip = BARE_LINKS["srv"][1] + ".2"
+            self.netns = {HOST: node.path, EXT: ext.path, CLI: cli.path}
+            self.servers.start(srv.path)
+            self.servers.start(ext.path)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with uninterrupted():
+            self.servers.stop()
+            self.stack.close()
+
+
+class Minidocker(Host):
+    """srv and cli as minidocker containers in a harness node."""
+
+    name = "minidocker"
+
+    def __init__(self, root: Path, archive: Path, backend: str):
+        self.root, self.archive, self.backend = root, archive, backend
+        self.servers = Servers()
+        self.node = None
+        self.leftovers: list[str] = []
+
+    def __enter__(self) -> "Minidocker":
+        try:
+            self.node = ClusterNode.create(self.root)
+            self.node.firewall = self.backend
+            self.namespaces = [self.node.name, self.node.ext]
+            md = self.node.md
+            md("load", "-i", self.archive, timeout=CMD_TIMEOUT)
+            md("run", "-d", "--name", "srv", *PUBLISH, TOOLS, *SERVE, timeout=CMD_TIMEOUT)
+            md("run", "-d", "--name", "cli", TOOLS, "sleep", "86400", timeout=CMD_TIMEOUT)
+            self.srv_ip, srv_netns = address_and_netns(md("inspect", "srv").stdout)
+            _, cli_netns = address_and_netns(md("inspect", "cli").stdout)
+            self.netns = {HOST: self.node.netns, EXT: self.node.ext_netns, CLI: cli_netns}
+            wait_listening(srv_netns)
+            self.servers.start(self.node.ext_netns)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        if where == CLI:
+            return self.node.md("exec", "cli", *argv, check=False, timeout=timeout)
+        return super().client(where, argv, timeout)
+
+    def __exit__(self, *exc) -> None:
+        if self.node is None:
+            return
+        with uninterrupted():
+            self.servers.stop()
+            self.node.md("rm", "-f", "srv", "cli", check=False, timeout=CMD_TIMEOUT)
+            self.leftovers = self.node.leftovers()
+            self.node.destroy()
+            self.node = None
+        if self.leftovers:
+            print(f"bench datapath: `rm -f` left {self.leftovers} (removed with the node)",
+                  file=sys.stderr)
+
+
+class DockerHost(Host):
+    """srv and cli as Docker 20.10 containers; PeerUnavailable says why not."""
+
+    name = "docker"
+
+    def __init__(self, archive: Path):
+        self.archive = archive
+        self.stack = contextlib.ExitStack()
+        self.servers = Servers()
+        self.docker: Docker | None = None
+
+    def __enter__(self) -> "DockerHost":
+        try:
+            node, ext = (self.stack.enter_context(BenchNetns()) for _ in range(2))
+            self.namespaces = [node.name, ext.name]
+            wire_uplink(node.path, ext.path)
+            self.docker = self.stack.enter_context(Docker(node))
+            run = self.docker.run
+            run(["load", "-i", str(self.archive)])
+            run(["run", "-d", "--name", "srv", *PUBLISH, TOOLS, *SERVE])
+            run(["run", "-d", "--name", "cli", TOOLS, "sleep", "86400"])
+            self.srv_ip, srv_netns = address_and_netns(run(["inspect", "srv"]).stdout)
+            _, cli_netns = address_and_netns(run(["inspect", "cli"]).stdout)
+            self.netns = {HOST: node.path, EXT: ext.path, CLI: cli_netns}
+            wait_listening(srv_netns)
+            self.servers.start(ext.path)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            self.__exit__()
+            raise PeerUnavailable(f"docker: {str(exc)[-300:]}") from exc
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        if where == CLI:
+            return self.docker.run(["exec", "cli", *argv], check=False, timeout=timeout)
+        return super().client(where, argv, timeout)
+
+    def __exit__(self, *exc) -> None:
+        with uninterrupted():
+            self.servers.stop()
+            if self.docker is not None:
+                self.docker.run(["rm", "-f", "srv", "cli"], check=False)
+            self.stack.close()
+            self.docker = None
