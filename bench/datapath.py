@@ -25,6 +25,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -170,8 +171,13 @@ def report(res: Results, paths: list[str], args) -> None:
         print(f"note: {note}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, as every bad value gets
+        self.exit(2, f"bench datapath: {message}\n")
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="scripts/bench datapath", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="scripts/bench datapath", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="iperf3 test length (default 3)")
     ap.add_argument("--runs", type=int, default=3, help="runs of every path (default 3)")
     ap.add_argument("--rounds", type=int, default=2000, help="latency exchanges per run (default 2000)")
@@ -196,6 +202,9 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     paths = [p for p in PATHS if not args.path or p in args.path]
+    # Ctrl-C unwinds (and so cleans up) also when the bench was started with
+    # SIGINT ignored, as a background job of a non-interactive shell is.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     print(f"machine: {os.cpu_count()} cores, Linux {platform.release()}, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
@@ -203,18 +212,20 @@ def main(argv: list[str]) -> int:
     os.chmod(tmp, 0o700)
     try:
         archive = tools_archive(tmp / "image", extra=(IPERF3,))
-        res, names = _run(args, paths, tmp, archive)
+        res = _run(args, paths, tmp, archive)
+    except KeyboardInterrupt:
+        print("bench datapath: interrupted; everything it made is removed", file=sys.stderr)
+        return 130
     finally:
         unmount_under(str(tmp))
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"throwaway namespaces (all removed): {' '.join(names)}")
     report(res, paths, args)
     print(f"\n({time.monotonic() - started:.0f}s; load average {os.getloadavg()[0]:.1f} at the end)")
     return 0
 
 
-def _run(args, paths: list[str], tmp: Path, archive: Path) -> tuple[Results, list[str]]:
-    """Set the hosts up, measure, tear them down; (results, namespaces used)."""
+def _run(args, paths: list[str], tmp: Path, archive: Path) -> Results:
+    """Set the hosts up, measure, tear them down."""
     notes = []
     with contextlib.ExitStack() as stack:
         hosts = [stack.enter_context(Bare()),
@@ -224,8 +235,8 @@ def _run(args, paths: list[str], tmp: Path, archive: Path) -> tuple[Results, lis
                 hosts.append(stack.enter_context(DockerHost(archive)))
             except PeerUnavailable as exc:
                 notes.append(f"docker: skipped ({exc})")
-        names = [n for h in hosts for n in h.namespaces]
-        print(f"measuring {len(paths)} paths on {', '.join(h.name for h in hosts)}", file=sys.stderr)
+        print(f"measuring {len(paths)} path(s) on {', '.join(h.name for h in hosts)}; throwaway "
+              f"namespaces: {' '.join(n for h in hosts for n in h.namespaces)}", flush=True)
         res = measure(hosts, paths, args.runs, args.seconds, args.rounds)
     res.notes[:0] = notes
-    return res, names
+    return res
