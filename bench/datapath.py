@@ -100,7 +100,8 @@ def measure(hosts, paths: list[str], runs: int, seconds: float, rounds: int) -> 
     res = Results()
     for run in range(runs):
         for path in paths:
-            for host in hosts:
+            # each run starts with the next host: none is always first after a pause
+            for host in hosts[run % len(hosts):] + hosts[:run % len(hosts)]:
                 res.probe(host, path, seconds, rounds)
         print(f"  run {run + 1}/{runs} done (load average {os.getloadavg()[0]:.1f})",
               file=sys.stderr, flush=True)
