@@ -90,6 +90,14 @@ class Results:
         xs = self.gbps.get((path, name))
         return statistics.median(xs) if xs else None
 
+    def spread(self) -> str:
+        """How much the runs of one path and host differ: the noise the ratios sit in."""
+        by_host: dict[str, list[float]] = {}
+        for (_path, name), xs in self.gbps.items():
+            if len(xs) > 1 and min(xs) > 0:
+                by_host.setdefault(name, []).append(max(xs) / min(xs))
+        return ", ".join(f"{name} {statistics.median(r):.2f}x" for name, r in by_host.items()) or "n/a"
+
     def latency(self, path: str, name: str) -> tuple[float, float] | None:
         """(p50, p99) in microseconds."""
         xs = self.rtts.get((path, name))
@@ -120,54 +128,51 @@ def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("ok" if ok else "MISSED")
 
 
-def _throughput_rows(res: Results, paths: list[str]) -> list[list[str]]:
+def _rows(paths: list[str], figure, scalar, cell, goals) -> list[list[str]]:
+    """One table's rows: figure(path, host) is a host's figure, scalar(figure)
+    the number compared, cell(figure) its text, goals(path, vs bare, vs
+    Docker's kernel path) the goal column."""
     rows = []
     for path in paths:
-        bare, ours = res.throughput(path, "bare"), res.throughput(path, "minidocker")
-        docker = res.throughput(path, "docker")
-        kernel = res.throughput(DOCKER_KERNEL.get(path, path), "docker")
-        vs_bare, vs_docker = _ratio(ours, bare), _ratio(ours, kernel)
-        goals = [f">= {BARE_GOAL}x bare {_verdict(None if vs_bare is None else vs_bare >= BARE_GOAL)}"]
-        if path in PUBLISHED:
-            ok = None if vs_docker is None else vs_docker >= 1 - DOCKER_MARGIN
-            goals.append(f">= {1 - DOCKER_MARGIN:.2f}x docker {_verdict(ok)}")
-        cell = lambda v: f"{v:.2f}" if v is not None else "n/a"  # noqa: E731
+        bare, ours, docker = (figure(path, name) for name in ("bare", "minidocker", "docker"))
+        kernel = figure(DOCKER_KERNEL.get(path, path), "docker")
+        vs_bare, vs_docker = _ratio(scalar(ours), scalar(bare)), _ratio(scalar(ours), scalar(kernel))
         proxy = " (proxy)" if path == "localhost" and docker is not None else ""
         rows.append([PATHS[path][0], cell(bare), cell(ours), cell(docker) + proxy,
-                     _x(vs_bare), _x(vs_docker), "; ".join(goals)])
+                     _x(vs_bare), _x(vs_docker), goals(path, vs_bare, vs_docker)])
     return rows
 
 
-def _latency_rows(res: Results, paths: list[str]) -> list[list[str]]:
-    rows = []
-    for path in paths:
-        bare, ours = res.latency(path, "bare"), res.latency(path, "minidocker")
-        docker = res.latency(path, "docker")
-        kernel = res.latency(DOCKER_KERNEL.get(path, path), "docker")
-        vs_bare = _ratio(ours and ours[0], bare and bare[0])
-        vs_docker = _ratio(ours and ours[0], kernel and kernel[0])
-        goal = ""
-        if path in PUBLISHED:
-            ok = None if vs_docker is None else vs_docker <= 1 + DOCKER_MARGIN
-            goal = f"<= {1 + DOCKER_MARGIN:.2f}x docker {_verdict(ok)}"
-        cell = lambda v: f"{v[0]:.0f} / {v[1]:.0f}" if v else "n/a"  # noqa: E731
-        proxy = " (proxy)" if path == "localhost" and docker else ""
-        rows.append([PATHS[path][0], cell(bare), cell(ours), cell(docker) + proxy,
-                     _x(vs_bare), _x(vs_docker), goal])
-    return rows
+def _throughput_goals(path: str, vs_bare, vs_docker) -> str:
+    goals = [f">= {BARE_GOAL}x bare {_verdict(None if vs_bare is None else vs_bare >= BARE_GOAL)}"]
+    if path in PUBLISHED:
+        ok = None if vs_docker is None else vs_docker >= 1 - DOCKER_MARGIN
+        goals.append(f">= {1 - DOCKER_MARGIN:.2f}x docker {_verdict(ok)}")
+    return "; ".join(goals)
+
+
+def _latency_goals(path: str, _vs_bare, vs_docker) -> str:
+    if path not in PUBLISHED:
+        return ""
+    ok = None if vs_docker is None else vs_docker <= 1 + DOCKER_MARGIN
+    return f"<= {1 + DOCKER_MARGIN:.2f}x docker {_verdict(ok)}"
 
 
 def report(res: Results, paths: list[str], args) -> None:
     runs = f"median of {args.runs} run{'s' if args.runs > 1 else ''}"
     print_columns(f"TCP throughput, Gbit/s (iperf3, {args.seconds:g} s per run, {runs})",
                   ["path", "bare", "minidocker", "docker", "md/bare", "md/docker", "goals"],
-                  _throughput_rows(res, paths))
+                  _rows(paths, res.throughput, lambda v: v,
+                        lambda v: f"{v:.2f}" if v is not None else "n/a", _throughput_goals))
     print_columns(f"request latency, us p50 / p99 ({args.rounds} x 64-byte request/response "
                   f"on one connection per run, all runs)",
                   ["path", "bare", "minidocker", "docker", "md/bare", "md/docker", "goal"],
-                  _latency_rows(res, paths))
+                  _rows(paths, res.latency, lambda v: v and v[0],
+                        lambda v: f"{v[0]:.0f} / {v[1]:.0f}" if v else "n/a", _latency_goals))
     print("\nmd/docker compares with Docker's kernel path: for localhost that is its host-address "
           "row,\nas Docker's own localhost goes through docker-proxy (shown as \"(proxy)\").")
+    if args.runs > 1:
+        print(f"throughput spread (slowest run to fastest, the median over paths): {res.spread()}")
     for note in res.notes:
         print(f"note: {note}")
 
@@ -182,7 +187,8 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=3.0, help="iperf3 test length (default 3)")
     ap.add_argument("--runs", type=int, default=3, help="runs of every path (default 3)")
     ap.add_argument("--rounds", type=int, default=2000, help="latency exchanges per run (default 2000)")
-    ap.add_argument("--path", choices=list(PATHS), action="append", help="only this path (repeatable)")
+    ap.add_argument("--path", choices=list(PATHS), action="append",
+                    help="only this path (repeatable; localhost brings host, Docker's kernel path)")
     ap.add_argument("--backend", choices=["iptables", "nftables"], default="iptables",
                     help="minidocker's firewall backend (default iptables)")
     ap.add_argument("--no-docker", action="store_true", help="leave Docker out")
@@ -202,7 +208,9 @@ def main(argv: list[str]) -> int:
         print(f"bench datapath: {', '.join(missing)} missing (scripts/bootstrap installs them)",
               file=sys.stderr)
         return 2
-    paths = [p for p in PATHS if not args.path or p in args.path]
+    # localhost is compared with Docker's kernel path, the host-address row
+    wanted = set(args.path or PATHS) | {DOCKER_KERNEL[p] for p in args.path or () if p in DOCKER_KERNEL}
+    paths = [p for p in PATHS if p in wanted]
     # Ctrl-C unwinds (and so cleans up) also when the bench was started with
     # SIGINT ignored, as a background job of a non-interactive shell is.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -169,8 +169,40 @@ class Bare(Host):
             self.stack.close()
 
 
-class Minidocker(Host):
-    """srv and cli as minidocker containers in a harness node."""
+class ContainerHost(Host):
+    """srv and cli as containers; Docker's command line and ours take the
+    same words, so one sequence serves both."""
+
+    archive: Path
+    servers: Servers
+
+    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+        raise NotImplementedError
+
+    def start_containers(self, node_ns: str, ext_ns: str) -> None:
+        """Load the image, start srv (publishing) and cli, wait for srv's
+        servers, start ext's."""
+        self.runtime(["load", "-i", str(self.archive)])
+        self.runtime(["run", "-d", "--name", "srv", *PUBLISH, TOOLS, *SERVE])
+        self.runtime(["run", "-d", "--name", "cli", TOOLS, "sleep", "86400"])
+        self.srv_ip, srv_netns = address_and_netns(self.runtime(["inspect", "srv"]).stdout)
+        _, cli_netns = address_and_netns(self.runtime(["inspect", "cli"]).stdout)
+        self.netns = {HOST: node_ns, EXT: ext_ns, CLI: cli_netns}
+        wait_listening(srv_netns)
+        self.servers.start(ext_ns)
+
+    def remove_containers(self) -> None:
+        self.servers.stop()
+        self.runtime(["rm", "-f", "srv", "cli"], check=False)
+
+    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        if where == CLI:
+            return self.runtime(["exec", "cli", *argv], check=False, timeout=timeout)
+        return super().client(where, argv, timeout)
+
+
+class Minidocker(ContainerHost):
+    """The containers in a harness node (its own state root and cgroup parent)."""
 
     name = "minidocker"
 
@@ -180,46 +212,37 @@ class Minidocker(Host):
         self.node = None
         self.leftovers: list[str] = []
 
+    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+        return self.node.md(*args, check=check, timeout=timeout)
+
     def __enter__(self) -> "Minidocker":
         try:
             self.node = ClusterNode.create(self.root)
             self.node.firewall = self.backend
             self.namespaces = [self.node.name, self.node.ext]
-            md = self.node.md
-            md("load", "-i", self.archive, timeout=CMD_TIMEOUT)
-            md("run", "-d", "--name", "srv", *PUBLISH, TOOLS, *SERVE, timeout=CMD_TIMEOUT)
-            md("run", "-d", "--name", "cli", TOOLS, "sleep", "86400", timeout=CMD_TIMEOUT)
-            self.srv_ip, srv_netns = address_and_netns(md("inspect", "srv").stdout)
-            _, cli_netns = address_and_netns(md("inspect", "cli").stdout)
-            self.netns = {HOST: self.node.netns, EXT: self.node.ext_netns, CLI: cli_netns}
-            wait_listening(srv_netns)
-            self.servers.start(self.node.ext_netns)
+            self.start_containers(self.node.netns, self.node.ext_netns)
         except BaseException:
             self.__exit__()
             raise
         return self
 
-    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        if where == CLI:
-            return self.node.md("exec", "cli", *argv, check=False, timeout=timeout)
-        return super().client(where, argv, timeout)
-
     def __exit__(self, *exc) -> None:
         if self.node is None:
             return
         with uninterrupted():
-            self.servers.stop()
-            self.node.md("rm", "-f", "srv", "cli", check=False, timeout=CMD_TIMEOUT)
-            self.leftovers = self.node.leftovers()
-            self.node.destroy()
-            self.node = None
+            try:
+                self.remove_containers()
+                self.leftovers = self.node.leftovers()
+            finally:
+                self.node.destroy()
+                self.node = None
         if self.leftovers:
             print(f"bench datapath: `rm -f` left {self.leftovers} (removed with the node)",
                   file=sys.stderr)
 
 
-class DockerHost(Host):
-    """srv and cli as Docker 20.10 containers; PeerUnavailable says why not."""
+class DockerHost(ContainerHost):
+    """The containers under Docker 20.10; PeerUnavailable says why not."""
 
     name = "docker"
 
@@ -229,21 +252,16 @@ class DockerHost(Host):
         self.servers = Servers()
         self.docker: Docker | None = None
 
+    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+        return self.docker.run(args, check=check, timeout=timeout)
+
     def __enter__(self) -> "DockerHost":
         try:
             node, ext = (self.stack.enter_context(BenchNetns()) for _ in range(2))
             self.namespaces = [node.name, ext.name]
             wire_uplink(node.path, ext.path)
             self.docker = self.stack.enter_context(Docker(node))
-            run = self.docker.run
-            run(["load", "-i", str(self.archive)])
-            run(["run", "-d", "--name", "srv", *PUBLISH, TOOLS, *SERVE])
-            run(["run", "-d", "--name", "cli", TOOLS, "sleep", "86400"])
-            self.srv_ip, srv_netns = address_and_netns(run(["inspect", "srv"]).stdout)
-            _, cli_netns = address_and_netns(run(["inspect", "cli"]).stdout)
-            self.netns = {HOST: node.path, EXT: ext.path, CLI: cli_netns}
-            wait_listening(srv_netns)
-            self.servers.start(ext.path)
+            self.start_containers(node.path, ext.path)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             self.__exit__()
             raise PeerUnavailable(f"docker: {str(exc)[-300:]}") from exc
@@ -252,15 +270,13 @@ class DockerHost(Host):
             raise
         return self
 
-    def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        if where == CLI:
-            return self.docker.run(["exec", "cli", *argv], check=False, timeout=timeout)
-        return super().client(where, argv, timeout)
-
     def __exit__(self, *exc) -> None:
         with uninterrupted():
-            self.servers.stop()
-            if self.docker is not None:
-                self.docker.run(["rm", "-f", "srv", "cli"], check=False)
-            self.stack.close()
-            self.docker = None
+            try:
+                if self.docker is not None:
+                    self.remove_containers()
+                else:
+                    self.servers.stop()
+            finally:
+                self.stack.close()
+                self.docker = None
