@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.netns import BenchNetns
+from bench.netns import BenchNetns, protected
 from bench.peers import Docker, PeerUnavailable
 from bench.probes import ECHO_PORT, ECHO_SERVER, IPERF_PORT, IPERF_SERVER, gbps, iperf3_client
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(TESTS))
 
 from bridge_helpers import TOOLS  # noqa: E402
 from cluster_helpers import ClusterNode  # noqa: E402
-from harness import NODE_ADDR, wire_uplink  # noqa: E402
+from harness import MINIDOCKER, NODE_ADDR, wire_uplink  # noqa: E402
 
 HOST, EXT, CLI = "host", "ext", "cli"
 PUBLISHED_IPERF, PUBLISHED_ECHO = 15201, 10007
@@ -49,6 +49,7 @@ BARE_NET = "10.213.0.0/16"
 BARE_LINKS = {"srv": ("bsrv0", "10.213.1"), "cli": ("bcli0", "10.213.2")}   # node link, /24
 READY_TIMEOUT = 20.0
 CMD_TIMEOUT = 120
+GRACE = 5.0
 
 
 @contextlib.contextmanager
@@ -69,6 +70,30 @@ def nsenter(netns: str, argv: list[str]) -> list[str]:
     return ["nsenter", f"--net={netns}", "--", *argv]
 
 
+def run_gently(argv: list[str], timeout: float, env=None) -> subprocess.CompletedProcess:
+    """subprocess.run, except that a client cut short (Ctrl-C, timeout) gets
+    SIGTERM and a moment before SIGKILL: `minidocker exec` passes SIGTERM on
+    to what it started and waits for it. Killed outright, it would orphan
+    that process to us (the subreaper while Docker is up), where nobody
+    reaps it, and the container could not be removed."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    protected.add(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    finally:
+        protected.discard(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 class Servers:
     """Server processes started outside containers, each in a session of
     its own, stopped by process group (socat's per-connection children too)."""
@@ -82,6 +107,7 @@ class Servers:
             self.procs.append(subprocess.Popen(nsenter(netns, argv), stdin=subprocess.DEVNULL,
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                                start_new_session=True))
+            protected.add(self.procs[-1].pid)   # ours to wait for, not an orphan to reap
         wait_listening(netns)
 
     def stop(self) -> None:
@@ -89,6 +115,7 @@ class Servers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+            protected.discard(proc.pid)
         self.procs = []
 
 
@@ -119,9 +146,33 @@ class Host:
     srv_ip: str
     netns: dict[str, str]   # HOST / EXT / CLI -> namespace path
 
+    def __enter__(self):
+        try:
+            self.setup()
+        except BaseException:   # an error or Ctrl-C half-way: undo what was made
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with uninterrupted():
+            self.teardown()
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+    def throwaway(self, stack: contextlib.ExitStack, count: int) -> list[BenchNetns]:
+        """count fresh namespaces (undone with stack), the first two wired as node and ext."""
+        spaces = [stack.enter_context(BenchNetns()) for _ in range(count)]
+        self.namespaces = [ns.name for ns in spaces]
+        wire_uplink(spaces[0].path, spaces[1].path)
+        return spaces
+
     def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run(nsenter(self.netns[where], argv), capture_output=True, text=True,
-                              timeout=timeout)
+        return run_gently(nsenter(self.netns[where], argv), timeout)
 
     def iperf(self, where: str, host: str, port: int, seconds: float) -> float:
         """Gbit/s of one iperf3 test from `where` to host:port."""
@@ -139,34 +190,26 @@ class Bare(Host):
         self.stack = contextlib.ExitStack()
         self.servers = Servers()
 
-    def __enter__(self) -> "Bare":
-        try:
-            node, ext, srv, cli = (self.stack.enter_context(BenchNetns()) for _ in range(4))
-            self.namespaces = [ns.name for ns in (node, ext, srv, cli)]
-            wire_uplink(node.path, ext.path)
-            node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            for ns, (link, prefix) in zip((srv, cli), BARE_LINKS.values()):
-                node.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
-                          "netns", ns.path])
-                node.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", link])
-                node.run(["ip", "link", "set", link, "up"])
-                ns.run(["ip", "addr", "add", f"{prefix}.2/24", "dev", "eth0"])
-                ns.run(["ip", "link", "set", "eth0", "up"])
-                ns.run(["ip", "route", "add", "default", "via", f"{prefix}.1"])
-            ext.run(["ip", "route", "add", BARE_NET, "via", NODE_ADDR])
-            self.srv_ip = BARE_LINKS["srv"][1] + ".2"
-            self.netns = {HOST: node.path, EXT: ext.path, CLI: cli.path}
-            self.servers.start(srv.path)
-            self.servers.start(ext.path)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+    def setup(self) -> None:
+        node, ext, srv, cli = self.throwaway(self.stack, 4)
+        node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        for ns, (link, prefix) in zip((srv, cli), BARE_LINKS.values()):
+            node.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
+                      "netns", ns.path])
+            node.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", link])
+            node.run(["ip", "link", "set", link, "up"])
+            ns.run(["ip", "addr", "add", f"{prefix}.2/24", "dev", "eth0"])
+            ns.run(["ip", "link", "set", "eth0", "up"])
+            ns.run(["ip", "route", "add", "default", "via", f"{prefix}.1"])
+        ext.run(["ip", "route", "add", BARE_NET, "via", NODE_ADDR])
+        self.srv_ip = BARE_LINKS["srv"][1] + ".2"
+        self.netns = {HOST: node.path, EXT: ext.path, CLI: cli.path}
+        self.servers.start(srv.path)
+        self.servers.start(ext.path)
 
-    def __exit__(self, *exc) -> None:
-        with uninterrupted():
-            self.servers.stop()
-            self.stack.close()
+    def teardown(self) -> None:
+        self.servers.stop()
+        self.stack.close()
 
 
 class ContainerHost(Host):
@@ -176,8 +219,17 @@ class ContainerHost(Host):
     archive: Path
     servers: Servers
 
-    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+    def runtime_cmd(self, args: list[str]) -> tuple[list[str], dict]:
+        """(argv, environment) of the runtime's command line with args."""
         raise NotImplementedError
+
+    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+        argv, env = self.runtime_cmd(args)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        if check and proc.returncode:
+            raise RuntimeError(f"{self.name} {' '.join(args[:4])}: "
+                               f"{(proc.stderr or proc.stdout).strip()[-300:] or proc.returncode}")
+        return proc
 
     def start_containers(self, node_ns: str, ext_ns: str) -> None:
         """Load the image, start srv (publishing) and cli, wait for srv's
@@ -191,13 +243,16 @@ class ContainerHost(Host):
         wait_listening(srv_netns)
         self.servers.start(ext_ns)
 
-    def remove_containers(self) -> None:
+    def remove_containers(self) -> str:
+        """`rm -f` both; what it said when it failed."""
         self.servers.stop()
-        self.runtime(["rm", "-f", "srv", "cli"], check=False)
+        proc = self.runtime(["rm", "-f", "srv", "cli"], check=False)
+        return proc.stderr.strip() if proc.returncode else ""
 
     def client(self, where: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         if where == CLI:
-            return self.runtime(["exec", "cli", *argv], check=False, timeout=timeout)
+            cmd, env = self.runtime_cmd(["exec", "cli", *argv])
+            return run_gently(cmd, timeout, env=env)
         return super().client(where, argv, timeout)
 
 
@@ -212,30 +267,24 @@ class Minidocker(ContainerHost):
         self.node = None
         self.leftovers: list[str] = []
 
-    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
-        return self.node.md(*args, check=check, timeout=timeout)
+    def runtime_cmd(self, args: list[str]) -> tuple[list[str], dict]:
+        return self.node.cmd([MINIDOCKER, *args]), self.node.env()
 
-    def __enter__(self) -> "Minidocker":
-        try:
-            self.node = ClusterNode.create(self.root)
-            self.node.firewall = self.backend
-            self.namespaces = [self.node.name, self.node.ext]
-            self.start_containers(self.node.netns, self.node.ext_netns)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+    def setup(self) -> None:
+        self.node = ClusterNode.create(self.root)
+        self.node.firewall = self.backend
+        self.namespaces = [self.node.name, self.node.ext]
+        self.start_containers(self.node.netns, self.node.ext_netns)
 
-    def __exit__(self, *exc) -> None:
+    def teardown(self) -> None:
         if self.node is None:
             return
-        with uninterrupted():
-            try:
-                self.remove_containers()
-                self.leftovers = self.node.leftovers()
-            finally:
-                self.node.destroy()
-                self.node = None
+        try:
+            said = self.remove_containers()
+            self.leftovers = self.node.leftovers() + ([f"rm -f: {said}"] if said else [])
+        finally:
+            self.node.destroy()
+            self.node = None
         if self.leftovers:
             print(f"bench datapath: `rm -f` left {self.leftovers} (removed with the node)",
                   file=sys.stderr)
@@ -252,31 +301,23 @@ class DockerHost(ContainerHost):
         self.servers = Servers()
         self.docker: Docker | None = None
 
-    def runtime(self, args: list[str], *, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
-        return self.docker.run(args, check=check, timeout=timeout)
+    def runtime_cmd(self, args: list[str]) -> tuple[list[str], dict]:
+        return self.docker.cmd(args), self.docker.env
 
-    def __enter__(self) -> "DockerHost":
+    def setup(self) -> None:
+        node, ext = self.throwaway(self.stack, 2)
+        self.docker = self.stack.enter_context(Docker(node))
         try:
-            node, ext = (self.stack.enter_context(BenchNetns()) for _ in range(2))
-            self.namespaces = [node.name, ext.name]
-            wire_uplink(node.path, ext.path)
-            self.docker = self.stack.enter_context(Docker(node))
             self.start_containers(node.path, ext.path)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            self.__exit__()
             raise PeerUnavailable(f"docker: {str(exc)[-300:]}") from exc
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
 
-    def __exit__(self, *exc) -> None:
-        with uninterrupted():
-            try:
-                if self.docker is not None:
-                    self.remove_containers()
-                else:
-                    self.servers.stop()
-            finally:
-                self.stack.close()
-                self.docker = None
+    def teardown(self) -> None:
+        try:
+            if self.docker is not None:
+                self.remove_containers()
+            else:
+                self.servers.stop()
+        finally:
+            self.stack.close()
+            self.docker = None
