@@ -1,5 +1,5 @@
 """`scripts/bench datapath`: TCP throughput and request latency through
-minidocker's network, beside the bare kernel path and Docker's, in one run.
+minidocker's network, beside the bare kernel path and Docker's, in one invocation.
 
 Paths (each measured on three hosts, bench/datapath_hosts.py):
 - container -> container on one bridge;
