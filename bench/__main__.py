@@ -12,6 +12,7 @@ SUITES = {
     "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
     "services": "bench.services",  # VIP first-packet latency, add-one-service time, DNS qps
     "memory": "bench.memory",  # PSS of 100 containers' shims beside containerd-shim and conmon
+    "datapath": "bench.datapath",  # TCP throughput and latency: bridge, published ports, egress
 }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,13 @@ from pathlib import Path
 import psutil
 
 from bench.netns import in_netns
+from bench.probes import ECHO_SERVER, IPERF3, IPERF_PORT, gbps, iperf3_client, median_us, round_trips
 from bench.table import print_table, root_or_exit
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from bridge_helpers import _add_binary, load_tools, tools_archive  # noqa: E402
+from bridge_helpers import load_tools, tools_archive  # noqa: E402
 from cluster_helpers import ETCD_URL, Cluster  # noqa: E402
 
 GOALS = {"conv3": 1000.0, "conv20": 2000.0, "host-gw": 0.9, "vxlan": 0.7}
@@ -42,18 +42,7 @@ GOALS = {"conv3": 1000.0, "conv20": 2000.0, "host-gw": 0.9, "vxlan": 0.7}
 
 def _image(tmp: Path) -> Path:
     """The tests' tools image plus iperf3 and its libraries."""
-    archive = tools_archive(tmp)
-    root = tmp / "rootfs"
-    _add_binary(root, "/usr/bin/iperf3")
-    import io
-    import tarfile
-    from mdtools import docker_save
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for entry in sorted(root.iterdir()):
-            tar.add(entry, arcname=entry.name)
-    archive.write_bytes(docker_save([raw.getvalue()], {"Cmd": ["sh"]}, ["mdtools:1"]))
-    return archive
+    return tools_archive(tmp, extra=(IPERF3,))
 
 
 def _pod(node, name: str, *cmd: str) -> tuple[str, str]:
@@ -136,32 +125,19 @@ def _converge(cluster: Cluster, runs: int) -> tuple[float, float, float]:
     return statistics.median(joins), statistics.median(routes), statistics.median(pods)
 
 
-def _latency(netns: str, ip: str, rounds: int = 2000) -> float:
+def _latency(netns: str, ip: str) -> float:
     """Median µs of a 64-byte request/response on one TCP connection."""
-    def client():
-        s = socket.create_connection((ip, 7), timeout=5)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        msg, rtts = b"x" * 64, []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            s.sendall(msg)
-            got = 0
-            while got < len(msg):
-                got += len(s.recv(64))
-            rtts.append(time.perf_counter() - t)
-        s.close()
-        return statistics.median(rtts) * 1e6
-    return in_netns(netns, client)
+    return median_us(round_trips(netns, ip))
 
 
 def _throughput(node, client: str, ip: str) -> float:
-    out = node.md("exec", client, "iperf3", "-c", ip, "-t", "3", "-J", timeout=60).stdout
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    out = node.md("exec", client, *iperf3_client(ip, IPERF_PORT, 3), timeout=60).stdout
+    return gbps(out)
 
 
 def _datapath(cluster: Cluster) -> dict:
     n1, n2 = cluster.nodes[0], cluster.nodes[1]
-    srv = "iperf3 -s -D; socat TCP-LISTEN:7,fork,reuseaddr EXEC:cat"
+    srv = f"iperf3 -s -D; {' '.join(ECHO_SERVER)}"
     ip_far, _ = _pod(n2, "far", "sh", "-c", srv)
     ip_near, _ = _pod(n1, "near", "sh", "-c", srv)
     _, client_ns = _pod(n1, "client", "sleep", "3600")

@@ -53,3 +53,17 @@ def print_table(title: str, rows: list[tuple[str, float | None, str, float | Non
         t = f"{theirs:7.1f}ms" if theirs is not None else "      n/a"
         r = f"{ours / theirs:6.2f}x" if ours and theirs else "    n/a"
         print(f"{op:44} {o:>11} {peer:>22} {t:>9} {r:>7}")
+
+
+def print_columns(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A table of ready-made cells: the first column left-aligned, the rest right."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    print(f"\n{title}")
+    print(line(header))
+    print("-" * len(line(header)))
+    for row in rows:
+        print(line(row))

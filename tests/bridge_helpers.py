@@ -38,8 +38,9 @@ def _add_binary(root: Path, binary: str) -> None:
         os.chmod(dest, 0o755)
 
 
-def tools_archive(dest: Path) -> Path:
-    """A `docker save` archive of busybox + socat, exposing 80/tcp and 53/udp."""
+def tools_archive(dest: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A `docker save` archive of busybox + socat (+ the `extra` binaries and
+    their libraries: the benches add iperf3), exposing 80/tcp and 53/udp."""
     archive = dest / "mdtools.tar"
     if archive.exists():
         return archive
@@ -50,7 +51,8 @@ def tools_archive(dest: Path) -> Path:
         if not link.exists():
             os.symlink("busybox", link)
     assert busybox.exists()
-    _add_binary(root, shutil.which("socat"))
+    for binary in (shutil.which("socat"), *extra):
+        _add_binary(root, binary)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for entry in sorted(root.iterdir()):

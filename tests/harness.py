@@ -254,21 +254,12 @@ class Node:
         for d in (node.state_root, node.run_root, node.cni_cache, node.cni_conf):
             d.mkdir(parents=True, exist_ok=True)
         run(["ip", "netns", "add", node.name])
-        run(["ip", "netns", "add", node.ext])
         try:
+            run(["ip", "netns", "add", node.ext])
             node.sh("ip", "link", "set", "lo", "up")
             node.ext_sh("ip", "link", "set", "lo", "up")
-            node.sh("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "eth0",
-                    "netns", node.ext_netns)
-            node.sh("ip", "addr", "add", f"{NODE_ADDR}/24", "dev", UPLINK)
-            node.sh("ip", "-6", "addr", "add", f"{NODE_ADDR6}/64", "dev", UPLINK, "nodad")
-            node.sh("ip", "link", "set", UPLINK, "up")
-            node.sh("ip", "route", "add", "default", "via", EXT_ADDR)
-            node.sh("ip", "-6", "route", "add", "default", "via", EXT_ADDR6)
-            node.ext_sh("ip", "addr", "add", f"{EXT_ADDR}/24", "dev", "eth0")
-            node.ext_sh("ip", "-6", "addr", "add", f"{EXT_ADDR6}/64", "dev", "eth0", "nodad")
-            node.ext_sh("ip", "link", "set", "eth0", "up")
-        except Exception:
+            wire_uplink(node.netns, node.ext_netns)
+        except BaseException:  # Ctrl-C too: no half-made node
             node.destroy()
             raise
         return node
@@ -302,6 +293,26 @@ class Node:
         for ns in (self.name, self.ext):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wire_uplink(node_ns: str, ext_ns: str) -> None:
+    """The node <-> ext link (UPLINK in the node, eth0 in ext), both families,
+    the node's default routes through ext. `bench datapath` wires its Docker
+    and bare hosts with it too, so every host sees the same outside."""
+    def node(*argv):
+        run(["nsenter", f"--net={node_ns}", "--", *argv])
+
+    def ext(*argv):
+        run(["nsenter", f"--net={ext_ns}", "--", *argv])
+    node("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "eth0", "netns", ext_ns)
+    node("ip", "addr", "add", f"{NODE_ADDR}/24", "dev", UPLINK)
+    node("ip", "-6", "addr", "add", f"{NODE_ADDR6}/64", "dev", UPLINK, "nodad")
+    node("ip", "link", "set", UPLINK, "up")
+    node("ip", "route", "add", "default", "via", EXT_ADDR)
+    node("ip", "-6", "route", "add", "default", "via", EXT_ADDR6)
+    ext("ip", "addr", "add", f"{EXT_ADDR}/24", "dev", "eth0")
+    ext("ip", "-6", "addr", "add", f"{EXT_ADDR6}/64", "dev", "eth0", "nodad")
+    ext("ip", "link", "set", "eth0", "up")
 
 
 def cgroup_parents(parent: str) -> list[str]:
