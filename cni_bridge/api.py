@@ -74,7 +74,7 @@ def matched_element(rule_text: str, packet: str, entries: list[dict]) -> dict:
     """Of `entries` (nftables set elements from `rules`), the one the set
     lookup in `rule_text` finds for a packet as an nft trace event prints
     it (`packet: iif "br0" ip saddr ...`); {} when none or no lookup."""
-    from cni_bridge.firewall.nftables import matched_element as match
+    from cni_bridge.firewall.nftlisting import matched_element as match
     return match(rule_text, packet, entries)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cni.portmap import PortMapping
-from cni_bridge.firewall import Attachment, nftables, owners
+from cni_bridge.firewall import Attachment, nftables, nftlisting, owners
 from cni_helpers import BACKENDS, with_prev
 
 
@@ -51,7 +51,7 @@ def test_listing_and_traced_packets_read_back():
 	}
 }
 '''
-    rules, els = nftables.parse_table(text)
+    rules, els = nftlisting.parse_table(text)
     assert rules == [("prerouting", "minidocker", 9,
                       'fib daddr type local dnat ip to meta l4proto . th dport map @ports_any comment "minidocker" # handle 9')]
     assert els == [("ports_any", "tcp . 8080", "10.1.0.3 . 80", "md/n/a/eth0"),
@@ -59,13 +59,13 @@ def test_listing_and_traced_packets_read_back():
                    ("pm_masq", "10.1.0.0/24 . 10.1.0.3 . tcp . 80", "", "md/n/a/eth0")]
     entries = [{"set": s, "key": k, "data": d, "comment": c} for s, k, d, c in els]
     packet = 'iif "uplink0" ip saddr 203.0.113.9 ip daddr 203.0.113.1 ip protocol tcp tcp sport 4000 tcp dport 8080'
-    assert nftables.matched_element(rules[0][3], packet, entries)["comment"] == "md/n/a/eth0"
-    assert nftables.matched_element(rules[0][3], packet.replace("8080", "8099"), entries) == {}
+    assert nftlisting.matched_element(rules[0][3], packet, entries)["comment"] == "md/n/a/eth0"
+    assert nftlisting.matched_element(rules[0][3], packet.replace("8080", "8099"), entries) == {}
     hairpin = "ct status dnat ip saddr . ip daddr . meta l4proto . th dport @pm_masq masquerade"
-    assert nftables.matched_element(hairpin, "ip saddr 10.1.0.7 ip daddr 10.1.0.3 tcp dport 80",
+    assert nftlisting.matched_element(hairpin, "ip saddr 10.1.0.7 ip daddr 10.1.0.3 tcp dport 80",
                                     entries)["set"] == "pm_masq"
-    assert nftables.matched_element(hairpin, "ip saddr 10.2.0.7 ip daddr 10.1.0.3 tcp dport 80", entries) == {}
-    assert nftables.describe("ports_any", "tcp . 8080", "fd00::3 . 80") == "dnat to [fd00::3]:80"
+    assert nftlisting.matched_element(hairpin, "ip saddr 10.2.0.7 ip daddr 10.1.0.3 tcp dport 80", entries) == {}
+    assert nftlisting.describe("ports_any", "tcp . 8080", "fd00::3 . 80") == "dnat to [fd00::3]:80"
 
 
 def test_owner_index(tmp_path, monkeypatch):

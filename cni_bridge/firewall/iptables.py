@@ -136,7 +136,8 @@ def _read_with_handles(families) -> tuple[dict[int, "Saved"], dict[tuple[int, st
     nft's listing, whose handle is what a trace event names (nft cannot
     show the xt comment itself). No handles without nft (they stay 0). The
     listings run concurrently with each other and with iptables-save."""
-    from cni_bridge.firewall.nftables import FAMILY, parse_listing
+    from cni_bridge.firewall.nftables import FAMILY
+    from cni_bridge.firewall.nftlisting import parse_listing
     procs = {}
     for fam in families:
         for table in OUR_CHAINS:
@@ -290,13 +291,7 @@ class IptablesDriver(Driver):
         listed = lambda saved, fam: self._del_batch(saved, prefix, owner, keep)  # noqa: E731
         lock = Lock()
         try:
-            entry = owners.read(prefix, owner) if owner is not None else None
-            if owner is not None:
-                owners.remove(prefix, owner)
-            else:   # GC: the index follows what the listing drops
-                for com in owners.owners(prefix):
-                    if decide(com, prefix, None, keep) == "drop":
-                        owners.remove(prefix, com)
+            entry = owners.take(prefix, owner, keep)
             if entry is None or owners.network_empty(prefix):
                 # unknown to the index, a GC, or the network's last attachment
                 # (its shared rules, maybe our chains, go too): read first

@@ -20,28 +20,29 @@ from __future__ import annotations
 import re
 
 from cni_bridge.firewall import owners
+from cni_bridge.firewall.nftlisting import describe, parse_table
 from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment,
                                       Driver, Lock, Pending, decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
 ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
-_COMMENT_RE = re.compile(r'comment "([^"]*)"')
 
-# set -> (key type, data type or "", flags, what an element does); {T} is the family's address type
+# set -> (key type, data type or "", flags); {T} is the family's address type (what an
+# element of each does, in words: nftlisting.DOES)
 SETS = {
-    "ports": ("{T} . inet_proto . inet_service", "{T} . inet_service", "", "dnat"),
-    "ports_any": ("inet_proto . inet_service", "{T} . inet_service", "", "dnat"),
-    "pm_masq": ("{T} . {T} . inet_proto . inet_service", "", "interval", "masquerade (hairpin, same subnet)"),
-    "pm_local": ("{T} . inet_proto . inet_service", "", "", "masquerade (from the host's 127/8)"),
-    "masq_skip": ("{T} . {T}", "", "interval", "no NAT towards"),
-    "masq_local": ("{T} . ifname", "", "", "no NAT on its own bridge"),
-    "masq": ("{T}", "", "", "masquerade"),
-    "icc": ("ifname . {T} . ifname", "", "", "drop (icc off)"),
-    "stay": ("ifname . {T} . ifname", "", "", "return (stays on its bridge)"),
-    "int_out": ("ifname . {T}", "", "", "drop (internal, outbound)"),
-    "iso": ("ifname . {T}", "", "", "isolation"),
-    "int_in": ("ifname . {T}", "", "", "drop (internal, inbound)"),
+    "ports": ("{T} . inet_proto . inet_service", "{T} . inet_service", ""),
+    "ports_any": ("inet_proto . inet_service", "{T} . inet_service", ""),
+    "pm_masq": ("{T} . {T} . inet_proto . inet_service", "", "interval"),
+    "pm_local": ("{T} . inet_proto . inet_service", "", ""),
+    "masq_skip": ("{T} . {T}", "", "interval"),
+    "masq_local": ("{T} . ifname", "", ""),
+    "masq": ("{T}", "", ""),
+    "icc": ("ifname . {T} . ifname", "", ""),
+    "stay": ("ifname . {T} . ifname", "", ""),
+    "int_out": ("ifname . {T}", "", ""),
+    "iso": ("ifname . {T}", "", ""),
+    "int_in": ("ifname . {T}", "", ""),
 }
 # the scaffold: chain -> its rules, in order ({a} is ip or ip6); each looks one set up
 _DNAT = ["fib daddr type local dnat {a} to {a} daddr . meta l4proto . th dport map @ports",
@@ -140,7 +141,7 @@ def _scaffold(fam: int) -> list[str]:
     missing)."""
     t = f"{FAMILY[fam]} {NFT_TABLE}"
     out = [f"add table {t}"]
-    for name, (key, data, flags, _does) in SETS.items():
+    for name, (key, data, flags) in SETS.items():
         if fam == 6 and name == "pm_local":
             continue
         kind = "map" if data else "set"
@@ -164,57 +165,6 @@ def _delete(fam: int, els) -> list[str]:
     t = f"{FAMILY[fam]} {NFT_TABLE}"
     return ([f"add element {t} {s} {_element(k, d)}" for s, k, d in els]
             + [f"delete element {t} {s} {_element(k, '')}" for s, k, _d in els])
-
-
-# --- reading (the listing path: GC, CHECK, views; never ADD or DEL of a known attachment) ---
-def _split_elements(body: str) -> list[str]:
-    out, cur, quoted = [], [], False
-    for ch in body:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
-    return out
-
-
-_ELEMENT = re.compile(r'(.*?)(?: comment "([^"]*)")?(?: : (.*))?')
-
-
-def parse_table(text: str) -> tuple[list[tuple[str, str, int, str]], list[tuple[str, str, str, str]]]:
-    """One listed table (`nft -a list table`): ([(chain, comment or "",
-    handle, rule text)], [(set, key, data, comment)])."""
-    rules, els = [], []
-    chain = aset = None
-    body: list[str] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if body is None and aset and line.startswith("elements = {"):
-            body, line = [], line[len("elements = {"):].strip()
-        if body is not None:
-            body.append(line)
-            if line.endswith("}"):
-                for item in _split_elements(" ".join(body)[:-1]):
-                    m = _ELEMENT.fullmatch(item)
-                    els.append((aset, m.group(1).strip(), (m.group(3) or "").strip(), m.group(2) or ""))
-                body = None
-        elif line.startswith(("set ", "map ")):
-            aset, chain = line.split()[1], None
-        elif line.startswith("chain "):
-            chain, aset = line.split()[1], None
-        elif chain and "# handle" in line and not line.startswith(("type ", "policy ", "table ")):
-            m = _COMMENT_RE.search(line)
-            rules.append((chain, m.group(1) if m else "", int(line.rsplit("# handle", 1)[1]), line))
-    return rules, els
-
-
-def parse_listing(text: str) -> list[tuple[str, str, int, str]]:
-    """[(chain, comment or "", handle, rule text)] of one listed table."""
-    return parse_table(text)[0]
 
 
 def _read(families) -> dict[int, tuple[list, list] | None]:
@@ -311,13 +261,7 @@ class NftDriver(Driver):
         prefix = network_prefix(network)
         lock = Lock()
         try:
-            entry = owners.read(prefix, owner) if owner is not None else None
-            if owner is not None:
-                owners.remove(prefix, owner)
-            else:   # GC: the index follows what the listing drops
-                for com in owners.owners(prefix):
-                    if decide(com, prefix, None, keep) == "drop":
-                        owners.remove(prefix, com)
+            entry = owners.take(prefix, owner, keep)
             if entry is None or entry.get("rules") or owners.empty():
                 # unknown to the index, a GC, rules of its own (a shared host port),
                 # or the last attachment (a small table then)
@@ -387,54 +331,3 @@ class NftDriver(Driver):
                             "text": f"nft add element {a} {NFT_TABLE} {aset} {_element(key, data, com)}"
                                     f" # {describe(aset, key, data)}"})
         return out
-
-
-def describe(aset: str, key: str, data: str) -> str:
-    """What one element does, in nft's words (a DNAT names its target as a rule would)."""
-    does = SETS.get(aset, ("", "", "", aset))[3]
-    if does == "dnat":
-        ip, _dot, port = data.rpartition(" . ")
-        return f"dnat to {'[' + ip + ']' if ':' in ip else ip}:{port}"
-    if aset == "masq_skip":
-        return f"{does} {key.split(' . ')[-1]}"
-    return does
-
-
-# --- which element a traced packet matched -------------------------------------------
-_LOOKUP = re.compile(r"((?:(?:ip6? [sd]addr|meta l4proto|th dport|iifname|oifname)(?: \. )?)+)"
-                     r"\s+(?:map )?@(\w+)")
-_PACKET = {"ip saddr": r"\bip6? saddr (\S+)", "ip daddr": r"\bip6? daddr (\S+)",
-           "meta l4proto": r"\b(tcp|udp|sctp) dport", "th dport": r"\b(?:tcp|udp|sctp) dport (\d+)",
-           "iifname": r'\biif "([^"]+)"', "oifname": r'\boif "([^"]+)"'}
-
-
-def _part_matches(part: str, value: str) -> bool:
-    part = part.strip().strip('"')
-    if "/" in part:
-        import ipaddress
-        try:
-            return ipaddress.ip_address(value) in ipaddress.ip_network(part, strict=False)
-        except ValueError:
-            return False
-    return part == value
-
-
-def matched_element(rule_text: str, packet: str, els: list[dict]) -> dict:
-    """The element (from `rules()`) of the set `rule_text` looks up that
-    the packet (a trace event's `packet:` text) matches, or {}."""
-    m = _LOOKUP.search(rule_text)
-    if not m:
-        return {}
-    exprs = [e.strip().replace("ip6 ", "ip ") for e in m.group(1).split(" . ")]
-    values = []
-    for e in exprs:
-        found = re.search(_PACKET.get(e, r"(?!)"), packet)
-        if not found:
-            return {}
-        values.append(found.group(1))
-    for el in els:
-        if el.get("set") == m.group(2):
-            parts = el["key"].split(" . ")
-            if len(parts) == len(values) and all(_part_matches(p, v) for p, v in zip(parts, values)):
-                return el
-    return {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from cni_bridge.firewall.plan import lock_path
+from cni_bridge.firewall.plan import decide, lock_path
 
 
 def directory() -> str:
@@ -65,6 +65,20 @@ def remove(prefix: str, owner: str) -> None:
             os.rmdir(path)   # only when it held the network's last, then the last network
         except OSError:
             break
+
+
+def take(prefix: str, owner: str | None, keep) -> dict | None:
+    """Teardown's view of the index: `owner`'s entry, removed (None when
+    unknown), or for a GC (`keep`, a set of comments) every owner of the
+    network not kept removed and None (a GC reads the tables)."""
+    if owner is not None:
+        entry = read(prefix, owner)
+        remove(prefix, owner)
+        return entry
+    for com in owners(prefix):
+        if decide(com, prefix, None, keep) == "drop":
+            remove(prefix, com)
+    return None
 
 
 def owners(prefix: str) -> list[str]:
