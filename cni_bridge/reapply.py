@@ -28,10 +28,10 @@ def reapply(conf: dict, container_id: str, ifname: str) -> bool:
     att = attachment(c, container_id, ifname, ips)
     families = tuple(sorted(att.families())) or (4,)
     drv = firewall.driver(c.firewall)
-    intact = drv.scaffold_intact(families)
-    if drv.owned(families).get(att.comment, 0) >= firewall.expected_count(att, c.firewall) and intact:
+    if drv.owned(families).get(att.comment, 0) >= firewall.expected_count(att, c.firewall) \
+            and drv.scaffold_intact(families):
         return False
     drv.teardown(c.network, owner=att.comment, families=families).wait()
-    drv.setup(att, repair=not intact).wait()
+    drv.setup(att, repair=True).wait()
     return True
 

@@ -251,7 +251,10 @@ class NftDriver(Driver):
                 return [line for fam in families for line in
                         _add(fam, [e for e in els.get(fam, []) if e[0] not in ("ports", "ports_any")], att.comment)
                         + _dnat_rules(fam, els.get(fam, []), att.comment)]
-            procs = [_batch(scaffold + adds if first or repair else adds, retry)]
+            # repair (network reload): the scaffold again only when it is broken,
+            # since its rebuild flushes our chains
+            rebuild = first or (repair and not self.scaffold_intact(families))
+            procs = [_batch(scaffold + adds if rebuild else adds, retry)]
         except BaseException:
             lock.release()
             raise

@@ -171,8 +171,8 @@ class Driver:
     def setup(self, att: Attachment, repair: bool = False) -> Pending:
         """setup_network + setup_port_forward as ONE atomic batch (per family
         for iptables): the attachment's rules, and the network's shared rules
-        and our chains when missing (`repair`: also when they look present,
-        after another tool removed part of them)."""
+        and our chains when missing (`repair`, `network reload`: the index is
+        not trusted to say what exists; the tables are read)."""
         raise NotImplementedError
 
     def teardown(self, network: str, keep=None, owner: str | None = None,
