@@ -41,8 +41,13 @@ def write(prefix: str, owner: str, entry: dict) -> None:
     """Record `entry` for `owner` (an owner comment) of the network whose
     comment prefix is `prefix`."""
     path = _file(prefix, owner)
-    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-    with open(path + ".tmp", "w") as fh:
+    for d in (directory(), os.path.dirname(path)):   # private, as the rest of the state
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
         json.dump(entry, fh)
     os.replace(path + ".tmp", path)
 
