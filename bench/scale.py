@@ -87,7 +87,8 @@ def run_minidocker(count: int, backend: str, tmp: Path) -> Series:
     """(long: one sequence, set-up to clean-up, in its namespace.) The
     default bridge (a /24, as Docker's is a /16) holds DEFAULT_MAX
     containers; more go on a user network with a /16, whose containers
-    find each other by name (every attach rewrites every hosts file on it)."""
+    find each other by name through its DNS server (an attach rewrites
+    only its own hosts file)."""
     series = Series(f"minidocker ({backend})")
     ids: list[str] = []
     with BenchNetns() as ns:

@@ -55,7 +55,9 @@ def rules() -> list[dict]:
     """Every commented rule of ours, of every backend whose tools are
     installed (both families): {"backend", "family", "table", "chain",
     "handle", "comment", "text"}; `comment` is an owner comment, a
-    network prefix or the scaffold's `minidocker` (our jumps)."""
+    network prefix or the scaffold's `minidocker` (our jumps and the
+    nftables rules that look sets up). An nftables set element is an entry
+    of its own with "set", "key" and "data" (and handle 0)."""
     import shutil
     from cni_bridge import firewall
     out: list[dict] = []
@@ -66,6 +68,14 @@ def rules() -> list[dict]:
             except Exception:  # noqa: BLE001 - a view: a backend that cannot be read shows nothing
                 pass
     return out
+
+
+def matched_element(rule_text: str, packet: str, entries: list[dict]) -> dict:
+    """Of `entries` (nftables set elements from `rules`), the one the set
+    lookup in `rule_text` finds for a packet as an nft trace event prints
+    it (`packet: iif "br0" ip saddr ...`); {} when none or no lookup."""
+    from cni_bridge.firewall.nftlisting import matched_element as match
+    return match(rule_text, packet, entries)
 
 
 def owned_rules() -> list[tuple[str, str]]:

@@ -284,11 +284,14 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
     if needs_firewall(c):
         from cni_bridge import firewall
         att = attachment(c, args.container_id, args.ifname, ips)
-        have = firewall.driver(c.firewall).owned(tuple(sorted(att.families())))
-        want, got = firewall.expected_count(att, c.firewall), have.get(att.comment, 0)
+        drv, families = firewall.driver(c.firewall), tuple(sorted(att.families()))
+        want, got = firewall.expected_count(att, c.firewall), drv.owned(families).get(att.comment, 0)
         if got < want:
             raise CNIError(PLUGIN_FAILURE, f"firewall rules of {args.container_id}/{args.ifname} are missing",
                            f"found {got} of {want} ({c.firewall})")
+        if not drv.scaffold_intact(families):
+            raise CNIError(PLUGIN_FAILURE, f"the firewall rules every attachment goes through are missing "
+                           f"({c.firewall}): `minidocker network reload` puts them back")
 
 
 # --- GC ---------------------------------------------------------------------------

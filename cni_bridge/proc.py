@@ -114,6 +114,24 @@ class Proc:
         return out
 
 
+class Attempt:
+    """A started tool and what to do instead when it fails: `check()` waits
+    and, on a non-zero exit, calls `fallback(its stderr)` (which raises if
+    that fails too); without a fallback it is Proc.check()."""
+
+    def __init__(self, proc: "Proc | None", fallback=None):
+        self.proc, self.fallback = proc, fallback
+
+    def check(self) -> None:
+        if self.proc is None:
+            return
+        rc, out, err = self.proc.wait()
+        if rc != 0 and self.fallback is not None:
+            self.fallback(err or out)
+        else:
+            self.proc.check()
+
+
 def run(argv: list[str], stdin: str | None = None, check: bool = True) -> tuple[int, str, str]:
     p = Proc(argv, stdin)
     if check:

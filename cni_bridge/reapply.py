@@ -32,6 +32,6 @@ def reapply(conf: dict, container_id: str, ifname: str) -> bool:
             and drv.scaffold_intact(families):
         return False
     drv.teardown(c.network, owner=att.comment, families=families).wait()
-    drv.setup(att).wait()
+    drv.setup(att, repair=True).wait()
     return True
 

@@ -105,7 +105,7 @@ def test_del_idempotent_when_things_are_gone(cni, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("what", ["link", "address", "route", "rule", "lease", "container-link"])
+@pytest.mark.parametrize("what", ["link", "address", "route", "rule", "scaffold", "lease", "container-link"])
 def test_check_reports_missing(cni, backend, what):
     c = cni.container()
     conf = cni.conf(backend=backend, portmaps=[{"hostPort": 8082, "containerPort": 82}])
@@ -125,9 +125,15 @@ def test_check_reports_missing(cni, backend, what):
         if backend == "iptables":
             line = next(l for l in cni.node.iptables_save().splitlines() if "DNAT" in l and "md/" in l)
             cni.node.sh("iptables", "-t", "nat", *line.replace("-A", "-D", 1).replace('"', "").split())
+        else:   # the published port's element in the DNAT map
+            cni.node.sh("nft", "delete", "element", "ip", "minidocker", "ports_any", "{ tcp . 8082 }")
+    elif what == "scaffold":   # the rule every container's port goes through, or our jump
+        if backend == "iptables":
+            cni.node.sh("iptables", "-t", "nat", "-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
+                        "-m", "comment", "--comment", "minidocker", "-j", "MINIDOCKER")
         else:
             out = cni.node.sh("nft", "-a", "list", "chain", "ip", "minidocker", "prerouting").stdout
-            handle = next(l.rsplit(" ", 1)[1] for l in out.splitlines() if "dnat" in l)
+            handle = next(l.rsplit(" ", 1)[1] for l in out.splitlines() if "@ports_any" in l)
             cni.node.sh("nft", "delete", "rule", "ip", "minidocker", "prerouting", "handle", handle)
     elif what == "lease":
         (cni.data_dir / "mdtnet" / "10.66.0.2").unlink()

@@ -31,7 +31,7 @@ def test_parallel_add_del(cni, backend):
     rules = cni.node.nft_ruleset() if backend == "nftables" else cni.node.iptables_save()
     for i, b in enumerate(boxes):
         assert rules.count(f"md/mdtnet/{b.cid}/eth0") >= 4, b.cid
-        assert f"dport {9000 + i}" in rules
+        assert (f"tcp . {9000 + i} " if backend == "nftables" else f"dport {9000 + i}") in rules
     for i, (c, r) in enumerate(adds):
         assert cni.call("CHECK", with_prev(c, r.json), boxes[i]).rc == 0
 

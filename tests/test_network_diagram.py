@@ -45,7 +45,8 @@ def _check_endpoint(node, e: dict, host: dict) -> None:
 
 
 def _check_port_rule(node, backend: str, port: dict, cid: str, net: str) -> None:
-    """The port's rules are the kernel's DNAT rules for it, found by handle."""
+    """The port's rules are the kernel's DNAT rules for it, found by handle
+    (iptables), or its element in nftables' DNAT map, found by its key."""
     assert port["rules"], port
     for r in port["rules"]:
         assert r["backend"] == backend and r["comment"] == f"md/{net}/{cid}/eth0"
@@ -53,12 +54,14 @@ def _check_port_rule(node, backend: str, port: dict, cid: str, net: str) -> None
             assert (r["table"], r["chain"]) == ("nat", "MINIDOCKER")
             listing = node.sh("nft", "-a", "list", "chain", "ip", "nat", "MINIDOCKER").stdout
             assert r["text"].split(" ", 3)[3] in node.iptables_save()
+            line = next(l for l in listing.splitlines() if l.endswith(f"# handle {r['handle']}"))
+            assert f"dport {port['host_port']}" in line
+            assert f"dnat to {port['container_ip']}:{port['container_port']}" in line
         else:
-            assert r["table"] == "minidocker" and r["chain"] in ("prerouting", "output")
-            listing = node.sh("nft", "-a", "list", "chain", "ip", "minidocker", r["chain"]).stdout
-        line = next(l for l in listing.splitlines() if l.endswith(f"# handle {r['handle']}"))
-        assert f"dport {port['host_port']}" in line
-        assert f"dnat to {port['container_ip']}:{port['container_port']}" in line
+            assert r["table"] == "minidocker" and r["set"] == "ports_any" and r["chain"] == "prerouting"
+            assert r["key"] == f"{port['proto']} . {port['host_port']}"
+            got = node.sh("nft", "get", "element", "ip", "minidocker", "ports_any", f"{{ {r['key']} }}").stdout
+            assert f"{port['container_ip']} . {port['container_port']}" in got and r["comment"] in got
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -142,9 +145,10 @@ def test_renderers_draw_cluster_services_and_stale_from_the_model():
     from minidocker.network import diagram
     rule = {"backend": "nftables", "family": 4, "table": "minidocker", "chain": "prerouting",
             "handle": 7, "comment": "md/pods/" + "a" * 64 + "/eth0", "text": "nft ..."}
+    element = {**rule, "handle": 0, "set": "ports_any", "key": "tcp . 8080", "data": "10.244.1.2 . 80"}
     model = {"version": 1, "host": {"uplinks": [], "default_route": {"v4": "", "v6": ""}}, "networks": [],
              "stale": {"veths": [{"name": "veth1234abcd", "ifindex": 9, "peer_ifindex": 2, "network": "pods",
-                                  "container_id": "a" * 64, "ifname": "eth0"}], "rules": [rule]},
+                                  "container_id": "a" * 64, "ifname": "eth0"}], "rules": [rule, element]},
              "cluster": {"Node": "n1", "Subnet": "10.244.1.0/24", "Backend": "vxlan",
                          "Peers": [{"Name": "n2", "Subnet": "10.244.2.0/24", "PublicIP": "192.0.2.2"}],
                          "Routes": ["10.244.2.0/24 via 10.244.2.0 dev mdvx.1"], "FDB": []},
@@ -153,6 +157,7 @@ def test_renderers_draw_cluster_services_and_stale_from_the_model():
     text = diagram.text(model)
     for word in ("cluster node n1  pod subnet 10.244.1.0/24", "peer n2 10.244.2.0/24 via 192.0.2.2",
                  "veth 9: veth1234abcd@if2", "nft ip minidocker prerouting handle 7",
+                 "nft ip minidocker set ports_any element { tcp . 8080 }",
                  "service api 10.96.0.10:80/tcp", "backend 10.244.1.2:8080"):
         assert word in text, (word, text)
     dot = diagram.dot(model)

@@ -1,19 +1,26 @@
-"""iptables backend: rules in our own chains, read with `iptables-save` and
-changed by one `iptables-restore --noflush` batch per address family.
+"""iptables backend: rules in our own chains, changed by one
+`iptables-restore --noflush` batch per address family.
 
-Reading first (~2.5 ms) lets the batch create exactly what is missing (our
-chains, the jumps into them, the network's shared rules) and lets DEL find
-its rules by comment whether or not it knows the container's addresses.
+The first attachment of a network reads the tables (`iptables-save`) so
+its batch creates exactly what is missing (our chains, the jumps into
+them, the network's shared rules); later ones, and their DELs, take what
+they add or delete from the owner index (owners.py) and do not read: a
+whole-table read costs 33 ms at 1,500 rules against 6 ms at 60. A batch
+the kernel refuses (a flushed chain, a rule already gone) is made again
+from a read. The network's last DEL, GC and a DEL the index does not know
+read first and find rules by comment. What stays O(rules) is inside
+iptables-nft: `-D` compares the rule with each rule of its chain.
 Both families are read and written concurrently.
 """
 from __future__ import annotations
 
 import re
 
+from cni_bridge.firewall import owners
 from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
                                  COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
                                  decide, isolation_plan, network_plan, network_prefix, plan)
-from cni_bridge.proc import Proc
+from cni_bridge.proc import Attempt, Proc
 
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING), "filter": (CHAIN_FORWARD, CHAIN_ISOLATION)}
@@ -129,7 +136,8 @@ def _read_with_handles(families) -> tuple[dict[int, "Saved"], dict[tuple[int, st
     nft's listing, whose handle is what a trace event names (nft cannot
     show the xt comment itself). No handles without nft (they stay 0). The
     listings run concurrently with each other and with iptables-save."""
-    from cni_bridge.firewall.nftables import FAMILY, parse_listing
+    from cni_bridge.firewall.nftables import FAMILY
+    from cni_bridge.firewall.nftlisting import parse_listing
     procs = {}
     for fam in families:
         for table in OUR_CHAINS:
@@ -166,11 +174,20 @@ def _jump_spec(line: str) -> str:
     return line.split(" ", 2)[1] + " " + line.rsplit("-j ", 1)[-1]
 
 
-def _restore_locked(families, batch_of) -> Pending:
+def _tables_text(lines: list[tuple[str, str]]) -> str:
+    """[(table, line)] -> iptables-restore input, nat first."""
+    text = []
+    for table in ("nat", "filter"):
+        mine = [l for t, l in lines if t == table]
+        if mine:
+            text += [f"*{table}", *mine, "COMMIT"]
+    return "\n".join(text) + "\n" if text else ""
+
+
+def _restore(lock, families, batch_of) -> Pending:
     """Under the firewall lock: read the tables once, then one
     `iptables-restore --noflush` per family with batch_of(saved, family);
     the lock is held until the caller has waited for the batches."""
-    lock = Lock()
     try:
         saved = _read(families)
         procs = []
@@ -184,28 +201,65 @@ def _restore_locked(families, batch_of) -> Pending:
     return Pending(lock, procs)
 
 
+def _restore_now(families, batch_of, own=None) -> None:
+    """The read-then-restore path, run to the end (the retry of a batch
+    that did not read first); `own`: the attachment's lines, added only
+    where missing (the refused batch may have committed a table)."""
+    saved = _read(families)
+    for fam in families:
+        text = batch_of(saved[fam], fam) if own is None else batch_of(saved[fam], fam, True)
+        if text:
+            Proc([TOOLS[fam][1], "--noflush"], text).check()
+
+
 class IptablesDriver(Driver):
     name = "iptables"
 
-    def setup(self, att: Attachment) -> Pending:
+    def setup(self, att: Attachment, repair: bool = False) -> Pending:
         rules: dict[int, list[tuple[str, str]]] = {}
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
         families = sorted(set(rules) | {r[1] for r in network_plan(att)})
-        def batch(saved: Saved, fam: int) -> str:
+        prefix = network_prefix(att.network)
+
+        def batch(saved: Saved, fam: int, own_present: bool = False) -> str:
             shared = []
             if _forward_may_drop(saved):
                 for rule in network_plan(att):
                     if rule[1] == fam:
-                        shared += render(rule, network_prefix(att.network))
+                        shared += render(rule, prefix)
             for rule in isolation_plan(att):
                 if rule[1] == fam:
-                    shared += render(rule, network_prefix(att.network))
-            return self._add_batch(saved, rules.get(fam, []), shared)
-        return _restore_locked(families, batch)
+                    shared += render(rule, prefix)
+            return self._add_batch(saved, rules.get(fam, []), shared, own_present)
+        lock = Lock()
+        try:
+            # another attachment of the network is indexed: our chains, the
+            # jumps and the network's shared rules are there; no read
+            known = not repair and not owners.network_empty(prefix)
+            again = owners.read(prefix, att.comment) is not None   # a repeated ADD: add only what is missing
+            owners.write(prefix, att.comment, {"lines": {str(f): [list(x) for x in v] for f, v in rules.items()}})
+            if again:
+                return _restore(lock, families, lambda saved, fam: batch(saved, fam, True))
+            if not known:
+                return _restore(lock, families, batch)
+            procs = []
+            for fam in families:
+                text = _tables_text(rules.get(fam, []))
+                if text:
+                    procs.append(Attempt(Proc([TOOLS[fam][1], "--noflush"], text),
+                                         lambda _err, fam=fam: _restore_now([fam], batch, own=rules)))
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
 
     @staticmethod
-    def _add_batch(saved: Saved, rules: list[tuple[str, str]], shared: list[tuple[str, str]]) -> str:
+    def _add_batch(saved: Saved, rules: list[tuple[str, str]], shared: list[tuple[str, str]],
+                   own_present: bool = False) -> str:
+        """Our chains and jumps where missing, the shared rules not yet
+        there, and `rules` (only those not yet there when `own_present`
+        may be true: the retry of a batch the kernel refused)."""
         per_table: dict[str, list[str]] = {}
         jumps_in: dict[str, set] = {}    # each table's lines looked at once, not once per entry
         for table, chain, jumps in SCAFFOLD:
@@ -218,13 +272,14 @@ class IptablesDriver(Driver):
                 jumps_in[table] = {_jump_spec(l) for l in saved.lines(table)}
             cmds += [j for j in jumps if _jump_spec(j) not in jumps_in[table]]
         tokens_in: dict[str, set] = {}
-        for table, line in shared:
-            if table not in tokens_in:
-                tokens_in[table] = {_tokens(l) for l in saved.lines(table)}
-            if _tokens(line) not in tokens_in[table]:
+        for table, line in shared + rules:
+            if (table, line) in rules and not own_present:
                 per_table.setdefault(table, []).append(line)
-        for table, line in rules:
-            per_table.setdefault(table, []).append(line)
+                continue
+            if table not in tokens_in:
+                tokens_in[table] = {_tokens(l.replace("-I ", "-A ", 1)) for l in saved.lines(table)}
+            if _tokens(line.replace("-I ", "-A ", 1)) not in tokens_in[table]:
+                per_table.setdefault(table, []).append(line)
         text = []
         for table in ("nat", "filter"):
             if per_table.get(table):
@@ -233,7 +288,24 @@ class IptablesDriver(Driver):
 
     def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> Pending:
         prefix = network_prefix(network)
-        return _restore_locked(families, lambda saved, fam: self._del_batch(saved, prefix, owner, keep))
+        listed = lambda saved, fam: self._del_batch(saved, prefix, owner, keep)  # noqa: E731
+        lock = Lock()
+        try:
+            entry = owners.take(prefix, owner, keep)
+            if entry is None or owners.network_empty(prefix):
+                # unknown to the index, a GC, or the network's last attachment
+                # (its shared rules, maybe our chains, go too): read first
+                return _restore(lock, families, listed)
+            procs = []
+            for fam, lines in entry["lines"].items():
+                text = _tables_text([(t, "-D" + l[2:]) for t, l in lines])
+                if text:   # a rule already gone fails the batch: then by listing
+                    procs.append(Attempt(Proc([TOOLS[int(fam)][1], "--noflush"], text),
+                                         lambda _err, fam=int(fam): _restore_now([fam], listed)))
+        except BaseException:
+            lock.release()
+            raise
+        return Pending(lock, procs)
 
     @staticmethod
     def _del_batch(saved: Saved, prefix: str, owner, keep) -> str:

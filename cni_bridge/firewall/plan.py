@@ -168,10 +168,11 @@ class Driver:
 
     name = ""
 
-    def setup(self, att: Attachment) -> Pending:
+    def setup(self, att: Attachment, repair: bool = False) -> Pending:
         """setup_network + setup_port_forward as ONE atomic batch (per family
         for iptables): the attachment's rules, and the network's shared rules
-        and our chains when missing."""
+        and our chains when missing (`repair`, `network reload`: the index is
+        not trusted to say what exists; the tables are read)."""
         raise NotImplementedError
 
     def teardown(self, network: str, keep=None, owner: str | None = None,
@@ -182,8 +183,14 @@ class Driver:
         raise NotImplementedError
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
-        """comment -> number of rules carrying it (CHECK)."""
+        """comment -> number of rules (or set elements) carrying it (CHECK)."""
         raise NotImplementedError
+
+    def count(self, att: Attachment) -> int:
+        """How many rules (or elements) carry the attachment's comment once
+        it is set up: one per plan entry (the network's shared forward rules
+        exist only where FORWARD can drop, so CHECK does not count them)."""
+        return len(plan(att))
 
     def rules(self, families=(4, 6)) -> list[dict]:
         """Every commented rule of ours as {"backend", "family", "table",
@@ -214,12 +221,6 @@ class Driver:
         self.teardown(att.network, owner=att.comment, families=att.families() or (4, 6)).wait()
 
     teardown_port_forward = teardown_network
-
-
-def expected_count(att: Attachment, backend: str) -> int:
-    """Rules carrying the attachment's comment (the network's shared forward
-    rules exist only where FORWARD can drop, so CHECK does not count them)."""
-    return sum(2 if r[0] == "dnat" and backend == "nftables" else 1 for r in plan(att))
 
 
 def decide(comment: str | None, prefix: str, owner: str | None, keep) -> str:

@@ -81,8 +81,7 @@ def attach(container: dict, net: networks.Network, *, ifname: str = "eth0",
                 pass
             store.remove_endpoint(net, cid)
             raise
-    if net.names_containers:
-        hostsfile.refresh(set(store.endpoints(net)))
+    hostsfile.follow(net, cid, ifname, joined=True)
     _names_follow(net, container if ifname == "eth0" else None)
     return ep
 
@@ -188,8 +187,7 @@ def detach(container: dict, net: networks.Network) -> None:
         raise MinidockerError(f"cannot detach container {_name(container)} from "
                               f"network {net.name}: {err}") from None
     store.remove_endpoint(net, cid)
-    if net.names_containers:
-        hostsfile.refresh(set(store.endpoints(net)) | {cid})
+    hostsfile.follow(net, cid, ifname, joined=False)
     _names_follow(net)
 
 

@@ -21,9 +21,12 @@ def _short_comment(comment: str) -> str:
 
 def rule_ref(rule: dict) -> str:
     """Where a rule lives, as a person looks it up: the iptables table,
-    chain and comment, or the nft family/table/chain and handle."""
+    chain and comment, the nft family/table/chain and handle, or the nft
+    set and the element's key."""
     if rule["backend"] == "nftables":
         fam = "ip6" if rule["family"] == 6 else "ip"
+        if "set" in rule:
+            return f"nft {fam} {rule['table']} set {rule['set']} element {{ {rule['key']} }}"
         return f"nft {fam} {rule['table']} {rule['chain']} handle {rule['handle']}"
     tool = "ip6tables" if rule["family"] == 6 else "iptables"
     target = rule["text"].rsplit(" -j ", 1)[-1].split()[0] if " -j " in rule["text"] else ""

@@ -2,11 +2,18 @@
 
 The file is bind-mounted into the container, so it is rewritten in place
 (same inode), never replaced. It holds the usual localhost lines, the
-container's own addresses and `--add-host` entries, and one line per
-address of every other container that shares a user network with it (its
-name, `--network-alias`es and short id), so containers started later are
-found too: every attach and detach on a user network rewrites the files of
-all containers on it. The default `bridge` network has no names, as Docker's.
+container's own addresses and `--add-host` entries. On a native user
+network that is a container's first (eth0) the others' names come from the
+network's DNS server (minidocker/dns/; its resolv.conf names that one), as
+Docker's: an attach or detach there rewrites only that container's file,
+whatever the number of containers. Peers are listed, one line per address
+(name, `--network-alias`es, short id), for the networks a container joined
+later (`network connect`: another network's server answers its queries),
+and on networks without a DNS server (CNI-file, IPv6-only). Those files
+follow every attach and detach on the network: the `hosts-listed` markers
+under the network's directory name the containers that list its peers
+(all of them where there is no DNS server). The default `bridge` network
+has no names, as Docker's.
 """
 from __future__ import annotations
 
@@ -61,6 +68,42 @@ def write_in_place(path: str, text: str) -> None:
         os.close(fd)
 
 
+def _served(net_id: str) -> bool:
+    """The network's names are answered by its DNS server."""
+    from minidocker.dns import lifecycle
+    from minidocker.network import networks
+    net = networks.by_id(net_id)
+    return net is not None and bool(lifecycle.address(net))
+
+
+def _markers(net_id: str):
+    return paths.networks_dir() / net_id / "hosts-listed"
+
+
+def follow(net, cid: str, ifname: str, joined: bool) -> None:
+    """After `cid` joined or left `net` as `ifname`: rewrite the hosts files
+    that change (its own, and those that list the network's peers)."""
+    if not net.names_containers:
+        return
+    if not _served(net.id):
+        refresh(set(store.endpoints(net)) | {cid})
+        return
+    marker = _markers(net.id) / cid
+    if joined and ifname != "eth0":
+        state.ensure_dir(marker.parent)
+        marker.touch()
+    elif not joined:
+        try:
+            marker.unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        listed = set(os.listdir(_markers(net.id)))
+    except FileNotFoundError:
+        listed = set()
+    refresh(listed | {cid})
+
+
 def refresh(cids: set[str]) -> None:
     """Rewrite the hosts files of these containers from the endpoint records."""
     by_net: dict[str, list[dict]] = {}  # read once per network, only where names are kept
@@ -74,6 +117,8 @@ def refresh(cids: set[str]) -> None:
             for ep in own:
                 if ep.get("Network") == DEFAULT_NETWORK:  # Docker: no names there
                     continue
+                if (ep.get("IfName") or "eth0") == "eth0" and _served(ep["NetworkID"]):
+                    continue  # its DNS server answers these names
                 if ep["NetworkID"] not in by_net:
                     by_net[ep["NetworkID"]] = list(store.endpoints_by_id(ep["NetworkID"]).values())
                 for other in by_net[ep["NetworkID"]]:

@@ -136,3 +136,11 @@ class Rules:
         fam = 6 if family == "ip6" else 4
         return next((r for r in self.all if r["handle"] == handle and r["family"] == fam
                      and r["table"] == table and r["chain"] == chain), {})
+
+    def element(self, rule: dict, packet: str) -> dict:
+        """The set element of ours that `rule` (an nft rule that looks a set
+        up) matched for a packet a trace event shows, or {}."""
+        fam = rule.get("family")
+        return api.matched_element(rule.get("text", ""), packet,
+                                   [r for r in self.all if "set" in r and r["family"] == fam
+                                    and r["table"] == rule.get("table")])

@@ -76,7 +76,8 @@ def _published(model: dict, rule: dict, flow_dst: str) -> str:
     m = _OWNER.match(rule.get("comment", ""))
     found = _endpoint_index(model).get(m.group(2)) if m and m.group(2) else None
     for p in found[1]["ports"] if found else []:
-        if any(r["handle"] == rule["handle"] and r["chain"] == rule["chain"] for r in p["rules"]):
+        if any((r.get("set"), r.get("key")) == (rule.get("set"), rule.get("key")) if "set" in rule
+               else r["handle"] == rule["handle"] and r["chain"] == rule["chain"] for r in p["rules"]):
             return f"{p['host_ip']}:{p['host_port']}"
     return flow_dst
 
@@ -95,11 +96,15 @@ def _action(ev: dict, published: str) -> str:
 
 
 def steps(model: dict, rules, evs: list[dict], flow_dst: str) -> list[dict]:
-    """Each rule matched and each policy applied, with its hook and owner."""
-    out, hook = [], ""
+    """Each rule matched and each policy applied, with its hook and owner.
+    A rule of ours that looks a set up (nftables) is shown with the element
+    the packet matched: that element carries the owner and the action."""
+    out, hook, packet = [], "", {}
     for ev in evs:
         if ev["chain"].lower() in HOOKS:
             hook = ev["chain"].lower()
+        if ev["kind"] == "packet":
+            packet[ev["id"]] = ev["text"]
         if ev["kind"] not in ("rule", "policy"):
             continue
         step = {"hook": hook, "family": ev["family"], "table": ev["table"], "chain": ev["chain"],
@@ -108,6 +113,10 @@ def steps(model: dict, rules, evs: list[dict], flow_dst: str) -> list[dict]:
             step.update(rule="", handle=0, comment="", owner="", words=f"end of the base chain: its policy {step['verdict']}")
         else:
             rule = rules.by_handle(ev["family"], ev["table"], ev["chain"], ev["handle"])
+            element = rules.element(rule, packet.get(ev["id"], "")) if "@" in rule.get("text", "") else {}
+            if element:
+                rule, ev = element, {**ev, "text": f"{ev['text']} [{element['text'].split(' # ')[0]}: "
+                                                   f"{element['text'].split(' # ', 1)[-1]}]"}
             comment = rule.get("comment", "")
             step.update(rule=ev["text"], handle=ev["handle"], comment=comment, owner=owner(model, comment),
                         words=_action(ev, _published(model, rule, flow_dst) if rule else flow_dst))

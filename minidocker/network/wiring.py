@@ -49,7 +49,18 @@ class Live:
 
 
 def _rule_view(rule: dict) -> dict:
-    return {k: rule[k] for k in ("backend", "family", "table", "chain", "handle", "comment", "text")}
+    """A rule, or an nftables set element (with its set, key and data)."""
+    keys = ("backend", "family", "table", "chain", "handle", "comment", "text", "set", "key", "data")
+    return {k: rule[k] for k in keys if k in rule}
+
+
+def _publishes(rule: dict, hport, proto: str) -> bool:
+    """The rule (iptables) or map element (nftables) that DNATs host port
+    hport/proto."""
+    if "set" in rule:
+        return rule["set"] in ("ports", "ports_any") and rule["key"].endswith(f"{proto} . {hport}")
+    return ("dnat" in rule["text"].lower() and re.search(rf"dport {hport}\b", rule["text"]) is not None
+            and f" {proto} " in f" {rule['text']} ")
 
 
 def _addr(value) -> str:
@@ -73,12 +84,9 @@ def _ports(ep: dict, rules: list[dict], ip: str) -> list[dict]:
     out = []
     for p in ep.get("Ports") or []:
         hport, proto = p.get("HostPort"), p.get("Protocol") or "tcp"
-        dport = re.compile(rf"dport {hport}\b")
         out.append({"host_ip": p.get("HostIp") or "0.0.0.0", "host_port": hport, "proto": proto,
                     "container_ip": ip, "container_port": p.get("ContainerPort"),
-                    "rules": [_rule_view(r) for r in rules
-                              if "dnat" in r["text"].lower() and dport.search(r["text"])
-                              and f" {proto} " in f" {r['text']} "]})
+                    "rules": [_rule_view(r) for r in rules if _publishes(r, hport, proto)]})
     return out
 
 
