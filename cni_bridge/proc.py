@@ -46,9 +46,24 @@ class Proc:
                 os.close(fd)
         self.fds = {out_r: [], err_r: []}
         self.out_fd, self.err_fd = out_r, err_r
-        self.stdin = (stdin or "").encode()
+        self.stdin = memoryview((stdin or "").encode())
         self.in_fd = in_w
         self.result = None
+        os.set_blocking(in_w, False)
+        self._feed()  # now, not in wait(): the tool reads its batch while the plugin works on
+
+    def _feed(self) -> None:
+        """Write as much of stdin as the pipe takes (all of a rule batch:
+        a pipe holds 64 KiB); close it, the tool's EOF, once all is written."""
+        try:
+            while self.stdin:
+                self.stdin = self.stdin[os.write(self.in_fd, self.stdin[:65536]):]
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            pass  # the tool exited without reading: its exit status says why
+        os.close(self.in_fd)
+        self.in_fd = -1
 
     def wait(self) -> tuple[int, str, str]:
         if self.result is not None:
@@ -56,30 +71,20 @@ class Proc:
         poll = select.poll()
         for fd in self.fds:
             poll.register(fd, select.POLLIN)
-        if self.stdin:
+        if self.in_fd >= 0:
             poll.register(self.in_fd, select.POLLOUT)
-        else:
-            os.close(self.in_fd)
-            self.in_fd = -1
         open_fds = set(self.fds) | ({self.in_fd} if self.in_fd >= 0 else set())
-        view = memoryview(self.stdin)
         while open_fds:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 self._kill()
                 raise failure(f"{self.argv[0]} timed out after {TIMEOUT:.0f}s")
             for fd, ev in poll.poll(left * 1000):
-                if fd == self.in_fd:
-                    try:
-                        n = os.write(fd, view[:65536])
-                    except BrokenPipeError:
-                        n = len(view)
-                    view = view[n:]
-                    if not view:
+                if fd not in self.fds:   # stdin
+                    self._feed()
+                    if self.in_fd < 0:
                         poll.unregister(fd)
-                        os.close(fd)
                         open_fds.discard(fd)
-                        self.in_fd = -1
                     continue
                 chunk = os.read(fd, 65536)
                 if chunk:

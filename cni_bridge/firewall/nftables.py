@@ -10,14 +10,18 @@ would change nothing (the iptables backend adds them where FORWARD drops).
 """
 from __future__ import annotations
 
-import re
-
 from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, Attachment, Driver, Lock, Pending,
                                  decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
-_COMMENT_RE = re.compile(r'comment "([^"]*)"')
+
+
+def _comment(line: str) -> str | None:
+    """What `comment "([^"]*)"` finds (no `re`: ~5 ms of a plugin's start)."""
+    start = line.find('comment "') + 9
+    end = line.find('"', start) if start >= 9 else -1
+    return line[start:end] if end >= 0 else None
 
 
 def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
@@ -66,8 +70,7 @@ def parse_listing(text: str) -> list[tuple[str, str, int, str]]:
         if line.startswith("chain "):
             chain = line.split()[1]
         elif chain and "# handle" in line and not line.startswith(("type ", "policy ", "table ")):
-            m = _COMMENT_RE.search(line)
-            out.append((chain, m.group(1) if m else "", int(line.rsplit("# handle", 1)[1]), line))
+            out.append((chain, _comment(line) or "", int(line.rsplit("# handle", 1)[1]), line))
     return out
 
 
