@@ -1,5 +1,6 @@
 """Running the firewall tools: argument lists (never a shell), stdin, a
-timeout, and the option to let a tool run while the plugin does other work.
+timeout, and the option to let a tool run while the plugin does other work;
+and `in_thread`, for kernel work that blocks in one system call.
 
 Why not subprocess: importing it costs several milliseconds of a start-up
 budget of a few tens, and the kernel's rule commits (~14 ms for a deletion)
@@ -7,6 +8,7 @@ can overlap with the plugin's own netlink work when started early.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import select
 import time
@@ -125,3 +127,33 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True) -> tuple[
         out = p.check()
         return 0, out, p.result[2]
     return p.wait()
+
+
+def in_thread(fn, *args, **kw):
+    """Call fn(*args, **kw) in a thread; returns the function that waits for
+    it and returns its result or raises its error. For a system call that
+    blocks in the kernel with the GIL released (deleting a veth waits
+    ~15-25 ms for RCU) while this thread starts and waits for the rule
+    tools. `_thread`, not `threading`: nothing to import."""
+    done = _thread.allocate_lock()
+    done.acquire()
+    outcome: list = []
+
+    def body():
+        try:
+            outcome.append((True, fn(*args, **kw)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            outcome.append((False, exc))
+        finally:
+            done.release()
+
+    _thread.start_new_thread(body, ())
+
+    def join():
+        with done:
+            ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    return join

@@ -158,3 +158,14 @@ def test_proc_writes_stdin_at_start_and_the_rest_in_wait():
     assert big.wait() == (0, big_text, "")
     early_exit = Proc(["true"], "y" * 300_000)   # a tool that does not read: no hang, no error
     assert early_exit.wait()[0] == 0
+
+
+def test_in_thread_returns_the_result_or_raises_the_error():
+    from cni_bridge.proc import in_thread
+    assert in_thread(lambda a, b=0: a + b, 1, b=2)() == 3
+
+    def fails():
+        raise OSError(16, "busy")
+    join = in_thread(fails)
+    with pytest.raises(OSError, match="busy"):
+        join()
