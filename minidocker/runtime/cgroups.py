@@ -39,6 +39,8 @@ def _mounts() -> dict[str, str]:
     out: dict[str, str] = {}
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
+            if " - cgroup" not in line:
+                continue  # (a busy host has hundreds of other mounts: skipped unparsed)
             left, _, right = line.partition(" - ")
             fstype, _, opts = right.split(" ", 2)
             point = left.split(" ")[4]
