@@ -11,6 +11,7 @@ SUITES = {
     "trace": "bench.trace",  # trace (a delivered TCP probe) and network diagram
     "images": "bench.images",  # import, load, pull beside docker and podman; shared-base disk use
     "services": "bench.services",  # VIP first-packet latency, add-one-service time, DNS qps
+    "memory": "bench.memory",  # PSS of 100 containers' shims beside containerd-shim and conmon
 }
 
 

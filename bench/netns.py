@@ -14,6 +14,7 @@ mount into the host's mount namespace (their mounts must be undone).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -38,6 +39,22 @@ def _run(argv, *, timeout=TIMEOUT, check=True):
 
 def _raise_exit(signum, _frame):
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP ignored for the block: a clean-up that
+    has begun runs to its end (each of its commands has a timeout)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN)
+             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @dataclasses.dataclass

@@ -232,6 +232,7 @@ class Peer:
     host_paths: tuple[str, ...] = ()
     cgroup_names: tuple[str, ...] = ()
     sysctl_paths: tuple[str, ...] = ()
+    force_rm = ["rm", "--force"]  # kills at once (Docker's SIGKILL)
 
     def __init__(self, ns: BenchNetns, *, image_tar: Path | None = None):
         self.ns = ns
@@ -476,6 +477,9 @@ class Podman(Peer):
     host_paths = ("/var/lib/containers", "/run/containers", "/run/libpod", "/dev/shm/libpod_lock",
                   "/root/.config/containers", "/root/.local/share/containers")
     cgroup_names = ("libpod_parent", "machine.slice")
+    # podman's --force first waits out the stop timeout (10 s) for a process
+    # that ignores SIGTERM, as a shell or `sleep` as pid 1 does
+    force_rm = ["rm", "--force", "--time", "0"]
 
     def client(self) -> list[str]:
         return ["/usr/bin/podman"]
@@ -496,7 +500,7 @@ class Podman(Peer):
     def stop(self) -> None:
         if self.tmp and (self.tmp / "storage.conf").exists():
             # conmon's exit hooks and anything a failed run left behind.
-            self.run(["rm", "--all", "--force", "--time", "0"], timeout=60, check=False)
+            self.run([*self.force_rm, "--all"], timeout=60, check=False)
 
 
 # -- `python -m bench.peers` -----------------------------------------------------

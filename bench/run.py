@@ -52,8 +52,9 @@ def _runc_bundle(tmp: Path, rootfs: Path) -> Path:
     return bundle
 
 
-def _shim_rss(md: str, env: dict) -> tuple[float, float]:
-    """RSS and USS (MB) of the shim of a running `-d` container."""
+def _shim_memory(md: str, env: dict) -> dict[str, int]:
+    """smaps_rollup (kB, bench/memory.py) of the shim of a running `-d` container."""
+    from bench.memory import rollup
     cid = subprocess.run([md, "run", "-d", "--network", "none", "busybox", "sleep", "60"],
                          env=env, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     try:
@@ -62,8 +63,7 @@ def _shim_rss(md: str, env: dict) -> tuple[float, float]:
         shim = psutil.Process(info["State"]["Pid"]).parent()
         assert "minidocker.shim" in " ".join(shim.cmdline()), shim.cmdline()
         time.sleep(0.2)
-        mem = shim.memory_full_info()
-        return mem.rss / 1e6, mem.uss / 1e6
+        return rollup(shim.pid) or {}
     finally:
         subprocess.run([md, "rm", "-f", cid], env=env, capture_output=True, timeout=30)
 
@@ -124,12 +124,15 @@ def main(argv: list[str]) -> int:
             ("python -c 'import click' (other commands)", ms["floor"], "runc run", ms["runc"]),
         ])
         _peer_rows(md, env, tmp, n)
-        rss, uss = _shim_rss(md, env)
-        print(f"\nshim resident memory (running -d container): RSS {rss:.1f} MB, USS {uss:.1f} MB")
+        mem = _shim_memory(md, env)
+        rss = mem.get("Rss", 0) / 1024
+        print(f"\nshim resident memory (running -d container): RSS {rss:.1f} MiB, "
+              f"PSS {mem.get('Pss', 0) / 1024:.1f} MiB (100 of them beside Docker's: "
+              f"`scripts/bench memory`)")
         ratio = ms["none"] / ms["runc"]
         print(f"\ngoal: none <= {GOAL_RATIO:g}x runc run: {ratio:.2f}x -> "
               f"{'met' if ratio <= GOAL_RATIO else 'MISSED'}")
-        print(f"goal: shim <= {GOAL_SHIM_MB:.0f} MB resident: {rss:.1f} MB -> "
+        print(f"goal: shim <= {GOAL_SHIM_MB:.0f} MB resident: {rss:.1f} MiB -> "
               f"{'met' if rss <= GOAL_SHIM_MB else 'MISSED'}")
         return 0
     finally:
@@ -192,4 +195,7 @@ def _cleanup(md: str, env: dict, tmp: Path, runc_root: Path) -> None:
         left = [l.split()[4] for l in fh if str(tmp) in l.split()[4]]
     for mnt in sorted(left, key=len, reverse=True):
         subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=10)
+    from bench.soak import remove_cgroup_parent
+    for problem in remove_cgroup_parent(Path(env["MINIDOCKER_ROOT"])):
+        print(f"bench: cgroup left: {problem}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)

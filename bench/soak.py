@@ -156,6 +156,25 @@ class Soak:
         return found
 
 
+def remove_cgroup_parent(state_root: Path) -> list[str]:
+    """A private state root's cgroup parent (minidocker-<crc32>, which
+    minidocker keeps between containers) and anything left in it; what
+    could not be removed."""
+    from minidocker import paths
+    from minidocker.runtime import cgroups
+    parent = cgroups.dirs(paths.default_cgroup_parent(state_root))
+    problems = []
+    for controller, path in parent.items():
+        try:
+            children = [e.path for e in os.scandir(path) if e.is_dir()] if os.path.isdir(path) else []
+            for child in children:
+                cgroups.remove({controller: child})
+            cgroups.remove({controller: path})
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    return problems
+
+
 def _mounts(root: str) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
         return [line.split()[4] for line in fh if line.split()[4].startswith(root + "/")]
@@ -228,7 +247,10 @@ def main(argv: list[str]) -> int:
                 except psutil.Error:
                     pass
         unmount_under(str(tmp))
+        cgroups_left = remove_cgroup_parent(tmp / "lib")
         shutil.rmtree(tmp, ignore_errors=True)
+    for problem in cgroups_left:
+        print(f"bench soak: cgroup left: {problem}", file=sys.stderr)
     leaks = sum(len(f) for _, f in all_leaks)
     print(f"\nsoak: {cycles} cycles of {args.containers} containers with published ports "
           f"in {args.minutes:g} min")

@@ -1,9 +1,8 @@
 """Timestamps as Docker writes them: RFC 3339 in UTC with nanoseconds.
 
 Formatted from time.time_ns() (datetime is not needed on the hot path of
-`run` or in the shim)."""
-from __future__ import annotations
-
+`run` or in the shim). No __future__ import: the shim's lean stage loads
+this (minidocker/shimwait.py)."""
 import time
 
 NEVER = "0001-01-01T00:00:00Z"

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from minidocker import clock, etcfiles, events, fsutil, images, paths, records, state, syscalls as sc, teardown
+from minidocker import clock, etcfiles, events, fsutil, images, paths, records, shimwait, state, teardown
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.faults import fault
 from minidocker.network import modes, netns
@@ -766,7 +766,7 @@ def exec_(ref: str, args: list[str], interactive: bool = False, tty: bool = Fals
         if theirs:
             theirs.close()
 
-    sc.forward_signals(pid)
+    shimwait.forward_signals(pid)
     if ours:
         from minidocker import terminal
         with ours:

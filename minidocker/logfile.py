@@ -1,11 +1,14 @@
 """A container's log: Docker's json-file format, one JSON object a line,
 {"log": TEXT, "stream": "stdout"|"stderr", "time": RFC 3339}, so `logs`
 can keep stdout and stderr apart and select by time. The shim writes it
-(stdlib only: it stays lean); `logs` and `attach` read it."""
-from __future__ import annotations
+while it waits (minidocker/shimwait.py), so writing imports no `json`: that
+pulls in `re`, about 1 MB in every shim; _json's string encoder is the one
+json.dumps uses, so the lines are the same; nor `os` (posix is built in;
+os pulls in _collections_abc and posixpath), nor __future__.
+`logs` and `attach` read it."""
+import posix
 
-import json
-import os
+from _json import encode_basestring_ascii as _quote
 
 from minidocker import clock
 
@@ -20,16 +23,16 @@ class Stream:
     def write(self, data: bytes) -> None:
         stamp = clock.now()
         text = data.decode("utf-8", errors="replace")
-        out = "".join(json.dumps({"log": line, "stream": self.name, "time": stamp},
-                                 separators=(",", ":")) + "\n"
-                      for line in text.splitlines(keepends=True))
+        tail = f',"stream":{_quote(self.name)},"time":{_quote(stamp)}}}\n'
+        out = "".join('{"log":' + _quote(line) + tail for line in text.splitlines(keepends=True))
         view = memoryview(out.encode())
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[posix.write(self.fd, view):]
 
 
 def parse(line: bytes) -> dict | None:
     """One entry, None for a line that is not one (a torn write)."""
+    import json
     try:
         entry = json.loads(line)
     except ValueError:

@@ -26,9 +26,9 @@ def _running(recs: list[dict]) -> set[str]:
 
 def _shims() -> set[str]:
     """Live shims, as the 8-hex id prefix each one names itself with (its
-    comm, shim.COMM_PREFIX): one being started has a shim before its record
+    comm, shimwait.COMM_PREFIX): one being started has a shim before its record
     says so, and an attached shim's argv is `run`'s."""
-    from minidocker.shim import COMM_PREFIX
+    from minidocker.shimwait import COMM_PREFIX
     out = set()
     for proc in psutil.process_iter(["name", "status"]):
         name, status = proc.info["name"] or "", proc.info["status"]

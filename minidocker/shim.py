@@ -7,24 +7,24 @@ forked child of `run` in a session of its own (no second interpreter to
 start: that is most of a short container's latency). Either way it becomes
 a child subreaper, starts the
 container with the chosen runtime, reports `started PID` (or `error CODE
-MSG`) on FD, then waits: detached, the container writes straight into the
-log file; attached, its output comes through pipes the shim copies to the
-log and to the terminal of `run`. At exit it records the exit code and
-times, reports `exit CODE` on FD and runs the teardown.
+MSG`) on FD, then waits: the container's output comes through pipes the
+shim copies to the log (and, attached, to the terminal of `run`). At exit
+it records the exit code and times, reports `exit CODE` on FD and runs the
+teardown, or starts the process again as its restart policy says.
 
-It stays small in memory: stdlib and minidocker's lean modules only (no
-click, pyroute2 or jsonschema); the teardown modules load only at exit.
+It stays small in memory: a detached shim without a terminal waits in a
+lean exec'd stage (minidocker/shimwait.py) and comes back here
+(`--resume`) when the container exits; the others keep to stdlib and
+minidocker's lean modules (no click, pyroute2 or jsonschema); the teardown
+modules load only at exit.
 """
 from __future__ import annotations
 
 import os
-import select
 import sys
 import time
 
-from minidocker import clock, paths, records, syscalls as sc, ttyrelay
-
-COMM_PREFIX = "mdshim-"  # + 8 hex of the id: 15 characters, the kernel's limit
+from minidocker import clock, paths, records, syscalls as sc, shimwait, ttyrelay
 
 
 def _now() -> str:
@@ -64,25 +64,22 @@ def _output_pipes(stdin: int, log_fd: int, attach: bool):
     return (stdin, out_w, err_w), pipes
 
 
-def _copy(src: int, sinks: list) -> bool:
-    """One read from src to every sink; False at EOF."""
-    try:
-        data = os.read(src, 65536)
-    except OSError:
-        return False
-    if not data:
-        return False
-    ttyrelay.copy_bytes(data, sinks)
-    return True
-
-
 def main(argv: list[str]) -> int:
-    """The detached shim: fork once more so that nobody waits for us."""
+    """The detached shim: fork once more so that nobody waits for us; or,
+    with --resume, the full shim again after the lean stage's wait."""
+    if argv[:1] == ["--resume"]:
+        cid, status, began, delay = argv[1], int(argv[2]), float(argv[3]), float(argv[4])
+        return resume(cid, status, began, delay)
     cid, status_fd = argv[0], int(argv[1])
     attach = "--attach" in argv[2:]
     if os.fork():
         os._exit(0)
     return supervise(cid, status_fd, attach)
+
+
+def _open_log(cid: str) -> int:
+    return os.open(paths.container_dir(cid) / "container.log",
+                   os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> None:
@@ -99,18 +96,14 @@ def _failed_start(cid: str, record: dict, status_fd: int, exc: Exception) -> Non
 
 
 def supervise(cid: str, status_fd: int, attach: bool) -> int:
-    """Start the container, wait for it, record its end, tear down. (long:
-    the start, the wait-and-restart loop and the end read best in order.)"""
+    """Start the container, then watch it (long: the start reads best in order)."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    try:  # `system prune` tells a live shim by its name before the record names it
-        with open("/proc/self/comm", "w") as fh:
-            fh.write(COMM_PREFIX + cid[:8])
-    except OSError:
-        pass
+    # `system prune` tells a live shim by its name before the record names it
+    shimwait.name_process(cid)
     cdir = paths.container_dir(cid)
     record = records.load(cid)
     runtime = record["HostConfig"].get("Runtime", "builtin")
-    log_fd = os.open(cdir / "container.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    log_fd = _open_log(cid)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     stdin = 0 if attach and record["Config"].get("OpenStdin") else devnull
     stdio, pipes = _output_pipes(stdin, log_fd, attach)
@@ -155,46 +148,94 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
     if not attach:
         os.close(status_fd)
         status_fd = None
+    watch = _Watch(cid, record, runtime, log_fd, devnull, status_fd)
+    return watch.run(pid, pipes, tty, time.monotonic(), _Backoff())
 
-    sc.forward_signals(pid)
-    began, backoff = time.monotonic(), _Backoff()
-    while True:
-        status = _wait(pid, pipes, tty)
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-        from minidocker.runtime import cgroups
-        oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
-        now = _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code,
-                      FinishedAt=_now(), OOMKilled=oom, Paused=False) or record
-        if oom:
-            events.append("oom", now)
-        events.append("die", now, exitCode=code)
-        for fd, _ in pipes:
-            os.close(fd)
-        pipes = []
-        delay = backoff.next(_restart_wanted(cid, code), time.monotonic() - began)
-        if delay is None:
-            break
-        # An attached `run` ends with the first exit; the restarts are ours alone.
-        _report(status_fd, f"exit {code} restarting\n")
-        if status_fd is not None:
-            os.close(status_fd)
-            status_fd = None
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        restarted = _restart(cid, record, runtime, log_fd, devnull, tty, delay)
-        if restarted is None:
-            tty = None
-            break
-        pid, tty, pipes = restarted
-        began = time.monotonic()
-        sc.forward_signals(pid)
-    if tty:
-        tty.close()  # the attached client sees the end
-    os.close(log_fd)
-    _report(status_fd, f"exit {code}\n")
-    from minidocker import teardown
-    teardown.run(cid, reaped=True)
-    return 0
+
+def resume(cid: str, status: int, began: float, delay: float) -> int:
+    """The lean stage (shimwait.main) saw the container exit: record it, then
+    restart or tear down as the full shim."""
+    shimwait.name_process(cid)
+    shimwait.forward_signals(0)  # nobody to pass them on to until a restart
+    shimwait.hold_signals(False)
+    record = records.load(cid)
+    if record is None:  # removed meanwhile: whoever did it tore down
+        return 0
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    watch = _Watch(cid, record, record["HostConfig"].get("Runtime", "builtin"), _open_log(cid),
+                   devnull, None)
+    backoff = _Backoff()
+    backoff.delay = delay
+    return watch.run(0, [], None, began, backoff, status=status)
+
+
+class _Watch:
+    """What the shim holds while its container lives: the wait, the record
+    of each exit, the restarts, the teardown at the end."""
+
+    def __init__(self, cid: str, record: dict, runtime: str, log_fd: int, devnull: int,
+                 status_fd: int | None):
+        self.cid, self.record, self.runtime = cid, record, runtime
+        self.log_fd, self.devnull, self.status_fd = log_fd, devnull, status_fd
+
+    def run(self, pid: int, pipes: list, tty, began: float, backoff: "_Backoff",
+            status: int | None = None) -> int:
+        """Wait (unless status is already known), record, maybe restart;
+        tear down at the end. (long: the wait-and-restart loop reads best
+        in one piece.)"""
+        cid, record = self.cid, self.record
+        from minidocker import events
+        while True:
+            if status is None:
+                if tty is None and self.status_fd is None and len(pipes) == 2:
+                    self._handover(pid, pipes, began, backoff)  # detached: wait lean
+                shimwait.forward_signals(pid)
+                status = shimwait.wait(pid, pipes, tty)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+            status = None
+            from minidocker.runtime import cgroups
+            oom = cgroups.oom_killed(record.get("Cgroups") or {})  # before the teardown removes it
+            now = _update(cid, Status="exited", Running=False, Pid=0, ExitCode=code,
+                          FinishedAt=_now(), OOMKilled=oom, Paused=False) or record
+            if oom:
+                events.append("oom", now)
+            events.append("die", now, exitCode=code)
+            for fd, _ in pipes:
+                os.close(fd)
+            pipes = []
+            delay = backoff.next(_restart_wanted(cid, code), time.monotonic() - began)
+            if delay is None:
+                break
+            # An attached `run` ends with the first exit; the restarts are ours alone.
+            _report(self.status_fd, f"exit {code} restarting\n")
+            if self.status_fd is not None:
+                os.close(self.status_fd)
+                self.status_fd = None
+            for fd in (0, 1, 2):
+                os.dup2(self.devnull, fd)
+            restarted = _restart(cid, record, self.runtime, self.log_fd, self.devnull, tty, delay)
+            if restarted is None:
+                tty = None
+                break
+            pid, tty, pipes = restarted
+            began = time.monotonic()
+        if tty:
+            tty.close()  # the attached client sees the end
+        os.close(self.log_fd)
+        _report(self.status_fd, f"exit {code}\n")
+        from minidocker import teardown
+        teardown.run(cid, reaped=True)
+        return 0
+
+    def _handover(self, pid: int, pipes: list, began: float, backoff: "_Backoff") -> None:
+        """Wait in the lean stage (shimwait.handover: an exec, no return);
+        if the exec fails, wait here."""
+        (out_r, _), (err_r, _) = pipes
+        try:
+            shimwait.handover(self.cid, pid, out_r, err_r, self.log_fd, began, backoff.delay)
+        except OSError as exc:
+            shimwait.hold_signals(False)
+            os.write(2, f"minidocker shim: waiting here, not in the lean stage: {exc}\n".encode())
 
 
 class _Backoff:
@@ -273,50 +314,6 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
     from minidocker import events
     events.append("start", record)
     return pid, tty, pipes
-
-
-def _wait(pid: int, pipes: list[tuple[int, list[int]]], tty: "ttyrelay.Tty | None" = None) -> int:
-    """Copy output until the container has exited; return its wait status."""
-    pidfd = os.pidfd_open(pid)
-    open_pipes = dict(pipes)
-    status = None
-    try:
-        while status is None:
-            watched = [pidfd, *open_pipes, *(tty.fds() if tty else ())]
-            try:
-                ready, _, _ = select.select(watched, [], [])
-            except InterruptedError:
-                continue
-            for fd in ready:
-                if fd == pidfd:
-                    status = _reap(pid)
-                elif fd in open_pipes:
-                    if not _copy(fd, open_pipes[fd]):
-                        del open_pipes[fd]
-                else:
-                    tty.handle(fd)
-    finally:
-        os.close(pidfd)
-    # pid 1 is gone, so its namespace's processes are too: drain what is left.
-    for fd, sinks in open_pipes.items():
-        while select.select([fd], [], [], 0.5)[0] and _copy(fd, sinks):
-            pass
-    if tty:
-        tty.drain()
-    return status
-
-
-def _reap(pid: int) -> int | None:
-    """Reap children (orphans adopted from runc included) until pid."""
-    while True:
-        try:
-            got, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if got == 0:
-            return None
-        if got == pid:
-            return status
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """ctypes wrappers for the Linux calls Python 3.11 lacks.
 
-unshare, setns, mount, umount2, pivot_root, sethostname, prctl, capset; and
-the signal relay both a foreground exec and the shim put in front of the
-process they wait for.
+unshare, setns, mount, umount2, pivot_root, sethostname, prctl, capset.
 setns/unshare of the network namespace affect only the calling thread; the
 mount namespace can only be changed by a single-threaded process.
 """
@@ -10,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -143,16 +140,3 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 def last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as fh:
         return int(fh.read())
-
-
-def forward_signals(pid: int) -> None:
-    """Pass SIGINT, SIGTERM and SIGHUP on to pid (the waiter stays alive to
-    record its exit)."""
-    def relay(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, relay)

@@ -8,6 +8,7 @@ import os
 import select
 
 from minidocker import paths, state
+from minidocker.shimwait import copy_bytes
 
 
 class Tty:
@@ -134,17 +135,3 @@ class Tty:
             os.unlink(paths.shim_socket(self.cid))
         except OSError:
             pass
-
-
-def copy_bytes(data: bytes, sinks: list) -> None:
-    """data to every sink: an fd, or a log stream."""
-    for sink in sinks:
-        try:
-            if not isinstance(sink, int):
-                sink.write(data)
-                continue
-            view = memoryview(data)
-            while view:
-                view = view[os.write(sink, view):]
-        except OSError:
-            pass  # a gone client or terminal must not stop the log
