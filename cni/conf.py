@@ -1,9 +1,7 @@
 """Network configuration: a plugin's config and a network configuration list."""
 from __future__ import annotations
 
-import base64
-import json
-
+from cni import fastjson as json
 from cni import version as _v
 from cni.env import validate_network_name
 from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG
@@ -134,4 +132,5 @@ class NetworkConfigList:
         return req
 
     def b64(self) -> str:
+        import base64   # (struct and binascii: not for a plugin's start-up)
         return base64.b64encode(self.bytes).decode()

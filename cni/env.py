@@ -1,7 +1,6 @@
 """CNI_* environment: parsing and validation for both sides of the protocol."""
 from __future__ import annotations
 
-import re
 from cni.errors import (CNIError, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG,
                         UNKNOWN_CONTAINER)
 
@@ -17,21 +16,28 @@ REQUIRED = {
     "VERSION": (),
 }
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")  # \Z: `$` allows a trailing newline
 IFNAME_MAX = 15
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_NAME_CHARS = _ALNUM + "_.-"
+
+
+def _is_name(value: str) -> bool:
+    """[A-Za-z0-9][A-Za-z0-9_.-]* (libcni's name rule), without `re`: the
+    plugin's start-up would pay ~5 ms for it."""
+    return bool(value) and value[0] in _ALNUM and not value.strip(_NAME_CHARS)
 
 
 def validate_container_id(cid: str) -> None:
     if not cid:
         raise CNIError(UNKNOWN_CONTAINER, "missing containerID")
-    if not _NAME_RE.match(cid):
+    if not _is_name(cid):
         raise CNIError(INVALID_ENVIRONMENT, "invalid characters in containerID", cid)
 
 
 def validate_network_name(name: str) -> None:
     if not name:
         raise CNIError(INVALID_NETWORK_CONFIG, "missing network name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _is_name(name):
         raise CNIError(INVALID_NETWORK_CONFIG, "invalid characters found in network name", str(name))
 
 

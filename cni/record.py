@@ -48,6 +48,11 @@ class Record:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._FIELDS)
         return f"{type(self).__name__}({inner})"
 
+    def as_dict(self) -> dict:
+        """The fields by name, one level deep (dataclasses.asdict without
+        the recursion: a record holding records converts those itself)."""
+        return {n: getattr(self, n) for n in self._FIELDS}
+
     def replace(self, **changes):
         """A shallow copy with some fields changed (dataclasses.replace)."""
         return type(self)(**{**{n: getattr(self, n) for n in self._FIELDS}, **changes})

@@ -6,10 +6,10 @@ prints its result in the config's version, or the error as JSON on stdout.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from cni import fastjson as json
 from cni import version as _v
 from cni.conf import decode_json, plugin_version
 from cni.env import PluginArgs, validate_network_name

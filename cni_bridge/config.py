@@ -2,8 +2,6 @@
 (so a bad config leaves nothing behind)."""
 from __future__ import annotations
 
-import re
-
 from cni.conventions import canonical
 from cni.env import PluginArgs, validate_ifname
 from cni.errors import CNIError, INVALID_ENVIRONMENT, UNSUPPORTED_FIELD
@@ -20,7 +18,13 @@ KNOWN_CNI_ARGS = {"IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NA
 # Options of the reference bridge this plugin does not implement: refused
 # with code 2 when set, rather than silently ignored.
 UNSUPPORTED = ("vlan", "vlanTrunk", "preserveDefaultVlan", "macspoofchk", "enabledad")
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _is_mac(value: str) -> bool:
+    """Six pairs of hex digits joined by ':' (no `re`: ~5 ms of start-up)."""
+    parts = value.split(":")
+    return len(value) == 17 and len(parts) == 6 and all(len(p) == 2 and not p.strip(_HEX) for p in parts)
 
 
 class BridgeConf:
@@ -96,7 +100,7 @@ def _port_mappings(items) -> list[PortMapping]:
 
 
 def _mac(value, where: str, env: bool = False) -> str:
-    if not isinstance(value, str) or not _MAC_RE.match(value) or int(value[:2], 16) & 1:
+    if not isinstance(value, str) or not _is_mac(value) or int(value[:2], 16) & 1:
         if env:
             raise CNIError(INVALID_ENVIRONMENT, f"invalid MAC {value!r} in {where}")
         raise bad_config(f"invalid MAC {value!r} in {where}", "a unicast MAC like 0a:58:0a:00:00:05")

@@ -225,14 +225,22 @@ def cmd_del(args: PluginArgs, conf: dict) -> None:
               f"removing by container id and ifname; defaults used for: {', '.join(c.unread) or 'nothing'}",
               file=sys.stderr)
     from cni_bridge import link
+    from cni_bridge.proc import in_thread
     ipam = _ipam(c, args, env_args=False, parse=False)
-    pending = _teardown_rules(c, args.container_id, args.ifname)   # commits while we work
+    # The links go first, in a thread: their deletion blocks in the kernel
+    # (RCU, ~15-25 ms) while the rules are read and committed by their tools.
+    links = in_thread(link.delete_attachment, c.network, args.container_id, args.ifname, args.netns,
+                      idle_bridge=c.bridge if c.remove_idle_bridge else "")
+    pending = None
     try:
+        pending = _teardown_rules(c, args.container_id, args.ifname)
         ipam.delete(args.container_id, args.ifname)
-        link.delete_attachment(c.network, args.container_id, args.ifname, args.netns,
-                               idle_bridge=c.bridge if c.remove_idle_bridge else "")
     finally:
-        pending.wait()
+        try:
+            links()
+        finally:
+            if pending is not None:
+                pending.wait()
 
 
 # --- CHECK ----------------------------------------------------------------------

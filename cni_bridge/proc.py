@@ -1,5 +1,6 @@
 """Running the firewall tools: argument lists (never a shell), stdin, a
-timeout, and the option to let a tool run while the plugin does other work.
+timeout, and the option to let a tool run while the plugin does other work;
+and `in_thread`, for kernel work that blocks in one system call.
 
 Why not subprocess: importing it costs several milliseconds of a start-up
 budget of a few tens, and the kernel's rule commits (~14 ms for a deletion)
@@ -7,6 +8,7 @@ can overlap with the plugin's own netlink work when started early.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import select
 import time
@@ -46,9 +48,24 @@ class Proc:
                 os.close(fd)
         self.fds = {out_r: [], err_r: []}
         self.out_fd, self.err_fd = out_r, err_r
-        self.stdin = (stdin or "").encode()
+        self.stdin = memoryview((stdin or "").encode())
         self.in_fd = in_w
         self.result = None
+        os.set_blocking(in_w, False)
+        self._feed()  # now, not in wait(): the tool reads its batch while the plugin works on
+
+    def _feed(self) -> None:
+        """Write as much of stdin as the pipe takes (all of a rule batch:
+        a pipe holds 64 KiB); close it, the tool's EOF, once all is written."""
+        try:
+            while self.stdin:
+                self.stdin = self.stdin[os.write(self.in_fd, self.stdin[:65536]):]
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            pass  # the tool exited without reading: its exit status says why
+        os.close(self.in_fd)
+        self.in_fd = -1
 
     def wait(self) -> tuple[int, str, str]:
         if self.result is not None:
@@ -56,30 +73,20 @@ class Proc:
         poll = select.poll()
         for fd in self.fds:
             poll.register(fd, select.POLLIN)
-        if self.stdin:
+        if self.in_fd >= 0:
             poll.register(self.in_fd, select.POLLOUT)
-        else:
-            os.close(self.in_fd)
-            self.in_fd = -1
         open_fds = set(self.fds) | ({self.in_fd} if self.in_fd >= 0 else set())
-        view = memoryview(self.stdin)
         while open_fds:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 self._kill()
                 raise failure(f"{self.argv[0]} timed out after {TIMEOUT:.0f}s")
             for fd, ev in poll.poll(left * 1000):
-                if fd == self.in_fd:
-                    try:
-                        n = os.write(fd, view[:65536])
-                    except BrokenPipeError:
-                        n = len(view)
-                    view = view[n:]
-                    if not view:
+                if fd not in self.fds:   # stdin
+                    self._feed()
+                    if self.in_fd < 0:
                         poll.unregister(fd)
-                        os.close(fd)
                         open_fds.discard(fd)
-                        self.in_fd = -1
                     continue
                 chunk = os.read(fd, 65536)
                 if chunk:
@@ -138,3 +145,33 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True) -> tuple[
         out = p.check()
         return 0, out, p.result[2]
     return p.wait()
+
+
+def in_thread(fn, *args, **kw):
+    """Call fn(*args, **kw) in a thread; returns the function that waits for
+    it and returns its result or raises its error. For a system call that
+    blocks in the kernel with the GIL released (deleting a veth waits
+    ~15-25 ms for RCU) while this thread starts and waits for the rule
+    tools. `_thread`, not `threading`: nothing to import."""
+    done = _thread.allocate_lock()
+    done.acquire()
+    outcome: list = []
+
+    def body():
+        try:
+            outcome.append((True, fn(*args, **kw)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            outcome.append((False, exc))
+        finally:
+            done.release()
+
+    _thread.start_new_thread(body, ())
+
+    def join():
+        with done:
+            ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    return join

@@ -98,3 +98,36 @@ def test_every_option_reaches_create_options():
     opts = containers.CreateOptions("busybox", **{o.dest: o.empty() for o in runcmd.OPTIONS
                                                   if o.dest != "detach"})
     assert opts.image == "busybox"
+
+
+# --- the launcher: no `site` until an import needs it ------------------------------------
+def _without_site(code: str) -> list[str]:
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    prog = f"import sys; sys.path.insert(0, {str(repo)!r})\nfrom minidocker.entry import SiteOnDemand\n" + code
+    return subprocess.run([sys.executable, "-S", "-c", prog], capture_output=True, text=True,
+                          timeout=60, check=True).stdout.split()
+
+
+def test_run_path_imports_nothing_from_site_packages():
+    out = _without_site("SiteOnDemand.install()\nfrom minidocker import runcmd, shim, logfile\n"
+                        "from minidocker.runtime import builtin\n"
+                        "print(SiteOnDemand in sys.meta_path, 'site' in sys.modules)")
+    assert out == ["True", "False"]
+
+
+def test_site_joins_on_the_first_import_that_needs_it():
+    import sys
+    out = _without_site("SiteOnDemand.install()\nimport click\n"
+                        "print(SiteOnDemand in sys.meta_path, sys.prefix)\n"
+                        "try:\n    import no_such_module_anywhere\nexcept ModuleNotFoundError:\n    print('missing')")
+    assert out == ["False", sys.prefix, "missing"]
+
+
+def test_the_launcher_starts_without_site():
+    from pathlib import Path
+    launcher = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "minidocker"
+    first = launcher.read_text().splitlines()[0]
+    assert first.startswith("#!") and first.endswith(" -S"), first

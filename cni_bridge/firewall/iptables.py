@@ -14,8 +14,6 @@ Both families are read and written concurrently.
 """
 from __future__ import annotations
 
-import re
-
 from cni_bridge.firewall import owners
 from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
                                  COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
@@ -34,8 +32,6 @@ SCAFFOLD = [
     ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-FORWARD only
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
-_COMMENT_RE = re.compile(r'--comment "?(md/[^"\s]*)"?')
-_ANY_COMMENT_RE = re.compile(r'--comment "?([^"\s]+)"?')
 
 
 def _host(ip: str) -> str:
@@ -115,9 +111,18 @@ class Saved:
         return self.tables.get(table, (set(), []))[1]
 
 
-def _comment(line: str) -> str | None:
-    m = _COMMENT_RE.search(line)
-    return m.group(1) if m else None
+def _comment(line: str, prefix: str = COMMENT_PREFIX) -> str | None:
+    """The first `--comment "?(<prefix>[^"\\s]*)"?` of a line (an empty
+    prefix: any non-empty comment); not `re`: ~5 ms of a plugin's start."""
+    at = line.find("--comment ")
+    while at >= 0:
+        start = end = at + 10 + line.startswith('"', at + 10)
+        while end < len(line) and line[end] != '"' and not line[end].isspace():
+            end += 1
+        if line.startswith(prefix, start) and end > start:
+            return line[start:end]
+        at = line.find("--comment ", at + 1)
+    return None
 
 
 def _read(families) -> dict[int, Saved]:
@@ -359,12 +364,12 @@ class IptablesDriver(Driver):
                 for line in saved.lines(table):
                     chain = line.split(" ", 2)[1]
                     pos = seen[chain] = seen.get(chain, -1) + 1
-                    m = _ANY_COMMENT_RE.search(line)
-                    if m:
+                    comment = _comment(line, "")
+                    if comment:
                         chain_handles = handles.get(chain, [])
                         out.append({"backend": self.name, "family": fam, "table": table, "chain": chain,
                                     "handle": chain_handles[pos] if pos < len(chain_handles) else 0,
-                                    "comment": m.group(1), "text": f"{tool} -t {table} {line}"})
+                                    "comment": comment, "text": f"{tool} -t {table} {line}"})
         return out
 
     def scaffold_intact(self, families=(4, 6)) -> bool:

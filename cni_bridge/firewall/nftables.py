@@ -17,10 +17,7 @@ our table cannot overrule a drop in another table at the same hook.
 """
 from __future__ import annotations
 
-import re
-
 from cni_bridge.firewall import owners
-from cni_bridge.firewall.nftlisting import describe, parse_table
 from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment,
                                       Driver, Lock, Pending, decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
@@ -63,6 +60,17 @@ SCAFFOLD = {
                 "oifname . {a} daddr @int_in drop"],
     "isolation": ["oifname . {a} daddr @iso drop"],   # towards an endpoint of another isolated network
 }
+
+
+def _set_looked_up(rule: str) -> str | None:
+    """The set a rule looks up (`@name`), without `re` on the plugin's path."""
+    at = rule.find("@")
+    if at < 0:
+        return None
+    end = at + 1
+    while end < len(rule) and (rule[end].isalnum() or rule[end] == "_"):
+        end += 1
+    return rule[at + 1:end] or None
 
 
 def scaffold_rules(fam: int) -> list[tuple[str, str]]:
@@ -168,12 +176,15 @@ def _delete(fam: int, els) -> list[str]:
 
 
 def _read(families) -> dict[int, tuple[list, list] | None]:
-    """family -> our table's (rules, elements), or None when the table does not exist."""
+    """family -> our table's (rules, elements), or None when the table does not exist.
+    The listing reader (and its `re`) is imported here: ADD and DEL of an
+    attachment the owner index knows read no listing."""
+    from cni_bridge.firewall import nftlisting
     procs = {fam: Proc(["nft", "-a", "list", "table", FAMILY[fam], NFT_TABLE]) for fam in families}
     out = {}
     for fam, p in procs.items():
         rc, text, _err = p.wait()
-        out[fam] = parse_table(text) if rc == 0 else None
+        out[fam] = nftlisting.parse_table(text) if rc == 0 else None
     return out
 
 
@@ -311,6 +322,7 @@ class NftDriver(Driver):
         """Our scaffold rules, then every element as an entry of its own
         (handle 0, with "set", "key" and "data"; "chain" and "lookup_handle"
         name the rule that looks the set up)."""
+        from cni_bridge.firewall import nftlisting
         out = []
         for fam, found in _read(families).items():
             if found is None:
@@ -318,9 +330,9 @@ class NftDriver(Driver):
             a = FAMILY[fam]
             user = {}
             for chain, com, handle, rule in found[0]:
-                m = re.search(r"@(\w+)", rule)
-                if m and m.group(1) not in user:
-                    user[m.group(1)] = (chain, handle)
+                looked_up = _set_looked_up(rule)
+                if looked_up and looked_up not in user:
+                    user[looked_up] = (chain, handle)
                 if com:
                     rule = rule.split(" # handle", 1)[0]
                     out.append({"backend": self.name, "family": fam, "table": NFT_TABLE,
@@ -332,5 +344,5 @@ class NftDriver(Driver):
                             "handle": 0, "lookup_handle": handle, "comment": com,
                             "set": aset, "key": key, "data": data,
                             "text": f"nft add element {a} {NFT_TABLE} {aset} {_element(key, data, com)}"
-                                    f" # {describe(aset, key, data)}"})
+                                    f" # {nftlisting.describe(aset, key, data)}"})
         return out

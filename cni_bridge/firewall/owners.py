@@ -14,8 +14,9 @@ and the last DEL lists the (then small) tables before deleting them.
 """
 from __future__ import annotations
 
-import json
 import os
+
+from cni import fastjson
 
 from cni_bridge.firewall.plan import decide, lock_path
 
@@ -48,14 +49,14 @@ def write(prefix: str, owner: str, entry: dict) -> None:
             pass
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(entry, fh)
+        fh.write(fastjson.dumps(entry))
     os.replace(path + ".tmp", path)
 
 
 def read(prefix: str, owner: str) -> dict | None:
     try:
         with open(_file(prefix, owner)) as fh:
-            return json.load(fh)
+            return fastjson.loads(fh.read())
     except (OSError, ValueError):
         return None
 

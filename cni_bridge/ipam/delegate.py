@@ -2,10 +2,10 @@
 environment, the whole config on stdin, its result or error read back."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
+from cni import fastjson as json
 from cni.env import PluginArgs
 from cni.errors import CNIError
 from cni.types import Result

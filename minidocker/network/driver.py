@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 
 from minidocker import paths, records, state
 from minidocker.errors import Conflict, MinidockerError
@@ -125,6 +124,7 @@ def remove(net) -> list[str]:
     may have been made under either (MINIDOCKER_FIREWALL is per command).
     Then the network's lease directory, which is minidocker's (it chose the
     dataDir). Returns problems, one line each."""
+    import shutil   # (not on `run`'s path)
     problems = []
     chosen = os.environ.get(FIREWALL_ENV) or "iptables"
     others = [b for b, tool in FIREWALL_BACKENDS.items() if b != chosen and shutil.which(tool)]

@@ -22,8 +22,8 @@ import datetime
 import hashlib
 import ipaddress
 import os
-from dataclasses import asdict, dataclass, field
 
+from cni.record import Record
 from minidocker import paths, state
 from minidocker.errors import MinidockerError, NotFound
 from minidocker.network import subnets
@@ -50,8 +50,7 @@ OPT_SERVICE_RANGE = "minidocker.network.service_range"
 _FILE_FIELDS = ("source", "digest", "cni_version", "plugins")
 
 
-@dataclass
-class IPAMConfig:
+class IPAMConfig(Record):
     subnet: str
     gateway: str
     ip_range: str = ""
@@ -65,22 +64,22 @@ class IPAMConfig:
         return out
 
 
-@dataclass
-class Network:
+class Network(Record):
+    FACTORIES = {"ipam": list, "options": dict, "plugins": list}
     name: str
     id: str
     driver: str = "bridge"
     created: str = ""
     bridge: str = ""
-    ipam: list[IPAMConfig] = field(default_factory=list)
+    ipam: list[IPAMConfig]
     ipv6: bool = False
     internal: bool = False
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str]
     # a network of the CNI configuration directory (driver `cni`):
     source: str = ""          # its file
     digest: str = ""          # sha256 of the file's bytes
     cni_version: str = ""
-    plugins: list[str] = field(default_factory=list)   # the plugin types of its chain
+    plugins: list[str]   # the plugin types of its chain
 
     @property
     def short_id(self) -> str:
@@ -111,9 +110,11 @@ class Network:
         return [c for c in value.split(",") if c]
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = self.as_dict()
         for key in _FILE_FIELDS:
             out.pop(key)
+        out["ipam"] = [c.as_dict() for c in self.ipam]
+        out["options"] = dict(self.options)
         return out
 
     @classmethod

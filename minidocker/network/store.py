@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
 
+from cni.record import Record
 from minidocker import paths, state
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.network import networks, subnets
@@ -64,17 +64,17 @@ def _validate_options(options: dict[str, str], recs: list[Network]) -> dict[str,
     return dict(options)
 
 
-@dataclass
-class CreateRequest:
+class CreateRequest(Record):
     """`network create` flags; lists pair up by position as Docker's do."""
+    FACTORIES = {"subnets": list, "gateways": list, "ip_ranges": list, "options": dict}
     name: str
     driver: str = "bridge"
-    subnets: list[str] = field(default_factory=list)
-    gateways: list[str] = field(default_factory=list)
-    ip_ranges: list[str] = field(default_factory=list)
+    subnets: list[str]
+    gateways: list[str]
+    ip_ranges: list[str]
     internal: bool = False
     ipv6: bool = False
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str]
 
 
 def _plan_ipam(req: CreateRequest, taken: list) -> list[IPAMConfig]:

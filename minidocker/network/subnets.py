@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-from typing import Iterable
+from collections.abc import Iterable
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -26,6 +25,7 @@ class SubnetError(ValueError):
 
 def host_routes() -> list[Net]:
     """Destinations of the routes in this network namespace (both families)."""
+    import subprocess   # not at import: this module is on `run`'s path
     nets: list[Net] = []
     for family in ("-4", "-6"):
         proc = subprocess.run(["ip", "-j", family, "route", "show", "table", "all"],

@@ -34,11 +34,21 @@ def version() -> int:
     return 2 if os.path.exists(os.path.join(paths.cgroup_fs(), "cgroup.controllers")) else 1
 
 
+_MOUNTS: dict[str, str] = {}
+
+
 def _mounts() -> dict[str, str]:
-    """controller -> mount point of its hierarchy (UNIFIED -> the v2 mount)."""
+    """controller -> mount point of its hierarchy (UNIFIED -> the v2 mount).
+    Read once per process (the shim, forked from `run`, inherits it): the
+    table is the host's every mount, hundreds with many containers, and
+    where the cgroup hierarchies are mounted does not change meanwhile."""
+    if _MOUNTS:
+        return dict(_MOUNTS)
     out: dict[str, str] = {}
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
+            if " - cgroup" not in line:
+                continue  # (a busy host has hundreds of other mounts: skipped unparsed)
             left, _, right = line.partition(" - ")
             fstype, _, opts = right.split(" ", 2)
             point = left.split(" ")[4]
@@ -47,6 +57,7 @@ def _mounts() -> dict[str, str]:
             elif fstype == "cgroup":
                 for opt in opts.strip().split(","):
                     out.setdefault(opt, point)
+    _MOUNTS.update(out)
     return out
 
 

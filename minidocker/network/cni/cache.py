@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from cni.record import Record
 
 KIND = "cniCacheV1"
 
@@ -22,15 +23,15 @@ class CacheError(Exception):
     """A cache file that exists but cannot be used (R7: delete and go on)."""
 
 
-@dataclass
-class CacheEntry:
+class CacheEntry(Record):
+    FACTORIES = {"cni_args": list, "capability_args": dict}
     container_id: str
     network: str
     ifname: str
     config: bytes = b""
     netns: str = ""
-    cni_args: list[tuple[str, str]] = field(default_factory=list)
-    capability_args: dict = field(default_factory=dict)
+    cni_args: list[tuple[str, str]]
+    capability_args: dict
     result: dict | None = None
 
     def to_json(self) -> bytes:
@@ -70,8 +71,7 @@ class CacheEntry:
                    cni_args=args, capability_args=caps, result=result)
 
 
-@dataclass
-class ResultCache:
+class ResultCache(Record):
     directory: Path
 
     @property

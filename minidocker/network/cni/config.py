@@ -8,25 +8,23 @@ the same network name the first wins.
 """
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cni.conf import NetworkConfigList
 from cni.errors import CNIError, INVALID_NETWORK_CONFIG
+from cni.record import Record
 
-log = logging.getLogger("minidocker.cni")
 
 EXTENSIONS = (".conflist", ".conf", ".json")
 
 
-@dataclass
-class ConfigDir:
+class ConfigDir(Record):
     """What one directory holds: valid networks in file order, and warnings."""
+    FACTORIES = {"networks": list, "warnings": list}
     path: Path
-    networks: list[NetworkConfigList] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    networks: list[NetworkConfigList]
+    warnings: list[str]
 
     def get(self, name: str) -> NetworkConfigList:
         for net in self.networks:
@@ -65,11 +63,17 @@ def load_file(path: str | os.PathLike) -> NetworkConfigList:
         raise CNIError(err.code, f"{path}: {err.msg}", err.details) from None
 
 
+def _log(msg: str, warn: bool) -> None:
+    """A skipped file: a warning, or a debug line (`logging` is imported
+    here, not at start: `run` reads this directory and has nothing to log)."""
+    import logging
+    logging.getLogger("minidocker.cni").log(logging.WARNING if warn else logging.DEBUG, "%s", msg)
+
+
 def load_dir(directory: str | os.PathLike, warn: bool = True) -> ConfigDir:
     """Every valid network of the directory; invalid files are warnings
     (logged when `warn`, always collected in `.warnings`)."""
     out = ConfigDir(Path(directory))
-    level = logging.WARNING if warn else logging.DEBUG
     seen: dict[str, Path] = {}
     for path in config_files(directory):
         try:
@@ -77,12 +81,12 @@ def load_dir(directory: str | os.PathLike, warn: bool = True) -> ConfigDir:
         except CNIError as err:
             msg = f"skipping {err}"
             out.warnings.append(msg)
-            log.log(level, "%s", msg)
+            _log(msg, warn)
             continue
         if net.name in seen:
             msg = f"skipping {path}: network {net.name!r} is already defined by {seen[net.name]}"
             out.warnings.append(msg)
-            log.log(level, "%s", msg)
+            _log(msg, warn)
             continue
         seen[net.name] = path
         out.networks.append(net)

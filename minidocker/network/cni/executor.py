@@ -16,10 +16,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cni import version as _v
@@ -27,6 +26,7 @@ from cni.conf import NetworkConfigList
 from cni.env import validate_container_id, validate_ifname, validate_network_name
 from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, IO_FAILURE,
                         UNKNOWN_CONTAINER)
+from cni.record import Record
 from cni.types import Result
 from minidocker import paths
 from minidocker.network.cni import config as _config
@@ -34,21 +34,27 @@ from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
 from minidocker.network.cni.invoke import (Call, Runner, VersionProber,
                                            parse_result, plugin_env)
 
-log = logging.getLogger("minidocker.cni")
+
+
+def _log():
+    """The executor's logger; `logging` is imported when there is something
+    to log (it costs ~3 ms of `run`, which has nothing to log)."""
+    import logging
+    return logging.getLogger("minidocker.cni")
 
 DEFAULT_TIMEOUT = 60.0
 VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 LOCK_BUCKETS = 256   # per-container lock files are hashed into this many
 
 
-@dataclass
-class RuntimeConf:
+class RuntimeConf(Record):
     """The per-attachment arguments (libcni's RuntimeConf)."""
+    FACTORIES = {"args": list, "capability_args": dict}
     container_id: str
     netns: str = ""
     ifname: str = "eth0"
-    args: list[tuple[str, str]] = field(default_factory=list)
-    capability_args: dict = field(default_factory=dict)
+    args: list[tuple[str, str]]
+    capability_args: dict
 
 
 class MultiError(CNIError):
@@ -63,9 +69,10 @@ class MultiError(CNIError):
 
 
 def log_call(call: Call) -> None:
-    if log.isEnabledFor(logging.DEBUG):
+    # debug lines exist only where someone configured logging (--log-level), so imported it
+    if "logging" in sys.modules and _log().isEnabledFor(sys.modules["logging"].DEBUG):
         status = "timed out" if call.timed_out else f"exit {call.exit_code}"
-        log.debug("cni: %s type=%s %.1f ms %s (%s)", call.command, call.plugin,
+        _log().debug("cni: %s type=%s %.1f ms %s (%s)", call.command, call.plugin,
                   call.duration * 1000.0, status, call.path)
 
 
@@ -278,7 +285,7 @@ class CNIExecutor:
         try:
             entry = self.cache.read(net.name, rt.container_id, rt.ifname)
         except CacheError as exc:
-            log.warning("deleting the unreadable cache entry of %s/%s on %r: %s",
+            _log().warning("deleting the unreadable cache entry of %s/%s on %r: %s",
                         rt.container_id, rt.ifname, net.name, exc)
             self.cache.delete(net.name, rt.container_id, rt.ifname)
             entry = None
@@ -291,7 +298,7 @@ class CNIExecutor:
                 try:
                     prev = Result.from_dict(entry.result, net.cni_version).to_dict(net.cni_version)
                 except CNIError as exc:
-                    log.warning("cached result of %s/%s on %r is unusable (%s); deleting it",
+                    _log().warning("cached result of %s/%s on %r is unusable (%s); deleting it",
                                 rt.container_id, rt.ifname, net.name, exc)
                     self.cache.delete(net.name, rt.container_id, rt.ifname)
         first_error: CNIError | None = None

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import select
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
 
 from cni import version as _v
 from cni.env import format_cni_args
 from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
+from cni.record import Record
 from cni.skel import INTERNAL
 
-log = logging.getLogger("minidocker.cni")
 
 # "text file busy": the binary is being written; libcni retries (R13).
 BUSY_RETRIES = 5
@@ -85,8 +82,7 @@ def find_plugin(ptype: str, path: list[str]) -> str:
     raise PluginNotFound(ptype, list(path))
 
 
-@dataclass
-class Call:
+class Call(Record):
     """One plugin invocation, reported to observers (e.g. `--log-level debug`)."""
     command: str
     plugin: str
@@ -132,10 +128,10 @@ def plugin_env(command: str, *, container_id: str = "", netns: str = "", ifname:
     return env
 
 
-@dataclass
-class Runner:
+class Runner(Record):
     """Executes plugins; `observers` get a `Call` after each one."""
-    observers: list = field(default_factory=list)
+    FACTORIES = {"observers": list}
+    observers: list
 
     def locate(self, ptype: str, path: list[str]) -> str:
         """Where the plugin `ptype` is: the first along `path`. A runner that
@@ -170,7 +166,8 @@ class Runner:
         return out
 
     @staticmethod
-    def _spawn(plugin_path, env, plugin, command) -> subprocess.Popen:
+    def _spawn(plugin_path, env, plugin, command) -> "subprocess.Popen":
+        import subprocess   # not at import: cni-bridge runs in-process on `run`'s path
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 return subprocess.Popen([plugin_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -185,7 +182,7 @@ class Runner:
         raise AssertionError("unreachable")
 
 
-def exchange(proc: subprocess.Popen, data: bytes, timeout: float | None) -> tuple[bytes, bytes, bool]:
+def exchange(proc: "subprocess.Popen", data: bytes, timeout: float | None) -> tuple[bytes, bytes, bool]:
     """Write stdin, read stdout and stderr until EOF and the process has exited.
 
     Popen.communicate(timeout=...) ends with a wait() that polls with sleeps
@@ -195,6 +192,7 @@ def exchange(proc: subprocess.Popen, data: bytes, timeout: float | None) -> tupl
     (long: one poll loop over stdin, stdout, stderr and the pidfd with the
     deadline's kill; split, its state would travel between the parts.)
     """
+    import subprocess
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):    # kernel < 5.3: communicate's way
@@ -317,12 +315,12 @@ def parse_result(stdout: bytes, conf_version: str, plugin: str, command: str = "
                           exit_code=0) from None
 
 
-@dataclass
-class VersionProber:
+class VersionProber(Record):
     """VERSION answers cached per binary (path, mtime, size): probing is an
     exec, so it happens once per binary, not once per call (R14)."""
+    FACTORIES = {"_cache": dict}
     runner: Runner
-    _cache: dict = field(default_factory=dict)
+    _cache: dict
 
     def supported(self, plugin_path: str, timeout: float | None = 10.0) -> list[str]:
         try:
