@@ -110,7 +110,7 @@ def test_fastjson_ok_without_importing_json():
 
 # --- the string checks that replaced regular expressions -------------------------------
 TOKENS = ["--comment ", '"', "md/", "x", " ", "\t", "comment ", "-", "a", "\u00a0", "/", '--comment "',
-          'comment "', "\n", "1", ".", "0", "\u0661", ":", "f", "G", "_", "@"]
+          'comment "', "\n", "1", ".", "0", "\u0661", ":", "f", "G", "_", "@", "@ports", "²"]
 
 
 def _samples(n=30000):
@@ -125,13 +125,13 @@ def test_string_checks_match_the_regular_expressions_they_replace():
     version_re = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
     name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
     ipt_re, any_re = re.compile(r'--comment "?(md/[^"\s]*)"?'), re.compile(r'--comment "?([^"\s]+)"?')
-    nft_re = re.compile(r'comment "([^"]*)"')
+    set_re = re.compile(r"@(\w+)")
     for s in _samples():
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
         for rx, got in ((ipt_re, iptables._comment(s)), (any_re, iptables._comment(s, prefix="")),
-                        (nft_re, nftables._comment(s))):
+                        (set_re, nftables._set_looked_up(s))):
             m = rx.search(s)
             assert got == (m.group(1) if m else None), (rx.pattern, s)
         plain = re.fullmatch(r"[A-Za-z0-9_.@+=-]+", s) is not None

@@ -65,12 +65,14 @@ SCAFFOLD = {
 def _set_looked_up(rule: str) -> str | None:
     """The set a rule looks up (`@name`), without `re` on the plugin's path."""
     at = rule.find("@")
-    if at < 0:
-        return None
-    end = at + 1
-    while end < len(rule) and (rule[end].isalnum() or rule[end] == "_"):
-        end += 1
-    return rule[at + 1:end] or None
+    while at >= 0:
+        end = at + 1
+        while end < len(rule) and (rule[end].isalnum() or rule[end] == "_"):
+            end += 1
+        if end > at + 1:
+            return rule[at + 1:end]
+        at = rule.find("@", end)
+    return None
 
 
 def scaffold_rules(fam: int) -> list[tuple[str, str]]:
