@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.netns import BenchNetns, unmount_under
-from bench.soak import Soak
+from bench.soak import Soak, remove_cgroup_parent
 
 BASE_PORT = 21000
 WINDOW = 20
@@ -199,6 +199,8 @@ def main(argv: list[str]) -> int:
             out.append(run_minidocker(args.containers, backend, tmp))
         finally:
             unmount_under(str(tmp))
+            for problem in remove_cgroup_parent(tmp / "lib"):   # Soak's state root
+                notes.append(f"left behind: {problem}")
             shutil.rmtree(tmp, ignore_errors=True)
     if not args.no_docker:
         docker = run_docker(args.containers, notes)
