@@ -37,7 +37,7 @@ from bench.datapath_hosts import CLI, EXT, HOST, PUBLISHED_ECHO, PUBLISHED_IPERF
 from bench.netns import unmount_under
 from bench.peers import PeerUnavailable
 from bench.probes import ECHO_PORT, IPERF3, IPERF_PORT, percentile, round_trips
-from bench.table import print_columns, root_or_exit
+from bench.table import OneLineParser, print_columns, root_or_exit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bridge_helpers import tools_archive  # noqa: E402
@@ -177,13 +177,8 @@ def report(res: Results, paths: list[str], args) -> None:
         print(f"note: {note}")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line, as every bad value gets
-        self.exit(2, f"bench datapath: {message}\n")
-
-
 def _arguments(argv: list[str]) -> argparse.Namespace:
-    ap = _Parser(prog="scripts/bench datapath", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser("datapath", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="iperf3 test length (default 3)")
     ap.add_argument("--runs", type=int, default=3, help="runs of every path (default 3)")
     ap.add_argument("--rounds", type=int, default=2000, help="latency exchanges per run (default 2000)")

@@ -17,7 +17,6 @@ error or Ctrl-C. A peer that cannot start is skipped with the reason.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from bench.netns import BenchNetns, all_pids, cmdline, comm, signals_held, unmount_under
 from bench.soak import Soak, remove_cgroup_parent
-from bench.table import root_or_exit
+from bench.table import OneLineParser, root_or_exit
 
 GOAL = 1.0  # ours <= Docker's
 SETTLE = 2.0  # seconds after the last start, before measuring
@@ -173,7 +172,7 @@ def report(rows: list[Usage], fixed: list[Usage], count: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/bench memory", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser("memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--containers", type=int, default=100, help="how many (default 100)")
     ap.add_argument("--no-docker", action="store_true", help="skip Docker")
     ap.add_argument("--no-podman", action="store_true", help="skip podman")

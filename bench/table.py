@@ -1,6 +1,7 @@
 """Timing and the one table format every suite prints."""
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import time
@@ -67,3 +68,15 @@ def print_columns(title: str, header: list[str], rows: list[list[str]]) -> None:
     print("-" * len(line(header)))
     for row in rows:
         print(line(row))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """`scripts/bench SUITE`'s options; an error is one line, `bench SUITE:
+    message` (argparse's own prints the usage first), exit status 2."""
+
+    def __init__(self, suite: str, **kw):
+        super().__init__(prog=f"scripts/bench {suite}", **kw)
+        self.suite = suite
+
+    def error(self, message):
+        self.exit(2, f"bench {self.suite}: {message}\n")

@@ -103,3 +103,20 @@ def test_the_lean_stage_relays_signals_and_restarts(node):
     assert node.md("logs", "again").stdout == "up\nup\n"
     wait_for(lambda: not psutil.pid_exists(first.pid))
     node.md("rm", "again")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--containers", "0"], "--containers 0: give 1 to 1000"),
+    (["--containers", "1001"], "--containers 1001: give 1 to 1000"),
+    (["--containers", "many"], "invalid int value: 'many'"),
+    (["--podman"], "unrecognized arguments: --podman"),
+])
+def test_bench_memory_refuses_bad_options_in_one_line(tmp_path, args, named):
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([os.path.join(REPO, "scripts", "bench"), "memory", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("bench memory: "), proc.stderr
+    assert named in proc.stderr
+    assert list(tmp_path.iterdir()) == []
