@@ -100,7 +100,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
     fds = {}
     if console is not None:
         from minidocker import terminal  # noqa: F401 - imported here: after chroot it is out of reach
-    cgroup_procs = cgroups.procs_files(pid)  # exec'd processes count against its limits too
+    cgroup_dirs = cgroups.own_dirs(pid)  # exec'd processes count against its limits too
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         for kind in ("ipc", "uts", "net", "pid", "mnt"):
@@ -113,7 +113,7 @@ def exec_in(spec: dict, pid: int, args: list[str], env: list[str], cwd: str,
             child = os.fork()
             if child == 0:
                 os.close(r)
-                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_procs, console)
+                _child(_join_container, w, fds, spec, args, env, cwd, stdio, cgroup_dirs, console)
             sc.setns(own_pid_ns, sc.CLONE_NEWPID)
         finally:
             os.close(own_pid_ns)
@@ -218,9 +218,9 @@ def _init_container(bundle: str, spec: dict, stdio, cgdirs: dict, console, w: in
     _exec(proc["args"], proc["env"], proc.get("cwd") or "/")
 
 
-def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_procs, console,
+def _join_container(fds: dict, spec: dict, args, env, cwd, stdio, cgroup_dirs, console,
                     w: int) -> None:
-    cgroups.join(cgroup_procs)
+    cgroups.join(cgroup_dirs)
     for kind, flag in (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS)):
         sc.setns(fds[kind], flag)

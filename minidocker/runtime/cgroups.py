@@ -100,13 +100,14 @@ def swap_accounting() -> bool:
                                        "memory.memsw.limit_in_bytes"))
 
 
-def procs_files(pid: int) -> list[str]:
-    """cgroup.procs of every hierarchy pid is in: where `exec` joins it."""
-    mounts, out = _mounts(), []
+def own_dirs(pid: int) -> dict[str, str]:
+    """The directories of every hierarchy pid is in (by controller, as
+    dirs()): where `exec` joins it."""
+    mounts, out = _mounts(), {}
     for controller, path in _own(str(pid)).items():
         if controller in mounts and (controller == UNIFIED) == (version() == 2):
-            out.append(os.path.join(mounts[controller] + path, "cgroup.procs"))
-    return sorted(set(out))
+            out[controller] = mounts[controller] + path
+    return out
 
 
 # --- set-up (built-in runner; runc does the same from config.json) ----------------
@@ -206,12 +207,15 @@ def _apply_v2(path: str, res: dict) -> None:
         _write(os.path.join(path, "pids.max"), pids["limit"])
 
 
-def join(cgdirs_or_files) -> None:
-    """Move the calling process into the cgroups (dirs or cgroup.procs files)."""
-    files = [os.path.join(p, "cgroup.procs") for p in cgdirs_or_files.values()] \
-        if isinstance(cgdirs_or_files, dict) else cgdirs_or_files
-    for f in files:
-        _write(f, 0)
+def join(cgdirs: dict[str, str]) -> None:
+    """Move the calling process into the cgroups; it must have one thread
+    (a fresh fork). On v1 through `tasks`, which moves the calling thread
+    alone, all of a one-thread process: a `cgroup.procs` write takes the
+    kernel's global thread-group lock, whose first taking waits for an RCU
+    grace period (5-20 ms, most of a `run`), and a thread of its own does
+    not. v2 has no `tasks`: cgroup.procs."""
+    for controller, path in cgdirs.items():
+        _write(os.path.join(path, "cgroup.procs" if controller == UNIFIED else "tasks"), 0)
 
 
 # --- reading ------------------------------------------------------------------------
