@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from pathlib import Path
+
+from cni import fastjson
 
 
 def ensure_dir(path: Path | str, mode: int = 0o700) -> Path:
@@ -33,8 +34,11 @@ def ensure_dir(path: Path | str, mode: int = 0o700) -> Path:
 
 
 def write_json(path: Path | str, obj) -> None:
-    """Replace path with obj as JSON, so a reader never sees half a file."""
-    _replace(path, json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n")
+    """Replace path with obj as JSON, so a reader never sees half a file.
+    One line, not indented: only json's C encoder is quick (an indented
+    record took ~2 ms of pure Python a write, five writes a `run`), and
+    fastjson spares the `json` import (with `re`)."""
+    _replace(path, fastjson.dumps(obj).encode() + b"\n")
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -67,7 +71,7 @@ def read_json(path: Path | str, default=None):
     is an error naming it (never a traceback)."""
     try:
         with open(path, "rb") as fh:
-            return json.load(fh)
+            return fastjson.loads(fh.read())
     except FileNotFoundError:
         return default
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

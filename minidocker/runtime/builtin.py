@@ -12,10 +12,10 @@ no_new_privs. An error before exec travels back on a close-on-exec pipe.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 
+from cni import fastjson
 from minidocker import fsutil, syscalls as sc
 from minidocker.runtime import cgroups
 from minidocker.runtime.caps import cap_mask
@@ -52,8 +52,8 @@ def rootfs_path(bundle: str, spec: dict) -> str:
 
 
 def load_spec(bundle: str) -> dict:
-    with open(os.path.join(bundle, "config.json")) as fh:
-        return json.load(fh)
+    with open(os.path.join(bundle, "config.json"), "rb") as fh:
+        return fastjson.loads(fh.read())
 
 
 def start(bundle: str, stdio: tuple[int, int, int], console: int | None = None) -> int:
