@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -135,6 +136,13 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.syscall(_SYSNO["capset"], ctypes.byref(header), data), "capset")
+
+
+def statfs_type(path) -> int:
+    """statfs(2)'s f_type of path's file system (a *_SUPER_MAGIC)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs: 120 bytes, f_type first
+    _check(_libc.statfs(_b(path), buf), f"statfs {path}", path)
+    return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], sys.byteorder)
 
 
 def last_cap() -> int:

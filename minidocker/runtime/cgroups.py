@@ -35,15 +35,57 @@ def version() -> int:
 
 
 _MOUNTS: dict[str, str] = {}
+#: statfs(2) f_type of a cgroup v1 and a cgroup v2 file system.
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 
 
 def _mounts() -> dict[str, str]:
     """controller -> mount point of its hierarchy (UNIFIED -> the v2 mount).
-    Read once per process (the shim, forked from `run`, inherits it): the
-    table is the host's every mount, hundreds with many containers, and
-    where the cgroup hierarchies are mounted does not change meanwhile."""
-    if _MOUNTS:
-        return dict(_MOUNTS)
+    Once per process (the shim, forked from `run`, inherits it): where the
+    hierarchies are mounted does not change meanwhile."""
+    if not _MOUNTS:
+        _MOUNTS.update(_standard_mounts() or _mountinfo_mounts())
+    return dict(_MOUNTS)
+
+
+def _standard_mounts() -> dict[str, str] | None:
+    """runc's shortcut: the hierarchies this process is in, found where
+    systemd and Docker mount them (<cgroup fs>/<controllers>, a co-mounted
+    pair also under either name), each checked by statfs to be a cgroup
+    file system; None when one is not there (then mountinfo is read). Reading
+    /proc/self/mountinfo costs ~10 us a mount in the kernel, and a host with
+    many containers has thousands (two each)."""
+    from minidocker import syscalls as sc
+    root = paths.cgroup_fs()
+    try:
+        if sc.statfs_type(root) == CGROUP2_SUPER_MAGIC:
+            return {UNIFIED: root}
+        with open("/proc/self/cgroup") as fh:
+            hierarchies = [line.split(":", 2)[1] for line in fh]  # "cpu,cpuacct"; "" for v2
+        out: dict[str, str] = {}
+        for controllers in hierarchies:
+            if not controllers:
+                point = os.path.join(root, "unified")  # a hybrid host's, unused by v1 cgroups
+                if os.path.isdir(point) and sc.statfs_type(point) == CGROUP2_SUPER_MAGIC:
+                    out[UNIFIED] = point
+                continue
+            names = controllers.split(",")
+            for name in [controllers] + names:
+                point = os.path.join(root, name.replace("name=", ""))
+                if os.path.isdir(point) and sc.statfs_type(point) == CGROUP_SUPER_MAGIC:
+                    break
+            else:
+                return None
+            for name in names:
+                out[name] = point
+        return out
+    except OSError:
+        return None
+
+
+def _mountinfo_mounts() -> dict[str, str]:
+    """The cgroup mounts as /proc/self/mountinfo lists them (any layout)."""
     out: dict[str, str] = {}
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
@@ -57,7 +99,6 @@ def _mounts() -> dict[str, str]:
             elif fstype == "cgroup":
                 for opt in opts.strip().split(","):
                     out.setdefault(opt, point)
-    _MOUNTS.update(out)
     return out
 
 
