@@ -7,7 +7,6 @@ imports this and must stay small.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -80,14 +79,22 @@ def read_json(path: Path | str, default=None):
         raise corrupt(path, "a directory, not a file") from None
 
 
-@contextlib.contextmanager
-def locked(path: Path | str, shared: bool = False):
-    """Hold flock on path (created 0600) for the block."""
-    path = Path(path)
-    ensure_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+class locked:
+    """Hold flock on path (created 0600) for the `with` block. A class, not
+    contextlib's decorator: contextlib is an import `run` does not need."""
+
+    def __init__(self, path: Path | str, shared: bool = False):
+        self.path, self.shared, self.fd = path, shared, -1
+
+    def __enter__(self) -> None:
+        path = Path(self.path)
+        ensure_dir(path.parent)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # closing releases the lock

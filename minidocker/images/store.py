@@ -9,12 +9,12 @@ the tags. A layer is stored once, whatever number of images share it, and is
 deleted with the last image using it. A container's root is an overlay of
 its image's layers (lower) and its own upper dir.
 
-This module is on `run`'s path: stdlib `re`, `os` and the state helpers only.
+This module is on `run`'s path: stdlib `os` and the state helpers only (`re`
+where a lookup by tag missed).
 """
 from __future__ import annotations
 
 import os
-import re
 
 from minidocker import paths, state, syscalls as sc
 from minidocker.errors import NotFound
@@ -59,6 +59,7 @@ def hexid(digest: str) -> str:
 
 
 def image_files():
+    import re
     root = paths.images_dir()
     return sorted(p for p in root.glob("*/image.json") if re.fullmatch(r"[0-9a-f]{64}", p.parent.name))
 
@@ -92,6 +93,7 @@ def lookup(ref: str) -> dict:
             if img and want in (img.get("RepoDigests") or []):
                 return _with_tags(img, repos)
     prefix = hexid(ref).lower()
+    import re
     if re.fullmatch(r"[0-9a-f]{4,64}", prefix):
         hits = [p.name for p in paths.images_dir().glob(prefix + "*") if (p / "image.json").exists()]
         if len(hits) == 1:

@@ -12,9 +12,9 @@ Runs in the shim and in the built-in runner's child: stdlib only.
 """
 from __future__ import annotations
 
+import _signal
 import errno
 import os
-import signal
 import time
 
 from minidocker import paths
@@ -352,7 +352,7 @@ def remove(cgdirs: dict[str, str], timeout: float = 5.0) -> None:
         while True:
             for pid in pids({controller: path}):
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             try:
