@@ -328,10 +328,10 @@ def create(opts: CreateOptions) -> dict:
         "Image": image["Id"],
         "Name": "",
         "Driver": "overlay",
-        "LogPath": str(cdir(cid) / "container.log"),
-        "ResolvConfPath": str(cdir(cid) / "resolv.conf"),
-        "HostnamePath": str(cdir(cid) / "hostname"),
-        "HostsPath": str(cdir(cid) / "hosts"),
+        "LogPath": os.path.join(cdir(cid), "container.log"),
+        "ResolvConfPath": os.path.join(cdir(cid), "resolv.conf"),
+        "HostnamePath": os.path.join(cdir(cid), "hostname"),
+        "HostsPath": os.path.join(cdir(cid), "hosts"),
         "Config": {
             "Hostname": opts.hostname or cid[:12],
             "User": opts.user if opts.user is not None else icfg.get("User", ""),
@@ -375,9 +375,9 @@ def create(opts: CreateOptions) -> dict:
             name = _random_name(records.name_holder)
         record["Name"] = name
         records.claim_name(name, cid)
-        state.ensure_dir(cdir(cid) / "work")
+        state.ensure_dir(os.path.join(cdir(cid), "work"))
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
-            state.ensure_dir(cdir(cid) / sub, mode=0o755)
+            state.ensure_dir(os.path.join(cdir(cid), sub), mode=0o755)
         records.save(record)
     events.append("create", record)
     return record
@@ -405,10 +405,10 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     pinned = netns.start_pin(sandbox) if mode.pins else None
     try:
         image = images.lookup(record["Image"])
-        rootfs = str(d / "rootfs")
+        rootfs = os.path.join(d, "rootfs")
         # --rm: the upper layer is deleted at exit, so it need not survive a
         # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-        images.mount_rootfs(image, rootfs, str(d / "upper"), str(d / "work"),
+        images.mount_rootfs(image, rootfs, os.path.join(d, "upper"), os.path.join(d, "work"),
                             volatile=bool(record["HostConfig"].get("AutoRemove")))
         cfg = record["Config"]
         user = oci.resolve_user(rootfs, cfg.get("User", ""),
@@ -457,7 +457,7 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
         # No BPF device program here: without CAP_MKNOD no device node can be made.
         for key, names in spec["process"]["capabilities"].items():
             spec["process"]["capabilities"][key] = [n for n in names if n != "CAP_MKNOD"]
-    state.write_json(d / "config.json", spec)
+    state.write_json(os.path.join(d, "config.json"), spec)
 
 
 class Started:
@@ -503,7 +503,7 @@ def _spawn_shim(cid: str, w: int) -> int:
     # -I: never import from the caller's directory (we are root)
     argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
     # the shim's own complaints (never the container's output)
-    errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    errors = os.open(os.path.join(cdir(cid), "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
                      | os.O_CLOEXEC, 0o600)
     try:
         first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -748,7 +748,7 @@ def exec_(ref: str, args: list[str], interactive: bool = False, tty: bool = Fals
     if tty and interactive and not os.isatty(0):
         raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
                               "on stdin (drop -t, or run from a terminal)")
-    spec = state.read_json(cdir(record["Id"]) / "config.json")
+    spec = state.read_json(os.path.join(cdir(record["Id"]), "config.json"))
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     ours = theirs = None
     try:

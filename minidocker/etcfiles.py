@@ -63,10 +63,11 @@ def write(record: dict, host_mode: bool) -> dict[str, str]:
              "/etc/resolv.conf": resolv_conf(host_mode, hc.get("Dns"))}
     out = {}
     for dest, text in files.items():
-        path = d / os.path.basename(dest)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
+        path = os.path.join(d, os.path.basename(dest))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        out[dest] = str(path)
+        out[dest] = path
     return out

@@ -372,10 +372,28 @@ def _exec(args: list[str], env: list[str], cwd: str) -> None:
     environ = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
     environ.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     try:
-        os.execvpe(args[0], args, environ)
+        _execvpe(args[0], args, environ)
     except FileNotFoundError:
         raise StartError(127, f"exec: {args[0]!r}: executable file not found in $PATH") from None
     except PermissionError:
         raise StartError(126, f"exec: {args[0]!r}: permission denied") from None
     except OSError as exc:
         raise StartError(126, f"exec: {args[0]!r}: {exc.strerror}") from None
+
+
+def _execvpe(file: str, args: list[str], environ: dict) -> None:
+    """os.execvpe's search of PATH, without its lazy `import warnings`
+    (os.get_exec_path), which after pivot_root finds no module files: the
+    first error that is not a missing file wins, else the last one."""
+    if os.path.dirname(file):
+        os.execve(file, args, environ)
+    saved = last = None
+    for folder in environ["PATH"].split(os.pathsep):
+        try:
+            os.execve(os.path.join(folder, file), args, environ)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            saved = saved or exc
+    raise saved or last
