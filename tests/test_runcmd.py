@@ -118,6 +118,20 @@ def test_run_path_imports_nothing_from_site_packages():
     assert out == ["True", "False"]
 
 
+#: What `run --rm --network none` must not import (HACKING.md, `run` latency): each
+#: is milliseconds of every run, most of it in what they import in turn.
+NOT_ON_RUN_PATH = ("pathlib", "re", "json", "enum", "ctypes", "signal", "contextlib", "resource",
+                   "warnings", "struct", "functools", "collections", "urllib", "ipaddress",
+                   "subprocess", "dataclasses", "typing", "logging", "socket", "shutil", "click")
+
+
+def test_run_path_imports_are_lean():
+    out = _without_site("from minidocker import entry, runcmd, shim, teardown, events, logfile, "
+                        "shimwait\nfrom minidocker.runtime import builtin, cgroups\n"
+                        f"print(' '.join(sorted(set(sys.modules) & set({NOT_ON_RUN_PATH!r}))))")
+    assert out == []
+
+
 def test_site_joins_on_the_first_import_that_needs_it():
     import sys
     out = _without_site("SiteOnDemand.install()\nimport click\n"
