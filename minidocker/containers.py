@@ -430,7 +430,8 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     rel = cgroups.relative_path(cid)
     record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
-    records.save(record)  # the pin is on record before anything attaches to it
+    if mode.attaches:
+        records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
     settings = mode.attach(record) or {}
     fault("run:cni-added")

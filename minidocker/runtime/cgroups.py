@@ -184,9 +184,7 @@ def _device_line(rule: dict) -> str:
 
 def _apply_v1(cgdirs: dict[str, str], res: dict) -> None:
     if "devices" in cgdirs:
-        for rule in res.get("devices", []):
-            name = "devices.allow" if rule["allow"] else "devices.deny"
-            _write(os.path.join(cgdirs["devices"], name), _device_line(rule))
+        _device_rules(cgdirs["devices"], res.get("devices", []))
     mem = res.get("memory") or {}
     if mem.get("limit"):
         _write(os.path.join(cgdirs["memory"], "memory.limit_in_bytes"), mem["limit"])
@@ -201,6 +199,21 @@ def _apply_v1(cgdirs: dict[str, str], res: dict) -> None:
     pids = res.get("pids") or {}
     if pids.get("limit"):
         _write(os.path.join(cgdirs["pids"], "pids.max"), pids["limit"])
+
+
+def _device_rules(path: str, rules: list[dict]) -> None:
+    """The allow-list, in order, one write(2) a rule (the kernel reads one
+    rule a write) through one open file of each kind, not one open a rule."""
+    fds: dict[str, int] = {}
+    try:
+        for rule in rules:
+            name = "devices.allow" if rule["allow"] else "devices.deny"
+            if name not in fds:
+                fds[name] = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fds[name], _device_line(rule).encode())
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _enable_v2(path: str) -> None:
@@ -339,7 +352,16 @@ def freeze(cgdirs: dict[str, str], frozen: bool) -> None:
 def remove(cgdirs: dict[str, str], timeout: float = 5.0) -> None:
     """Kill what is left in the cgroups and remove them; idempotent. A
     frozen container is thawed first (a frozen process cannot die)."""
-    present = {c: p for c, p in cgdirs.items() if os.path.isdir(p)}
+    present = {}
+    for controller, path in cgdirs.items():  # the common case: empty, removed at once
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            present[controller] = path
     if not present:
         return
     try:
