@@ -25,7 +25,7 @@ OWN_PATHS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc",
 def root_of(record: dict):
     """The container's merged root directory on the host."""
     cid = record["Id"]
-    root = str(Path(paths.container_dir(cid)) / "rootfs")
+    root = os.path.join(paths.container_dir(cid), "rootfs")
     with records.locked(cid):
         if os.path.ismount(root):
             yield root
@@ -148,7 +148,7 @@ def _put(src: str, target: str) -> None:
 def diff(ref: str) -> list[str]:
     """`docker diff`: A added, C changed, D deleted, from the upper layer."""
     record = containers.find(ref)
-    upper = str(Path(paths.container_upper(record["Id"])))
+    upper = paths.container_upper(record["Id"])
     from minidocker.images.store import layer_ids, short_link
     layers = [str(Path(paths.images_dir()) / "l" / short_link(d))
               for d in layer_ids(images.lookup(record["Image"]))]

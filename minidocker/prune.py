@@ -43,8 +43,8 @@ def _started(record: dict) -> bool:
     cid = record["Id"]
     return bool(record["State"].get("StartedAt", containers.NEVER) != containers.NEVER
                 or record["NetworkSettings"].get("SandboxKey")
-                or os.path.lexists(Path(paths.netns_path(cid)))
-                or os.path.ismount(Path(paths.container_dir(cid)) / "rootfs"))
+                or os.path.lexists(paths.netns_path(cid))
+                or os.path.ismount(os.path.join(paths.container_dir(cid), "rootfs")))
 
 
 def _starting(cid: str) -> bool:
@@ -186,8 +186,8 @@ def _reconcile(cid: str, report: Report) -> None:
         containers.refresh(record)
         if record["State"].get("Running") or cid[:8] in _shims():
             return  # started while we looked
-        rootfs = str(Path(paths.container_dir(cid)) / "rootfs")
-        pin = str(Path(paths.netns_path(cid)))
+        rootfs = os.path.join(paths.container_dir(cid), "rootfs")
+        pin = paths.netns_path(cid)
         traces = (was_running or bool(store.endpoints_of(cid)) or os.path.ismount(rootfs)
                   or os.path.lexists(pin) or bool(record["NetworkSettings"].get("SandboxKey")))
         if not traces:
@@ -254,7 +254,7 @@ def _gc_networks(gone, report: Report) -> None:
 def _owner(point: str) -> str | None:
     """The container a mount under our roots belongs to (its rootfs or
     pinned namespace), None for anything else."""
-    for base, tail in ((str(Path(paths.containers_dir())) + "/", "/rootfs"), (str(Path(paths.netns_dir())) + "/", "")):
+    for base, tail in ((paths.containers_dir() + "/", "/rootfs"), (paths.netns_dir() + "/", "")):
         if point.startswith(base):
             rest = point[len(base):]
             cid = rest[:-len(tail)] if tail and rest.endswith(tail) else rest
@@ -280,7 +280,7 @@ def _stray_files(gone, report: Report) -> None:
             if gone(name):
                 netns.unpin(str(ns_dir / name))
                 report.add("Removed pinned network namespaces", name)
-    for point in sorted(_mounts_under([str(Path(paths.state_root())), str(Path(paths.run_root()))]),
+    for point in sorted(_mounts_under([paths.state_root(), paths.run_root()]),
                         key=len, reverse=True):
         cid = _owner(point)
         if cid is None or gone(cid):

@@ -38,7 +38,7 @@ def address(net: networks.Network) -> str:
 
 
 def _pidfile(net) -> str:
-    return str(Path(paths.dns_dir()) / f"{net.id}.pid")
+    return os.path.join(paths.dns_dir(), f"{net.id}.pid")
 
 
 def _lock(net):

@@ -97,6 +97,6 @@ def layer_tar(diff_id: str) -> bytes:
     tar = original_tar(diff_id)
     if tar is None:
         raw = io.BytesIO()
-        dir_tar(str(Path(paths.layer_dir(store.hexid(diff_id))) / "diff"), raw)
+        dir_tar(os.path.join(paths.layer_dir(store.hexid(diff_id)), "diff"), raw)
         tar = raw.getvalue()
     return tar

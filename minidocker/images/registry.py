@@ -261,7 +261,7 @@ def pull(ref_text: str, out=sys.stdout) -> dict:
     client = Client(ref.registry, ref.remote_path)
     print(f"{ref.tag or ref.digest}: Pulling from {ref.remote_path}", file=out, flush=True)
     digest, layers, config_blob, config, diff_ids = _image(client, ref)
-    fresh = not (Path(paths.image_dir(store.hexid(oci.digest_of(config_blob)))) / "image.json").exists()
+    fresh = not os.path.exists(os.path.join(paths.image_dir(store.hexid(oci.digest_of(config_blob))), "image.json"))
     display = progress.Progress(out)
     with Transaction() as tx:
         todo = []

@@ -24,7 +24,7 @@ def inspect(image: dict) -> dict:
     config = config_of(image)
     layers = store.layer_ids(image)
     top = Path(paths.layer_dir(store.hexid(layers[-1]))) / "diff" if layers else ""
-    lower = [str(Path(paths.layer_dir(store.hexid(d))) / "diff") for d in reversed(layers[:-1])]
+    lower = [os.path.join(paths.layer_dir(store.hexid(d)), "diff") for d in reversed(layers[:-1])]
     return {
         "Id": image["Id"],
         "RepoTags": image.get("RepoTags") or [],
