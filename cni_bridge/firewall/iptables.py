@@ -11,17 +11,25 @@ from a read. The network's last DEL, GC and a DEL the index does not know
 read first and find rules by comment. What stays O(rules) is inside
 iptables-nft: `-D` compares the rule with each rule of its chain.
 Both families are read and written concurrently.
+
+A forwarded packet crosses a fixed number of our rules whatever the number
+of containers: the per-container drops (isolation, icc, internal) sit in
+MINIDOCKER-POLICY, which only packets of new connections enter (a flow
+those rules would drop never gets established); established ones go on to
+the network's accepts. With the drops walked for every packet, 500
+containers' rules halved the throughput between two containers.
 """
 from __future__ import annotations
 
 from cni_bridge.firewall import owners
-from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING,
+from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POLICY, CHAIN_POSTROUTING,
                                  COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
                                  decide, isolation_plan, network_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
 
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
-OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING), "filter": (CHAIN_FORWARD, CHAIN_ISOLATION)}
+OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING),
+              "filter": (CHAIN_FORWARD, CHAIN_POLICY, CHAIN_ISOLATION)}
 _C = f"-m comment --comment {SCAFFOLD_COMMENT}"
 # Our chains and the jumps into them: (table, chain, jump rule).
 SCAFFOLD = [
@@ -29,7 +37,10 @@ SCAFFOLD = [
                          f"-A OUTPUT -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}"]),
     ("nat", CHAIN_POSTROUTING, [f"-A POSTROUTING {_C} -j {CHAIN_POSTROUTING}"]),
     ("filter", CHAIN_FORWARD, [f"-I FORWARD {_C} -j {CHAIN_FORWARD}"]),
-    ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-FORWARD only
+    # first in MINIDOCKER-FORWARD, before the network's accepts
+    ("filter", CHAIN_POLICY, [f"-I {CHAIN_FORWARD} -m conntrack ! --ctstate RELATED,ESTABLISHED "
+                              f"{_C} -j {CHAIN_POLICY}"]),
+    ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-POLICY only
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
 
@@ -63,14 +74,13 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
         return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -d {_host(ip)} -p {proto} -m {proto} "
                         f"--dport {cport} {c} -j MASQUERADE")]
     if kind in ("iso", "icc", "int_out", "int_in"):
-        # inserted: they must come before the forward accepts of MINIDOCKER-FORWARD
         _, _, ip, br = rule
         match = {"iso": f"-s {_host(ip)} -i {br} ! -o {br} {_NOT_DNAT}",
                  "icc": f"-s {_host(ip)} -i {br} -o {br} {_NOT_DNAT}",
                  "int_out": f"-s {_host(ip)} -i {br} ! -o {br}",
                  "int_in": f"-d {_host(ip)} -o {br} ! -i {br}"}[kind]
         target = CHAIN_ISOLATION if kind == "iso" else "DROP"
-        return [("filter", f"-I {CHAIN_FORWARD} {match} {c} -j {target}")]
+        return [("filter", f"-A {CHAIN_POLICY} {match} {c} -j {target}")]
     if kind == "iso_net":
         _, _, br = rule
         return [("filter", f"-A {CHAIN_ISOLATION} -o {br} {c} -j DROP")]
@@ -326,13 +336,14 @@ class IptablesDriver(Driver):
                 chain = line.split(" ", 2)[1]
                 if v == "drop" or (v == "net" and not network_left):
                     cmds.append("-D" + line[2:])
-                elif chain in ours:
+                elif chain in ours and _comment(line, "") != SCAFFOLD_COMMENT:
                     left += 1
             present = saved.chains(table) & set(ours)
             if left == 0 and present:
                 jumps = tuple(f"-j {ch}" for ch in ours)
                 cmds += ["-D" + l[2:] for l in saved.lines(table)
-                         if l.split(" ", 2)[1] not in ours and l.endswith(jumps)]
+                         if l.endswith(jumps) and (l.split(" ", 2)[1] not in ours
+                                                   or _comment(l, "") == SCAFFOLD_COMMENT)]
                 cmds += [f"-X {ch}" for ch in ours if ch in present]
             if cmds:
                 text += [f"*{table}", *cmds, "COMMIT"]
