@@ -77,10 +77,12 @@ def test_fastjson_loads_is_json_loads(doc):
 
 
 @pytest.mark.parametrize("sort_keys", [False, True])
-def test_fastjson_dumps_is_json_dumps(sort_keys):
+@pytest.mark.parametrize("separators", [None, (",", ":"), (" ,", " = ")])
+def test_fastjson_dumps_is_json_dumps(sort_keys, separators):
+    kw = {"separators": separators} if separators else {}
     for obj in DUMPS:
-        assert _outcome(lambda o: fastjson.dumps(o, sort_keys=sort_keys), obj) == \
-            _outcome(lambda o: json.dumps(o, sort_keys=sort_keys), obj), obj
+        assert _outcome(lambda o: fastjson.dumps(o, sort_keys=sort_keys, **kw), obj) == \
+            _outcome(lambda o: json.dumps(o, sort_keys=sort_keys, **kw), obj), obj
     loop: list = []
     loop.append(loop)
     assert _outcome(fastjson.dumps, loop) == _outcome(json.dumps, loop)

@@ -131,3 +131,34 @@ def test_the_launcher_starts_without_site():
     launcher = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "minidocker"
     first = launcher.read_text().splitlines()[0]
     assert first.startswith("#!") and first.endswith(" -S"), first
+
+
+# --- string checks standing in for regular expressions on run's path ---------------
+REFS = ["busybox", "busybox:latest", "library/alpine:3.19", "a/b/c:_x", "a/b/c:.x", "a/b/c:-x",
+        "a" * 300, "busybox:" + "t" * 128, "busybox:" + "t" * 129, "Busybox", "a__b", "a--b:1",
+        "a.b", "a_b", "a//b", "/a", "a/", "", "a:", "a:B_.-9", "a:é", "é", "a b", "a\n",
+        "localhost/a", "localhost:5000/a/b:c", "reg.io/x@sha256:" + "0" * 64, "x@sha256:abc"]
+
+
+@pytest.mark.parametrize("ref", REFS)
+def test_plain_references_are_checked_as_the_grammar_does(ref):
+    import re
+    from minidocker.images import refs
+    rest, _, digest = ref.partition("@")
+    name, _, tag = rest.partition(":")
+    domain, path = ("", name) if "/" not in name or "." not in name.split("/")[0] else name.split("/", 1)
+    grammar = bool(re.match(refs.PATH_RE, path) and (not domain or re.match(refs.DOMAIN_RE, domain))
+                   and (not tag or re.match(refs.TAG_RE, tag))
+                   and (not digest or re.match(refs.DIGEST_RE, digest)))
+    assert refs.valid(domain, path, tag, digest) == grammar
+    assert not refs.plainly_valid(domain, path, tag, digest) or grammar
+
+
+@pytest.mark.parametrize("line", ["nameserver 127.0.0.53", "  nameserver\t127.0.0.1", "nameserver ::1",
+                                  "nameserver ::1%lo", "nameserver 10.0.0.1", "nameserver127.0.0.1",
+                                  "nameserver", "nameserver ", "# nameserver 127.0.0.1", "search lan",
+                                  "nameserver  \u00a0127.0.0.1", "nameserverx 127.0.0.1", ""])
+def test_loopback_resolvers_are_found_as_the_regex_did(line):
+    import re
+    from minidocker import etcfiles
+    assert etcfiles.loopback_resolver(line) == bool(re.match(r"\s*nameserver\s+(127\.|::1)", line))

@@ -52,7 +52,7 @@ class Mode:
 
     def sandbox(self, record: dict) -> str | None:
         """The network namespace the process runs in (None: the host's)."""
-        return str(paths.netns_path(record["Id"]))
+        return paths.netns_path(record["Id"])
 
     def attach(self, record: dict) -> dict:
         """Attach networking; returns what goes into NetworkSettings."""
