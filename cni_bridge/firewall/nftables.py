@@ -122,17 +122,19 @@ def render(rule: tuple, att: Attachment) -> list[tuple[str, str, str]]:
 def elements(att: Attachment) -> dict[int, list[tuple[str, str, str]]]:
     """family -> the attachment's elements, each once (two port maps to one
     container port share their hairpin element); an address's
-    nonMasqueradeCIDRs are merged first (an interval set refuses overlaps)."""
-    import ipaddress
+    nonMasqueradeCIDRs are merged first (an interval set refuses overlaps;
+    `ipaddress`, ~4.5 ms to import, only then)."""
     out: dict[int, list[tuple[str, str, str]]] = {}
     skip: dict[tuple[int, str], list] = {}
     for rule in plan(att):
         if rule[0] == "masq_skip":
-            skip.setdefault((rule[1], rule[2]), []).append(ipaddress.ip_network(rule[3], strict=False))
+            skip.setdefault((rule[1], rule[2]), []).append(rule[3])
             continue
         fam_out = out.setdefault(rule[1], [])
-        if rule[0] == "masq":
-            for net in ipaddress.collapse_addresses(skip.pop((rule[1], rule[2]), [])):
+        if rule[0] == "masq" and (rule[1], rule[2]) in skip:
+            import ipaddress
+            nets = [ipaddress.ip_network(cidr, strict=False) for cidr in skip.pop((rule[1], rule[2]))]
+            for net in ipaddress.collapse_addresses(nets):
                 fam_out.append(("masq_skip", f"{rule[2]} . {net}", ""))
         for el in render(rule, att):
             if el not in fam_out:
