@@ -42,6 +42,27 @@ def needs_firewall(c: bconfig.BridgeConf) -> bool:
 def cmd_add(args: PluginArgs, conf: dict):
     from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args)
+    from cni_bridge import proc
+    early = None
+    try:
+        if needs_firewall(c) and c.builtin_ipam:
+            # Before IPAM (the families are the config's ranges): the rule
+            # tools start and load, and the firewall lock is taken with any
+            # read the batch needs under way; the batch itself, which needs
+            # the addresses, is handed over in _setup.
+            from cni_bridge import firewall
+            drv = firewall.driver(c.firewall)
+            for argv in drv.commit_tools(_families(c)):
+                proc.start_early(argv)
+            early = drv.begin(c.network, _families(c))
+        return _add(c, args, early)
+    finally:
+        if early is not None:
+            early.release()
+        proc.drop_spares()
+
+
+def _add(c: bconfig.BridgeConf, args: PluginArgs, early=None):
     ipam = _ipam(c, args)
     from cni_bridge import link, netlink
     fd = link.open_netns(args.netns)
@@ -54,7 +75,7 @@ def cmd_add(args: PluginArgs, conf: dict):
             if cnl.link(args.ifname) is not None:
                 raise CNIError(INVALID_ENVIRONMENT, f"container veth name provided ({args.ifname}) already exists")
             ipam_result = ipam.add(args.container_id, args.ifname)
-            state = {"bridge_created": False, "firewall": None}
+            state = {"bridge_created": False, "firewall": None, "early": early}
             try:
                 if not ipam_result.ips:
                     raise CNIError(PLUGIN_FAILURE, "IPAM plugin returned missing IP config")
@@ -81,7 +102,7 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
         # links are made (its lock is held until then).
         from cni_bridge import firewall
         state["firewall"] = firewall.driver(c.firewall).setup(
-            attachment(c, args.container_id, args.ifname, ipam_result.ips))
+            attachment(c, args.container_id, args.ifname, ipam_result.ips), early=state.pop("early", None))
     families = {ipaddr.ip_interface(ip.address).version for ip in ipam_result.ips}
     if c.remove_idle_bridge:
         # held until the veth is on the bridge: a DEL must not remove it meanwhile
@@ -172,6 +193,7 @@ def _rollback(c, args, ipam, state: dict) -> None:
     the bridge if this call made it."""
     from cni_bridge import link
     for step in (lambda: state.get("bridge_lock") and state.pop("bridge_lock").__exit__(),
+                 lambda: state.get("early") and state.pop("early").release(),   # its lock, before another
                  lambda: state["firewall"] and state["firewall"].wait(),
                  lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
                  lambda: _teardown_rules(c, args.container_id, args.ifname).wait(),

@@ -160,6 +160,25 @@ def test_proc_writes_stdin_at_start_and_the_rest_in_wait():
     assert early_exit.wait()[0] == 0
 
 
+def test_a_tool_started_early_is_taken_over_or_ended_and_reaped():
+    from cni_bridge import proc
+    proc.start_early(["cat"])
+    spare_pid = proc._SPARES[("cat",)][0]
+    taken = proc.Proc(["cat"], "batch\n")
+    assert taken.pid == spare_pid and taken.wait() == (0, "batch\n", "")
+    assert proc.Proc(["cat"], "again\n").wait() == (0, "again\n", "")   # none left: spawned
+    proc.start_early(["cat"])
+    unused = proc._SPARES[("cat",)][0]
+    proc.drop_spares()
+    assert proc._SPARES == {}
+    with pytest.raises(ChildProcessError):     # reaped: no zombie left behind
+        os.waitpid(unused, os.WNOHANG)
+    proc.start_early(["md-no-such-tool"])        # not installed: the Proc that needs it says so
+    assert proc._SPARES == {}
+    with pytest.raises(proc.CNIError, match="md-no-such-tool not found"):
+        proc.Proc(["md-no-such-tool"], "x")
+
+
 def test_in_thread_returns_the_result_or_raises_the_error():
     from cni_bridge.proc import in_thread
     assert in_thread(lambda a, b=0: a + b, 1, b=2)() == 3

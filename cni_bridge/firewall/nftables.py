@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from cni_bridge.firewall import owners
 from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment,
-                                      Driver, Lock, Pending, decide, isolation_plan, network_prefix, plan)
+                                      Driver, Early, Lock, Pending, decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
@@ -247,10 +247,13 @@ def _batch(lines: list[str], fallback=None) -> Attempt:
 class NftDriver(Driver):
     name = "nftables"
 
-    def setup(self, att: Attachment, repair: bool = False) -> Pending:
+    def commit_tools(self, families) -> list[list[str]]:
+        return [["nft", "-f", "-"]]
+
+    def setup(self, att: Attachment, repair: bool = False, early: Early | None = None) -> Pending:
         els = elements(att)
         families = sorted(set(els) | {r[1] for r in isolation_plan(att)})
-        lock = Lock()
+        lock = early.lock if early else Lock()
         try:
             first = owners.empty()
             entry = {"elements": {str(f): [list(e) for e in v] for f, v in els.items()}}
