@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from cni_bridge.firewall import owners
 from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POLICY, CHAIN_POSTROUTING,
-                                 COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Lock, Pending,
+                                 COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Early, Lock, Pending,
                                  decide, isolation_plan, network_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
 
@@ -135,11 +135,13 @@ def _comment(line: str, prefix: str = COMMENT_PREFIX) -> str | None:
     return None
 
 
-def _read(families) -> dict[int, Saved]:
-    procs = {fam: Proc([TOOLS[fam][0]]) for fam in families}
+def _read(families, started: dict[int, Proc] | None = None) -> dict[int, Saved]:
+    """Each family's tables, from the reads `started` (Early.reads) where
+    there is one, else read now (all families at once)."""
+    procs = {fam: (started or {}).get(fam) or Proc([TOOLS[fam][0]]) for fam in families}
     out = {}
-    for fam, p in procs.items():
-        rc, text, _err = p.wait()
+    for fam in families:
+        rc, text, _err = procs[fam].wait()
         out[fam] = Saved(text if rc == 0 else "")
     return out
 
@@ -199,12 +201,12 @@ def _tables_text(lines: list[tuple[str, str]]) -> str:
     return "\n".join(text) + "\n" if text else ""
 
 
-def _restore(lock, families, batch_of) -> Pending:
-    """Under the firewall lock: read the tables once, then one
-    `iptables-restore --noflush` per family with batch_of(saved, family);
-    the lock is held until the caller has waited for the batches."""
+def _restore(lock, families, batch_of, started=None) -> Pending:
+    """Under the firewall lock: read the tables once (or take the reads
+    `started`), then one `iptables-restore --noflush` per family with
+    batch_of(saved, family), the lock held until the batches are waited for."""
     try:
-        saved = _read(families)
+        saved = _read(families, started)
         procs = []
         for fam in families:
             batch = batch_of(saved[fam], fam)
@@ -230,7 +232,21 @@ def _restore_now(families, batch_of, own=None) -> None:
 class IptablesDriver(Driver):
     name = "iptables"
 
-    def setup(self, att: Attachment, repair: bool = False) -> Pending:
+    def commit_tools(self, families) -> list[list[str]]:
+        return [[TOOLS[fam][1], "--noflush"] for fam in families]
+
+    def begin(self, network: str, families) -> Early:
+        """The lock, and for a network without attachments (its batch must
+        know what exists) the tables' read, while IPAM allocates."""
+        lock = Lock()
+        try:
+            empty = owners.network_empty(network_prefix(network))
+            return Early(lock, {fam: Proc([TOOLS[fam][0]]) for fam in families} if empty else None)
+        except BaseException:
+            lock.release()
+            raise
+
+    def setup(self, att: Attachment, repair: bool = False, early: Early | None = None) -> Pending:
         rules: dict[int, list[tuple[str, str]]] = {}
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
@@ -247,7 +263,8 @@ class IptablesDriver(Driver):
                 if rule[1] == fam:
                     shared += render(rule, prefix)
             return self._add_batch(saved, rules.get(fam, []), shared, own_present)
-        lock = Lock()
+        lock = early.lock if early else Lock()
+        started = early.reads if early else None
         try:
             # another attachment of the network is indexed: our chains, the
             # jumps and the network's shared rules are there; no read
@@ -255,9 +272,9 @@ class IptablesDriver(Driver):
             again = owners.read(prefix, att.comment) is not None   # a repeated ADD: add only what is missing
             owners.write(prefix, att.comment, {"lines": {str(f): [list(x) for x in v] for f, v in rules.items()}})
             if again:
-                return _restore(lock, families, lambda saved, fam: batch(saved, fam, True))
+                return _restore(lock, families, lambda saved, fam: batch(saved, fam, True), started)
             if not known:
-                return _restore(lock, families, batch)
+                return _restore(lock, families, batch, started)
             procs = []
             for fam in families:
                 text = _tables_text(rules.get(fam, []))
