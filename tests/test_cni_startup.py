@@ -12,7 +12,7 @@ import pytest
 
 from cni import env, fastjson, ipaddr, version
 from cni_bridge import config
-from cni_bridge.firewall import iptables, nftables, owner_comment
+from cni_bridge.firewall import iptsaved, nftables, owner_comment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,7 @@ def test_string_checks_match_the_regular_expressions_they_replace():
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
-        for rx, got in ((ipt_re, iptables._comment(s)), (any_re, iptables._comment(s, prefix="")),
+        for rx, got in ((ipt_re, iptsaved.comment(s)), (any_re, iptsaved.comment(s, prefix="")),
                         (set_re, nftables._set_looked_up(s))):
             m = rx.search(s)
             assert got == (m.group(1) if m else None), (rx.pattern, s)
