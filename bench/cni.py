@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 OURS = str(VENV_BIN / "cni-bridge") if (VENV_BIN / "cni-bridge").exists() else shutil.which("cni-bridge")
 REF = "/usr/lib/cni"
+GOALS = {"ADD": 1.0, "DEL": 0.8}   # ratio to the reference, per command (issue 15)
+VERSION_GOAL_MS = 20.0
 
 
 def _setns(path: str) -> None:
@@ -135,6 +137,18 @@ def _net(tmp: Path, *, ptype: str, bridge: str, dual: bool, backend: str = "ipta
     return conf
 
 
+def goal_lines(rows) -> list[str]:
+    """Each row's ratio beside its goal: met or MISSED."""
+    out = []
+    for op, ours, _peer, theirs in rows:
+        if op.startswith("VERSION"):
+            goal, got, unit = VERSION_GOAL_MS, ours, " ms"
+        else:
+            goal, got, unit = GOALS[op.split(" ", 1)[0]], ours / theirs, "x"
+        out.append(f"  {op:46} {got:.2f}{unit} (goal <= {goal:g}{unit}): {'met' if got <= goal else 'MISSED'}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench cni")
     ap.add_argument("--runs", type=int, default=20, help="rounds per case (default 20)")
@@ -176,6 +190,9 @@ def main(argv: list[str]) -> int:
         rows.append(("VERSION (start-up alone)", ours_ms, "bridge", ref_ms))
     print_table(f"cni-bridge vs reference plugins 1.1.1 (medians of {opts.runs}; "
                 "goal ADD <= 1x, DEL <= 0.8x, VERSION <= 20 ms)", rows)
+    print(f"\ngoals (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    for line in goal_lines(rows):
+        print(line)
     exec_mod = Path(__file__).with_name("cni_exec.py")
     if exec_mod.exists():
         spec = importlib.util.spec_from_file_location("bench.cni_exec", exec_mod)

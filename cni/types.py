@@ -6,7 +6,7 @@ format: 0.1.0/0.2.0 (`ip4`/`ip6`), 0.3.x/0.4.0 (`ips[].version`), 1.0.0 (no
 """
 from __future__ import annotations
 
-import ipaddress
+from cni import ipaddr
 
 from cni import version as _v
 from cni.record import Record
@@ -19,7 +19,7 @@ def _bad(what: str, value) -> CNIError:
 
 def _family(cidr: str) -> int:
     try:
-        return ipaddress.ip_interface(cidr).version
+        return ipaddr.ip_interface(cidr).version
     except ValueError:
         raise _bad("address is not IP/prefix", cidr) from None
 
@@ -115,7 +115,7 @@ class Route(Record):
         if not isinstance(d, dict) or not isinstance(d.get("dst"), str):
             raise _bad("route needs a dst", d)
         try:
-            ipaddress.ip_network(d["dst"], strict=False)
+            ipaddr.ip_network(d["dst"], strict=False)
         except ValueError:
             raise _bad("route dst is not a network", d["dst"]) from None
         kw = {attr: d.get(key) for attr, key in cls._EXTRA}
@@ -123,7 +123,7 @@ class Route(Record):
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_network(self.dst, strict=False).version
+        return ipaddr.ip_network(self.dst, strict=False).version
 
 
 class DNS(Record):

@@ -88,9 +88,9 @@ def _port_mappings(items) -> list[PortMapping]:
             raise bad_config(f"invalid protocol {proto!r} in portMappings", "tcp, udp or sctp")
         host_ip = pm.get("hostIP") or ""
         if host_ip:
-            import ipaddress
+            from cni import ipaddr
             try:
-                host_ip = str(ipaddress.ip_address(host_ip))
+                host_ip = str(ipaddr.ip_address(host_ip))
             except (ValueError, TypeError):
                 raise bad_config(f"invalid hostIP {pm.get('hostIP')!r} in portMappings") from None
         out.append(PortMapping(host_port=_port(pm.get("hostPort"), "hostPort"),
@@ -127,13 +127,13 @@ def _cidrs(value, key: str) -> list:
         return []
     if not isinstance(value, list):
         raise bad_config(f"invalid {key} {value!r}", "a list of CIDRs such as [\"10.244.0.0/16\"]")
-    import ipaddress
+    from cni import ipaddr
     out = []
     for item in value:
         try:
             if not isinstance(item, str):     # ip_network(7) would be 0.0.0.7/32
                 raise TypeError(item)
-            out.append(str(ipaddress.ip_network(item, strict=False)))
+            out.append(str(ipaddr.ip_network(item, strict=False)))
         except (TypeError, ValueError):
             raise bad_config(f"invalid {key} entry {item!r}", "a CIDR such as 10.244.0.0/16") from None
     return out

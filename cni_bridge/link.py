@@ -92,14 +92,14 @@ def ensure_gateways(nl: Netlink, bridge: dict, gateways: list[tuple[str, int]], 
     IPv4 bridge holds one address (replace it only with forceAddress); IPv6
     addresses may coexist unless their subnets overlap. The gateways of one
     attachment (several range sets) never conflict with each other."""
-    import ipaddress
+    from cni import ipaddr
     existing = nl.addrs(bridge["index"])
-    ours = {ipaddress.ip_interface(f"{gw}/{plen}") for gw, plen in gateways}
+    ours = {ipaddr.ip_interface(f"{gw}/{plen}") for gw, plen in gateways}
     for gw, plen in gateways:
-        want = ipaddress.ip_interface(f"{gw}/{plen}")
+        want = ipaddr.ip_interface(f"{gw}/{plen}")
         present = False
         for ip, p in existing:
-            have = ipaddress.ip_interface(f"{ip}/{p}")
+            have = ipaddr.ip_interface(f"{ip}/{p}")
             if have.version != want.version or have.is_link_local:
                 continue
             if have == want:

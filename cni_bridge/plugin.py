@@ -26,9 +26,9 @@ def _ipam(c: bconfig.BridgeConf, args: PluginArgs, env_args=True, parse=True):
 
 
 def attachment(c: bconfig.BridgeConf, cid: str, ifname: str, ips) -> "firewall.Attachment":
-    import ipaddress
+    from cni import ipaddr
     from cni_bridge.firewall import Attachment
-    addrs = [(str(i.ip), str(i.network)) for i in (ipaddress.ip_interface(x.address) for x in ips)]
+    addrs = [(str(i.ip), str(i.network)) for i in (ipaddr.ip_interface(x.address) for x in ips)]
     return Attachment(network=c.network, container_id=cid, ifname=ifname, bridge=c.bridge,
                       addrs=addrs, ip_masq=c.ip_masq, no_masq_to=c.no_masq_to, port_mappings=c.port_mappings,
                       isolation=c.isolation, internal=c.internal, icc=c.icc)
@@ -42,6 +42,27 @@ def needs_firewall(c: bconfig.BridgeConf) -> bool:
 def cmd_add(args: PluginArgs, conf: dict):
     from cni_bridge import config as bconfig  # not for VERSION: its dataclasses cost ~5 ms
     c = bconfig.parse(conf, args)
+    from cni_bridge import proc
+    early = None
+    try:
+        if needs_firewall(c) and c.builtin_ipam:
+            # Before IPAM (the families are the config's ranges): the rule
+            # tools start and load, and the firewall lock is taken with any
+            # read the batch needs under way; the batch itself, which needs
+            # the addresses, is handed over in _setup.
+            from cni_bridge import firewall
+            drv = firewall.driver(c.firewall)
+            for argv in drv.commit_tools(_families(c)):
+                proc.start_early(argv)
+            early = drv.begin(c.network, _families(c))
+        return _add(c, args, early)
+    finally:
+        if early is not None:
+            early.release()
+        proc.drop_spares()
+
+
+def _add(c: bconfig.BridgeConf, args: PluginArgs, early=None):
     ipam = _ipam(c, args)
     from cni_bridge import link, netlink
     fd = link.open_netns(args.netns)
@@ -54,7 +75,7 @@ def cmd_add(args: PluginArgs, conf: dict):
             if cnl.link(args.ifname) is not None:
                 raise CNIError(INVALID_ENVIRONMENT, f"container veth name provided ({args.ifname}) already exists")
             ipam_result = ipam.add(args.container_id, args.ifname)
-            state = {"bridge_created": False, "firewall": None}
+            state = {"bridge_created": False, "firewall": None, "early": early}
             try:
                 if not ipam_result.ips:
                     raise CNIError(PLUGIN_FAILURE, "IPAM plugin returned missing IP config")
@@ -73,7 +94,7 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
     routes, the result. `state` tells the rollback what was made. (long: one
     sequence whose steps share the links and the rollback state; split, each
     part would take most of the same arguments.)"""
-    import ipaddress
+    from cni import ipaddr
     from cni.types import Interface, Result, Route
     from cni_bridge import link
     if needs_firewall(c):
@@ -81,8 +102,8 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
         # links are made (its lock is held until then).
         from cni_bridge import firewall
         state["firewall"] = firewall.driver(c.firewall).setup(
-            attachment(c, args.container_id, args.ifname, ipam_result.ips))
-    families = {ipaddress.ip_interface(ip.address).version for ip in ipam_result.ips}
+            attachment(c, args.container_id, args.ifname, ipam_result.ips), early=state.pop("early", None))
+    families = {ipaddr.ip_interface(ip.address).version for ip in ipam_result.ips}
     if c.remove_idle_bridge:
         # held until the veth is on the bridge: a DEL must not remove it meanwhile
         state["bridge_lock"] = link.BridgeLock(c.bridge, exclusive=False)
@@ -93,7 +114,7 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
         time.sleep(float(pause))
     gateways = []
     for ip in ipam_result.ips:
-        iface = ipaddress.ip_interface(ip.address)
+        iface = ipaddr.ip_interface(ip.address)
         if c.is_gateway and not ip.gateway:
             ip.gateway = str(iface.network.network_address + 1)
         if c.is_gateway:
@@ -114,7 +135,7 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
     clink = cnl.link(args.ifname)
     cnl.set_link(clink["index"], up=True)
     for ip in ipam_result.ips:
-        iface = ipaddress.ip_interface(ip.address)
+        iface = ipaddr.ip_interface(ip.address)
         cnl.add_addr(clink["index"], str(iface.ip), iface.network.prefixlen)
     routes = list(ipam_result.routes)
     if c.is_default_gateway:
@@ -122,9 +143,9 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
             dst = "0.0.0.0/0" if ":" not in ip.address else "::/0"
             if ip.gateway and not any(r.dst == dst for r in routes):
                 routes.append(Route(dst=dst, gw=ip.gateway))
-    gw_of = {ipaddress.ip_interface(ip.address).version: ip.gateway for ip in ipam_result.ips}
+    gw_of = {ipaddr.ip_interface(ip.address).version: ip.gateway for ip in ipam_result.ips}
     for r in routes:
-        net = ipaddress.ip_network(r.dst, strict=False)
+        net = ipaddr.ip_network(r.dst, strict=False)
         gw = r.gw or gw_of.get(net.version)
         try:
             cnl.add_route(str(net.network_address), net.prefixlen, gw=gw, oif=clink["index"],
@@ -172,6 +193,7 @@ def _rollback(c, args, ipam, state: dict) -> None:
     the bridge if this call made it."""
     from cni_bridge import link
     for step in (lambda: state.get("bridge_lock") and state.pop("bridge_lock").__exit__(),
+                 lambda: state.get("early") and state.pop("early").release(),   # its lock, before another
                  lambda: state["firewall"] and state["firewall"].wait(),
                  lambda: link.delete_attachment(c.network, args.container_id, args.ifname, args.netns),
                  lambda: _teardown_rules(c, args.container_id, args.ifname).wait(),
@@ -255,10 +277,10 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
     if idx is None:
         raise CNIError(PLUGIN_FAILURE, f"prevResult has no interface {args.ifname} in a sandbox")
     ips = [ip for ip in prev.ips if ip.interface == idx]
-    import ipaddress
+    from cni import ipaddr
     from cni_bridge import link, netlink
     _ipam(c, args).check(args.container_id, args.ifname,
-                         [str(ipaddress.ip_interface(ip.address).ip) for ip in ips])
+                         [str(ipaddr.ip_interface(ip.address).ip) for ip in ips])
     with netlink.Netlink() as nl:
         br = nl.link(c.bridge)
         if br is None or br["kind"] != "bridge":
@@ -278,12 +300,12 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
                                f"expected {want_mac}")
             have = set(cnl.addrs(clink["index"]))
             for ip in ips:
-                iface = ipaddress.ip_interface(ip.address)
+                iface = ipaddr.ip_interface(ip.address)
                 if (str(iface.ip), iface.network.prefixlen) not in have:
                     raise CNIError(PLUGIN_FAILURE, f"address {ip.address} is missing on {args.ifname}")
             table = cnl.routes()
             for r in prev.routes:
-                net = ipaddress.ip_network(r.dst, strict=False)
+                net = ipaddr.ip_network(r.dst, strict=False)
                 if not any(t["dst"] == str(net.network_address) and t["plen"] == net.prefixlen and
                            (not r.gw or t["gw"] == r.gw) for t in table):
                     raise CNIError(PLUGIN_FAILURE, f"route {r.dst} via {r.gw} is missing")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cni import env, fastjson, version
+from cni import env, fastjson, ipaddr, version
 from cni_bridge import config
-from cni_bridge.firewall import iptables, nftables, owner_comment
+from cni_bridge.firewall import iptsaved, nftables, owner_comment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ PLUGIN_MODULES = ["cni_bridge.plugin", "cni_bridge.config", "cni_bridge.ipam", "
                   "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni.types"]
 # What a plugin exec must not pay for (each costs milliseconds at import).
 HEAVY = {"re", "json", "enum", "dataclasses", "inspect", "typing", "subprocess", "threading",
-         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil"}
+         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools"}
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -132,7 +132,7 @@ def test_string_checks_match_the_regular_expressions_they_replace():
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
-        for rx, got in ((ipt_re, iptables._comment(s)), (any_re, iptables._comment(s, prefix="")),
+        for rx, got in ((ipt_re, iptsaved.comment(s)), (any_re, iptsaved.comment(s, prefix="")),
                         (set_re, nftables._set_looked_up(s))):
             m = rx.search(s)
             assert got == (m.group(1) if m else None), (rx.pattern, s)
@@ -162,6 +162,25 @@ def test_proc_writes_stdin_at_start_and_the_rest_in_wait():
     assert early_exit.wait()[0] == 0
 
 
+def test_a_tool_started_early_is_taken_over_or_ended_and_reaped():
+    from cni_bridge import proc
+    proc.start_early(["cat"])
+    spare_pid = proc._SPARES[("cat",)][0]
+    taken = proc.Proc(["cat"], "batch\n")
+    assert taken.pid == spare_pid and taken.wait() == (0, "batch\n", "")
+    assert proc.Proc(["cat"], "again\n").wait() == (0, "again\n", "")   # none left: spawned
+    proc.start_early(["cat"])
+    unused = proc._SPARES[("cat",)][0]
+    proc.drop_spares()
+    assert proc._SPARES == {}
+    with pytest.raises(ChildProcessError):     # reaped: no zombie left behind
+        os.waitpid(unused, os.WNOHANG)
+    proc.start_early(["md-no-such-tool"])        # not installed: the Proc that needs it says so
+    assert proc._SPARES == {}
+    with pytest.raises(proc.CNIError, match="md-no-such-tool not found"):
+        proc.Proc(["md-no-such-tool"], "x")
+
+
 def test_in_thread_returns_the_result_or_raises_the_error():
     from cni_bridge.proc import in_thread
     assert in_thread(lambda a, b=0: a + b, 1, b=2)() == 3
@@ -171,3 +190,75 @@ def test_in_thread_returns_the_result_or_raises_the_error():
     join = in_thread(fails)
     with pytest.raises(OSError, match="busy"):
         join()
+
+
+# --- ipaddr: ipaddress's answers, for what the plugin parses ---------------------------
+ADDRS = ["1.2.3.4", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "1.2.3", "256.1.1.1", " 1.2.3.4",
+         "1.2.3.4 ", "1.2.3.4.5", "1..2.3", "1.2.3.4\n", "\u0661.2.3.4", "", "x", "::", "::1", "FE80::1",
+         "fe80::1:0:0:1", "::ffff:1.2.3.4", "::ffff:01.2.3.4", "::1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3",
+         "0:0::0:0:0:0:0:0", "1:2:3:4:5:6:1.2.3.4", ":1::", "1:::2", "00000::1", "0000::1", "1:0:0:2:0:0:0:3",
+         "1:0:0:2:0:0:3:4", "0:0:1:0:0:0:0:0", "fd00:123::", "2001:db8::8:800:200c:417a", 7, 2 ** 40, -1, None,
+         1.5, "169.254.3.4", "169.255.0.1", "febf::1", "fec0::1"]
+NETS = ["10.0.0.0/24", "10.0.0.1/24", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/024", "10.0.0.0/+24", "10.0.0.0/ 24",
+        "10.0.0.0/255.255.255.0", "10.0.0.0/0.0.0.255", "10.0.0.0/255.0.255.0", "10.0.0.0/0.0.0.0",
+        "10.0.0.0/255.255.255.255", "10.0.0.0/24/1", "0.0.0.0/0", "::/0", "fd00:123::/64", "fd00:123::5/64",
+        "fd00::/129", "fd00::/ffff::", "1.2.3.4", "fd00::1", "/24", "10.0.0.0/\u0662\u0664", 7, None, "x/8"]
+
+
+def _ip_outcome(module, fn: str, value, **kw):
+    try:
+        got = getattr(module, fn)(value, **kw)
+    except ValueError:
+        return "ValueError"
+    net = getattr(got, "network", got if fn == "ip_network" else None)
+    ip = getattr(got, "ip", got if fn == "ip_address" else None)
+    out = [str(got), got.version]
+    if ip is not None:
+        out += [int(ip), str(ip), ip.is_link_local, str(ip + 1) if int(ip) + 1 < 1 << ip.max_prefixlen else ""]
+    if net is not None:
+        out += [str(net), str(net.network_address), str(net.broadcast_address), net.prefixlen,
+                net.max_prefixlen]
+    return out
+
+
+@pytest.mark.parametrize("text", ADDRS, ids=range(len(ADDRS)))
+def test_ipaddr_address_is_ipaddress(text):
+    import ipaddress
+    assert _ip_outcome(ipaddr, "ip_address", text) == _ip_outcome(ipaddress, "ip_address", text)
+
+
+@pytest.mark.parametrize("text", ADDRS + NETS, ids=range(len(ADDRS + NETS)))
+def test_ipaddr_networks_and_interfaces_are_ipaddress(text):
+    import ipaddress
+    assert _ip_outcome(ipaddr, "ip_interface", text) == _ip_outcome(ipaddress, "ip_interface", text)
+    for strict in (False, True):
+        assert (_ip_outcome(ipaddr, "ip_network", text, strict=strict)
+                == _ip_outcome(ipaddress, "ip_network", text, strict=strict))
+
+
+def test_ipaddr_containment_overlap_and_equality_are_ipaddress():
+    import ipaddress
+    nets = ["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16", "11.0.0.0/8", "0.0.0.0/0", "fd00::/8", "fd00:1::/32"]
+    ips = ["10.1.2.3", "11.0.0.1", "fd00:1::5", "fe00::1", "0.0.0.0"]
+    for a in nets:
+        for b in nets:
+            mine, theirs = ipaddr.ip_network(a), ipaddress.ip_network(b)
+            if mine.version == theirs.version:
+                assert mine.overlaps(ipaddr.ip_network(b)) == ipaddress.ip_network(a).overlaps(theirs), (a, b)
+            assert (mine == ipaddr.ip_network(b)) == (a == b)
+        for ip in ips:
+            want = ipaddress.ip_address(ip).version == ipaddress.ip_network(a).version and \
+                ipaddress.ip_address(ip) in ipaddress.ip_network(a)
+            assert (ipaddr.ip_address(ip) in ipaddr.ip_network(a)) == want, (ip, a)
+    pairs = [("10.0.0.1/24", "10.0.0.1/24"), ("10.0.0.1/24", "10.0.0.1/16"), ("10.0.0.1/24", "10.0.0.2/24"),
+             ("fd00::1/64", "fd00::1/64")]
+    for a, b in pairs:
+        assert (ipaddr.ip_interface(a) == ipaddr.ip_interface(b)) == (ipaddress.ip_interface(a) ==
+                                                                       ipaddress.ip_interface(b))
+        assert len({ipaddr.ip_interface(a), ipaddr.ip_interface(b)}) == len({ipaddress.ip_interface(a),
+                                                                             ipaddress.ip_interface(b)})
+
+
+def test_ipaddr_refuses_scope_ids_ipaddress_would_take():
+    with pytest.raises(ValueError, match="fe80::1%eth0"):
+        ipaddr.ip_address("fe80::1%eth0")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from cni_bridge.firewall import owners
 from cni_bridge.firewall.plan import (COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment,
-                                      Driver, Lock, Pending, decide, isolation_plan, network_prefix, plan)
+                                      Driver, Early, Lock, Pending, decide, isolation_plan, network_prefix, plan)
 from cni_bridge.proc import Attempt, Proc
 
 FAMILY = {4: "ip", 6: "ip6"}
@@ -122,17 +122,19 @@ def render(rule: tuple, att: Attachment) -> list[tuple[str, str, str]]:
 def elements(att: Attachment) -> dict[int, list[tuple[str, str, str]]]:
     """family -> the attachment's elements, each once (two port maps to one
     container port share their hairpin element); an address's
-    nonMasqueradeCIDRs are merged first (an interval set refuses overlaps)."""
-    import ipaddress
+    nonMasqueradeCIDRs are merged first (an interval set refuses overlaps;
+    `ipaddress`, ~4.5 ms to import, only then)."""
     out: dict[int, list[tuple[str, str, str]]] = {}
     skip: dict[tuple[int, str], list] = {}
     for rule in plan(att):
         if rule[0] == "masq_skip":
-            skip.setdefault((rule[1], rule[2]), []).append(ipaddress.ip_network(rule[3], strict=False))
+            skip.setdefault((rule[1], rule[2]), []).append(rule[3])
             continue
         fam_out = out.setdefault(rule[1], [])
-        if rule[0] == "masq":
-            for net in ipaddress.collapse_addresses(skip.pop((rule[1], rule[2]), [])):
+        if rule[0] == "masq" and (rule[1], rule[2]) in skip:
+            import ipaddress
+            nets = [ipaddress.ip_network(cidr, strict=False) for cidr in skip.pop((rule[1], rule[2]))]
+            for net in ipaddress.collapse_addresses(nets):
                 fam_out.append(("masq_skip", f"{rule[2]} . {net}", ""))
         for el in render(rule, att):
             if el not in fam_out:
@@ -245,10 +247,13 @@ def _batch(lines: list[str], fallback=None) -> Attempt:
 class NftDriver(Driver):
     name = "nftables"
 
-    def setup(self, att: Attachment, repair: bool = False) -> Pending:
+    def commit_tools(self, families) -> list[list[str]]:
+        return [["nft", "-f", "-"]]
+
+    def setup(self, att: Attachment, repair: bool = False, early: Early | None = None) -> Pending:
         els = elements(att)
         families = sorted(set(els) | {r[1] for r in isolation_plan(att)})
-        lock = Lock()
+        lock = early.lock if early else Lock()
         try:
             first = owners.empty()
             entry = {"elements": {str(f): [list(e) for e in v] for f, v in els.items()}}

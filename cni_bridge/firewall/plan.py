@@ -12,6 +12,7 @@ from cni.portmap import PortMapping
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
 CHAIN_FORWARD = "MINIDOCKER-FORWARD"       # filter: accept to/from containers
+CHAIN_POLICY = "MINIDOCKER-POLICY"         # filter: per-container drops, new connections only
 CHAIN_ISOLATION = "MINIDOCKER-ISOLATION"   # filter: drops between isolated networks' bridges
 NFT_TABLE = "minidocker"                   # `table ip minidocker`, `table ip6 minidocker`
 NFT_CHAINS = {  # nft chain -> its base-chain declaration
@@ -163,16 +164,40 @@ class Pending:
                 self.lock = None
 
 
+class Early:
+    """What a driver's `begin` started before the attachment was known: the
+    firewall lock, held, and reads under way (family -> Proc). `setup`
+    takes both over; `release()` ends them when no setup came (a failed
+    IPAM) and is harmless after one."""
+
+    def __init__(self, lock, reads=None):
+        self.lock, self.reads = lock, dict(reads or {})
+
+    def release(self) -> None:
+        try:
+            for p in self.reads.values():
+                p.wait()
+        finally:
+            self.lock.release()
+
+
 class Driver:
     """The interface both backends implement."""
 
     name = ""
 
-    def setup(self, att: Attachment, repair: bool = False) -> Pending:
+    def begin(self, network: str, families) -> Early | None:
+        """ADD's first step, before IPAM: start what `setup` will need that
+        does not depend on the addresses, so it overlaps the allocation.
+        Callers take no other firewall Lock until `setup` or `release()`."""
+        return None
+
+    def setup(self, att: Attachment, repair: bool = False, early: Early | None = None) -> Pending:
         """setup_network + setup_port_forward as ONE atomic batch (per family
         for iptables): the attachment's rules, and the network's shared rules
         and our chains when missing (`repair`, `network reload`: the index is
-        not trusted to say what exists; the tables are read)."""
+        not trusted to say what exists; the tables are read). `early`: what
+        `begin` started for this attachment."""
         raise NotImplementedError
 
     def teardown(self, network: str, keep=None, owner: str | None = None,
@@ -181,6 +206,11 @@ class Driver:
         comments) every attachment rule of `network` not in it (GC); then the
         network's shared rules and our chains if nothing uses them."""
         raise NotImplementedError
+
+    def commit_tools(self, families) -> list[list[str]]:
+        """The tools `setup` hands its batches to (argv each), so that ADD
+        can start them before the batches are known (proc.start_early)."""
+        return []
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
         """comment -> number of rules (or set elements) carrying it (CHECK)."""

@@ -92,16 +92,16 @@ class Builtin:
 
     def status(self) -> None:
         """Ready unless some range set has no free address (code 50)."""
-        import ipaddress
+        from cni import ipaddr
         from cni_bridge.ipam import allocator
         leased = {ip for ip, _c, _i in self.store.leases()}
         for i, rs in enumerate(self.conf.range_sets):
             size = sum(r.end - r.start + 1 for r in rs)
-            size -= sum(1 for r in rs if r.gateway and r.start <= int(ipaddress.ip_address(r.gateway)) <= r.end)
+            size -= sum(1 for r in rs if r.gateway and r.start <= int(ipaddr.ip_address(r.gateway)) <= r.end)
             used = 0
             for ip in leased:
                 try:
-                    a = ipaddress.ip_address(ip)
+                    a = ipaddr.ip_address(ip)
                 except ValueError:
                     continue
                 if allocator.find_range(rs, a):

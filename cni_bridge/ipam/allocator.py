@@ -3,7 +3,7 @@ round-robin from the last reserved address, the gateway never handed out,
 requested addresses honoured or refused, everything rolled back on failure."""
 from __future__ import annotations
 
-import ipaddress
+from cni import ipaddr
 
 from cni.types import IPConfig
 from cni_bridge.errors import ADDRESS_UNAVAILABLE, CNIError
@@ -15,7 +15,7 @@ def range_text(rs: list[Range]) -> str:
     return ",".join(str(r) for r in rs)
 
 
-def find_range(rs: list[Range], ip: ipaddress._BaseAddress) -> Range | None:
+def find_range(rs: list[Range], ip: ipaddr.Address) -> Range | None:
     n = int(ip)
     return next((r for r in rs if r.contains(n, ip.version)), None)
 
@@ -26,7 +26,7 @@ def _candidates(rs: list[Range], last: str | None):
     pos = (0, rs[0].start - 1)
     if last:
         try:
-            ip = ipaddress.ip_address(last)
+            ip = ipaddr.ip_address(last)
         except ValueError:
             ip = None
         if ip is not None:
@@ -46,8 +46,8 @@ def _candidates(rs: list[Range], last: str | None):
 
 def allocate(conf: IPAMConf, store: Store, cid: str, ifname: str) -> list[IPConfig]:
     """Reserve one address per range set. Call with the store locked."""
-    requested = [ipaddress.ip_address(x) for x in conf.requested]
-    placed: dict[int, ipaddress._BaseAddress] = {}
+    requested = [ipaddr.ip_address(x) for x in conf.requested]
+    placed: dict[int, ipaddr.Address] = {}
     for ip in requested:
         for i, rs in enumerate(conf.range_sets):
             if find_range(rs, ip) and i not in placed:
@@ -82,18 +82,17 @@ def _one(i, rs, store, cid, ifname, want, done) -> IPConfig:
     version = rs[0].version
     for held in store.get_by_id(cid, ifname):
         try:
-            hip = ipaddress.ip_address(held)
+            hip = ipaddr.ip_address(held)
         except ValueError:
             continue
         if find_range(rs, hip):
             raise CNIError(ADDRESS_UNAVAILABLE, f"failed to allocate for range {i}: {held} has been "
                            f"allocated to {cid}, duplicate allocation is not allowed")
-    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    gw_ints = {int(ipaddress.ip_address(r.gateway)) for r in rs if r.gateway}
+    gw_ints = {int(ipaddr.ip_address(r.gateway)) for r in rs if r.gateway}
     for r, n in _candidates(rs, store.last_reserved(i)):
         if n in gw_ints:
             continue
-        ip = str(cls(n))
+        ip = str(ipaddr.Address(version, n))
         if store.reserve(cid, ifname, ip, i):
             done.append(ip)
             return IPConfig(address=f"{ip}/{r.subnet.prefixlen}", gateway=r.gateway)

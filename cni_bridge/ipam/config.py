@@ -8,7 +8,7 @@ Accepted as host-local does: `ranges` (a list of range sets, each a list of
 """
 from __future__ import annotations
 
-import ipaddress
+from cni import ipaddr
 
 from cni.record import Record
 from cni_bridge.errors import bad_config, CNIError, INVALID_ENVIRONMENT
@@ -17,7 +17,7 @@ DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 
 
 class Range(Record):
-    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
+    subnet: ipaddr.Network
     start: int
     end: int
     gateway: str | None
@@ -30,8 +30,8 @@ class Range(Record):
         return version == self.version and self.start <= ip <= self.end
 
     def __str__(self) -> str:
-        base = self.subnet.network_address.__class__
-        return f"{base(self.start)}-{base(self.end)}"
+        v = self.version
+        return f"{ipaddr.Address(v, self.start)}-{ipaddr.Address(v, self.end)}"
 
 
 class IPAMConf(Record):
@@ -53,7 +53,7 @@ def _range(obj, where: str) -> Range:
     if not isinstance(subnet, str) or not subnet:
         raise bad_config(f"invalid range {where}: missing subnet")
     try:
-        iface = ipaddress.ip_interface(subnet)
+        iface = ipaddr.ip_interface(subnet)
     except ValueError:
         raise bad_config(f"invalid range {where}: invalid CIDR address: {subnet}") from None
     net = iface.network
@@ -68,7 +68,7 @@ def _range(obj, where: str) -> Range:
         if value in (None, ""):
             return default
         try:
-            ip = ipaddress.ip_address(value)
+            ip = ipaddr.ip_address(value)
         except (ValueError, TypeError):
             raise bad_config(f"invalid range {where}: {key} {value!r} is not an IP address") from None
         if ip not in net:
@@ -80,7 +80,7 @@ def _range(obj, where: str) -> Range:
     if start > end:
         raise bad_config(f"invalid range {where}: rangeStart is after rangeEnd")
     gw = addr("gateway", int(net.network_address) + 1)
-    return Range(net, start, end, str(net.network_address.__class__(gw)))
+    return Range(net, start, end, str(ipaddr.Address(net.version, gw)))
 
 
 def _range_set(obj, i: int) -> list[Range]:
@@ -99,7 +99,7 @@ def _range_set(obj, i: int) -> list[Range]:
 def _ip_only(value, source: str, code_env: bool) -> str:
     text = value.split("/", 1)[0] if isinstance(value, str) else None
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ipaddr.ip_address(text))
     except (ValueError, TypeError):
         if code_env:
             raise CNIError(INVALID_ENVIRONMENT, f"invalid IP {value!r} in {source}") from None
@@ -137,9 +137,9 @@ def parse(conf: dict, cni_args: list[tuple[str, str]]) -> IPAMConf:
         raise bad_config("ipam.routes must be a list")
     for r in routes:
         try:
-            ipaddress.ip_network(r["dst"], strict=False)
+            ipaddr.ip_network(r["dst"], strict=False)
             if r.get("gw"):
-                ipaddress.ip_address(r["gw"])
+                ipaddr.ip_address(r["gw"])
         except (ValueError, TypeError, KeyError):
             raise bad_config(f"invalid route {r!r} in ipam.routes") from None
     data_dir = ipam.get("dataDir") or DEFAULT_DATA_DIR
