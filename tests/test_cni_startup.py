@@ -22,7 +22,7 @@ PLUGIN_MODULES = ["cni_bridge.plugin", "cni_bridge.config", "cni_bridge.ipam", "
                   "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni.types"]
 # What a plugin exec must not pay for (each costs milliseconds at import).
 HEAVY = {"re", "json", "enum", "dataclasses", "inspect", "typing", "subprocess", "threading",
-         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools"}
+         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools", "os"}
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -177,6 +177,36 @@ def test_a_tool_started_early_is_taken_over_or_ended_and_reaped():
     assert proc._SPARES == {}
     with pytest.raises(proc.CNIError, match="md-no-such-tool not found"):
         proc.Proc(["md-no-such-tool"], "x")
+
+
+def test_environ_without_os_is_the_decoded_environment():
+    code = ("import sys; sys.path.insert(0, %r); from cni.env import environ; e = environ(); "
+            "print('os' in sys.modules, e['MD_T'] == 'x\\udcff\\u00e9', e['MD_EMPTY'] == '', 'MD_NONE' in e)"
+            % str(REPO))
+    env = {"MD_T": "x\udcff\u00e9", "MD_EMPTY": "", "LC_ALL": "C.UTF-8"}
+    out = subprocess.run([sys.executable, "-IS", "-c", code], env=env, capture_output=True, text=True,
+                         errors="surrogateescape", timeout=30, check=True).stdout.split()
+    assert out == ["False", "True", "True", "False"]
+    from cni.env import environ
+    assert environ() is os.environ   # a process that has os: its live environment
+
+
+def test_makedirs_is_os_makedirs_exist_ok(tmp_path):
+    from cni_bridge.files import makedirs
+    old = os.umask(0o022)
+    try:
+        makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
+        makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)          # there: fine
+        assert (tmp_path / "a" / "b" / "c").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755     # parents: 0o777 less the umask
+        (tmp_path / "f").write_text("")
+        for target in (tmp_path / "f", tmp_path / "f" / "x"):
+            with pytest.raises((FileExistsError, NotADirectoryError)) as mine:
+                makedirs(str(target))
+            with pytest.raises(type(mine.value)):
+                os.makedirs(str(target), exist_ok=True)
+    finally:
+        os.umask(old)
 
 
 def test_in_thread_returns_the_result_or_raises_the_error():
