@@ -12,14 +12,15 @@ import pytest
 
 from cni import env, fastjson, ipaddr, version
 from cni_bridge import config
-from cni_bridge.firewall import iptables, nftables, owner_comment
+from cni_bridge.firewall import iptables, nftables, nftlisting, owner_comment
 
 REPO = Path(__file__).resolve().parent.parent
 
 # Every module ADD, DEL, CHECK, GC and STATUS load with the built-in IPAM.
 PLUGIN_MODULES = ["cni_bridge.plugin", "cni_bridge.config", "cni_bridge.ipam", "cni_bridge.ipam.config",
                   "cni_bridge.ipam.allocator", "cni_bridge.link", "cni_bridge.netlink", "cni_bridge.proc",
-                  "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni.types"]
+                  "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni_bridge.firewall.nftlisting",
+                  "cni.types"]
 # What a plugin exec must not pay for (each costs milliseconds at import).
 HEAVY = {"re", "json", "enum", "dataclasses", "inspect", "typing", "subprocess", "threading",
          "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools", "os"}
@@ -113,12 +114,19 @@ TOKENS = ["--comment ", '"', "md/", "x", " ", "\t", "comment ", "-", "a", "\u00a
           'comment "', "\n", "1", ".", "0", "\u0661", ":", "f", "G", "_", "@", "@ports", "²"]
 
 
+ELEMENTS = ['10.9.0.2 comment "md/t/c/eth0"', 'tcp . 8080 comment "md/n/c/eth0" : 10.0.0.2 . 80',
+            '1.2.3.4 . tcp . 80 : 10.0.0.2 . 80', '"tb0" . 10.9.0.2 . "tb0" comment "md/x"', 'k comment "a : b"',
+            'k comment "a" x : y', 'k comment "a', 'k : v comment "c"', 'k comment "a" : ', ' : ', '']
+TOKENS_EL = [" comment ", '"', " : ", ":", " ", "x", "md/", "1", ".", "tcp", '"tb0"']
+
+
 def _samples(n=30000):
     rnd = random.Random(15)
     fixed = ["1.0.0", "1.0.0\n", "01.2.3", "\u0661.0.0", "1.0", "1.0.0 ", "a", "a-b.c_d", "-a", "",
              '-A X -m comment --comment "md/net/c/eth0" -j MASQUERADE', '--comment md/x --comment "md/y"',
              'ip saddr 1.2.3.4 masquerade comment "md/n/c/eth0" # handle 7', 'comment "open']
-    return fixed + ["".join(rnd.choice(TOKENS) for _ in range(rnd.randint(0, 8))) for _ in range(n)]
+    return (fixed + ["".join(rnd.choice(TOKENS) for _ in range(rnd.randint(0, 8))) for _ in range(n)]
+            + ["".join(rnd.choice(TOKENS_EL) for _ in range(rnd.randint(0, 9))) for _ in range(n // 2)])
 
 
 def test_string_checks_match_the_regular_expressions_they_replace():
@@ -126,7 +134,9 @@ def test_string_checks_match_the_regular_expressions_they_replace():
     name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
     ipt_re, any_re = re.compile(r'--comment "?(md/[^"\s]*)"?'), re.compile(r'--comment "?([^"\s]+)"?')
     set_re = re.compile(r"@(\w+)")
-    for s in _samples():
+    comment_re = re.compile(r'comment "([^"]*)"')
+    element_re = re.compile(r'(.*?)(?: comment "([^"]*)")?(?: : (.*))?')
+    for s in _samples() + ELEMENTS:
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
@@ -136,6 +146,11 @@ def test_string_checks_match_the_regular_expressions_they_replace():
             assert got == (m.group(1) if m else None), (rx.pattern, s)
         plain = re.fullmatch(r"[A-Za-z0-9_.@+=-]+", s) is not None
         assert owner_comment("n", "c", s).endswith("/" + s) == plain, s
+        m = comment_re.search(s)
+        assert nftlisting.comment_of(s) == (m.group(1) if m else ""), s
+        if "\n" not in s:
+            m = element_re.fullmatch(s)
+            assert nftlisting.element_parts(s) == (m.group(1), m.group(2) or "", m.group(3) or ""), s
 
 
 @pytest.mark.parametrize("mac,ok", [("0a:58:0a:00:00:05", True), ("0A:58:0A:00:00:FF", True),
