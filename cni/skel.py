@@ -6,13 +6,12 @@ prints its result in the config's version, or the error as JSON on stdout.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from cni import fastjson as json
 from cni import version as _v
 from cni.conf import decode_json, plugin_version
-from cni.env import PluginArgs, validate_network_name
+from cni.env import PluginArgs, environ as process_environ, validate_network_name
 from cni.errors import CNIError, INCOMPATIBLE_VERSION
 
 # A handler is called as handler(args: PluginArgs, conf: dict) and returns a
@@ -70,7 +69,7 @@ def dispatch(handlers: dict, environ, stdin: bytes,
 def main(handlers: dict, supported: tuple[str, ...] = _v.SUPPORTED,
          about: str = "") -> None:
     """Entry point of a plugin executable."""
-    environ = os.environ
+    environ = process_environ()
     if not environ.get("CNI_COMMAND") and about:
         sys.stderr.write(about + "\n")
         sys.exit(0)

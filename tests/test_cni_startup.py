@@ -12,17 +12,18 @@ import pytest
 
 from cni import env, fastjson, ipaddr, version
 from cni_bridge import config
-from cni_bridge.firewall import iptsaved, nftables, owner_comment
+from cni_bridge.firewall import iptsaved, nftables, nftlisting, owner_comment
 
 REPO = Path(__file__).resolve().parent.parent
 
 # Every module ADD, DEL, CHECK, GC and STATUS load with the built-in IPAM.
 PLUGIN_MODULES = ["cni_bridge.plugin", "cni_bridge.config", "cni_bridge.ipam", "cni_bridge.ipam.config",
                   "cni_bridge.ipam.allocator", "cni_bridge.link", "cni_bridge.netlink", "cni_bridge.proc",
-                  "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni.types"]
+                  "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni_bridge.firewall.nftlisting",
+                  "cni.types"]
 # What a plugin exec must not pay for (each costs milliseconds at import).
 HEAVY = {"re", "json", "enum", "dataclasses", "inspect", "typing", "subprocess", "threading",
-         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools"}
+         "ctypes", "base64", "pathlib", "socket", "signal", "tempfile", "shutil", "ipaddress", "functools", "os"}
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -115,12 +116,19 @@ TOKENS = ["--comment ", '"', "md/", "x", " ", "\t", "comment ", "-", "a", "\u00a
           'comment "', "\n", "1", ".", "0", "\u0661", ":", "f", "G", "_", "@", "@ports", "²"]
 
 
+ELEMENTS = ['10.9.0.2 comment "md/t/c/eth0"', 'tcp . 8080 comment "md/n/c/eth0" : 10.0.0.2 . 80',
+            '1.2.3.4 . tcp . 80 : 10.0.0.2 . 80', '"tb0" . 10.9.0.2 . "tb0" comment "md/x"', 'k comment "a : b"',
+            'k comment "a" x : y', 'k comment "a', 'k : v comment "c"', 'k comment "a" : ', ' : ', '']
+TOKENS_EL = [" comment ", '"', " : ", ":", " ", "x", "md/", "1", ".", "tcp", '"tb0"']
+
+
 def _samples(n=30000):
     rnd = random.Random(15)
     fixed = ["1.0.0", "1.0.0\n", "01.2.3", "\u0661.0.0", "1.0", "1.0.0 ", "a", "a-b.c_d", "-a", "",
              '-A X -m comment --comment "md/net/c/eth0" -j MASQUERADE', '--comment md/x --comment "md/y"',
              'ip saddr 1.2.3.4 masquerade comment "md/n/c/eth0" # handle 7', 'comment "open']
-    return fixed + ["".join(rnd.choice(TOKENS) for _ in range(rnd.randint(0, 8))) for _ in range(n)]
+    return (fixed + ["".join(rnd.choice(TOKENS) for _ in range(rnd.randint(0, 8))) for _ in range(n)]
+            + ["".join(rnd.choice(TOKENS_EL) for _ in range(rnd.randint(0, 9))) for _ in range(n // 2)])
 
 
 def test_string_checks_match_the_regular_expressions_they_replace():
@@ -128,7 +136,9 @@ def test_string_checks_match_the_regular_expressions_they_replace():
     name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
     ipt_re, any_re = re.compile(r'--comment "?(md/[^"\s]*)"?'), re.compile(r'--comment "?([^"\s]+)"?')
     set_re = re.compile(r"@(\w+)")
-    for s in _samples():
+    comment_re = re.compile(r'comment "([^"]*)"')
+    element_re = re.compile(r'(.*?)(?: comment "([^"]*)")?(?: : (.*))?')
+    for s in _samples() + ELEMENTS:
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
@@ -138,6 +148,11 @@ def test_string_checks_match_the_regular_expressions_they_replace():
             assert got == (m.group(1) if m else None), (rx.pattern, s)
         plain = re.fullmatch(r"[A-Za-z0-9_.@+=-]+", s) is not None
         assert owner_comment("n", "c", s).endswith("/" + s) == plain, s
+        m = comment_re.search(s)
+        assert nftlisting.comment_of(s) == (m.group(1) if m else ""), s
+        if "\n" not in s:
+            m = element_re.fullmatch(s)
+            assert nftlisting.element_parts(s) == (m.group(1), m.group(2) or "", m.group(3) or ""), s
 
 
 @pytest.mark.parametrize("mac,ok", [("0a:58:0a:00:00:05", True), ("0A:58:0A:00:00:FF", True),
@@ -179,6 +194,36 @@ def test_a_tool_started_early_is_taken_over_or_ended_and_reaped():
     assert proc._SPARES == {}
     with pytest.raises(proc.CNIError, match="md-no-such-tool not found"):
         proc.Proc(["md-no-such-tool"], "x")
+
+
+def test_environ_without_os_is_the_decoded_environment():
+    code = ("import sys; sys.path.insert(0, %r); from cni.env import environ; e = environ(); "
+            "print('os' in sys.modules, e['MD_T'] == 'x\\udcff\\u00e9', e['MD_EMPTY'] == '', 'MD_NONE' in e)"
+            % str(REPO))
+    env = {"MD_T": "x\udcff\u00e9", "MD_EMPTY": "", "LC_ALL": "C.UTF-8"}
+    out = subprocess.run([sys.executable, "-IS", "-c", code], env=env, capture_output=True, text=True,
+                         errors="surrogateescape", timeout=30, check=True).stdout.split()
+    assert out == ["False", "True", "True", "False"]
+    from cni.env import environ
+    assert environ() is os.environ   # a process that has os: its live environment
+
+
+def test_makedirs_is_os_makedirs_exist_ok(tmp_path):
+    from cni_bridge.files import makedirs
+    old = os.umask(0o022)
+    try:
+        makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)
+        makedirs(str(tmp_path / "a" / "b" / "c"), 0o700)          # there: fine
+        assert (tmp_path / "a" / "b" / "c").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755     # parents: 0o777 less the umask
+        (tmp_path / "f").write_text("")
+        for target in (tmp_path / "f", tmp_path / "f" / "x"):
+            with pytest.raises((FileExistsError, NotADirectoryError)) as mine:
+                makedirs(str(target))
+            with pytest.raises(type(mine.value)):
+                os.makedirs(str(target), exist_ok=True)
+    finally:
+        os.umask(old)
 
 
 def test_in_thread_returns_the_result_or_raises_the_error():

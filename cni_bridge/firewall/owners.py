@@ -14,7 +14,7 @@ and the last DEL lists the (then small) tables before deleting them.
 """
 from __future__ import annotations
 
-import os
+import posix   # os's functions without importing os (~1.2 ms): HACKING.md
 
 from cni import fastjson
 
@@ -35,22 +35,24 @@ def _dec(name: str) -> str:
 
 
 def _file(prefix: str, owner: str) -> str:
-    return os.path.join(directory(), _enc(prefix), _enc(owner))
+    return f"{directory()}/{_enc(prefix)}/{_enc(owner)}"
 
 
 def write(prefix: str, owner: str, entry: dict) -> None:
     """Record `entry` for `owner` (an owner comment) of the network whose
     comment prefix is `prefix`."""
     path = _file(prefix, owner)
-    for d in (directory(), os.path.dirname(path)):   # private, as the rest of the state
+    for d in (directory(), path.rpartition("/")[0]):   # private, as the rest of the state
         try:
-            os.mkdir(d, 0o700)
+            posix.mkdir(d, 0o700)
         except FileExistsError:
             pass
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(fastjson.dumps(entry))
-    os.replace(path + ".tmp", path)
+    fd = posix.open(path + ".tmp", posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
+    try:
+        posix.write(fd, fastjson.dumps(entry).encode())
+    finally:
+        posix.close(fd)
+    posix.replace(path + ".tmp", path)
 
 
 def read(prefix: str, owner: str) -> dict | None:
@@ -63,12 +65,12 @@ def read(prefix: str, owner: str) -> dict | None:
 
 def remove(prefix: str, owner: str) -> None:
     try:
-        os.unlink(_file(prefix, owner))
+        posix.unlink(_file(prefix, owner))
     except FileNotFoundError:
         pass
-    for path in (os.path.dirname(_file(prefix, owner)), directory()):
+    for path in (_file(prefix, owner).rpartition("/")[0], directory()):
         try:
-            os.rmdir(path)   # only when it held the network's last, then the last network
+            posix.rmdir(path)   # only when it held the network's last, then the last network
         except OSError:
             break
 
@@ -90,7 +92,7 @@ def take(prefix: str, owner: str | None, keep) -> dict | None:
 def owners(prefix: str) -> list[str]:
     """Every indexed owner of a network (GC only: O(attachments))."""
     try:
-        names = os.listdir(os.path.join(directory(), _enc(prefix)))
+        names = posix.listdir(f"{directory()}/{_enc(prefix)}")
     except FileNotFoundError:
         return []
     return [_dec(n) for n in names if not n.endswith(".tmp")]
@@ -98,7 +100,7 @@ def owners(prefix: str) -> list[str]:
 
 def _empty(path: str) -> bool:
     try:
-        with os.scandir(path) as it:
+        with posix.scandir(path) as it:
             return not any(True for _ in it)
     except FileNotFoundError:
         return True
@@ -106,7 +108,7 @@ def _empty(path: str) -> bool:
 
 def network_empty(prefix: str) -> bool:
     """No attachment of the network is indexed."""
-    return _empty(os.path.join(directory(), _enc(prefix)))
+    return _empty(f"{directory()}/{_enc(prefix)}")
 
 
 def empty() -> bool:
@@ -114,7 +116,7 @@ def empty() -> bool:
     if not _empty(directory()):
         return False
     try:
-        os.rmdir(directory())
+        posix.rmdir(directory())
     except OSError:
         pass
     return True

@@ -16,7 +16,9 @@ a marker whose lease is gone is dropped.
 from __future__ import annotations
 
 import fcntl
-import os
+import posix   # os's functions without importing os (~1.2 ms): HACKING.md
+
+from cni_bridge.files import is_dir, makedirs
 
 LINE_BREAK = "\r\n"
 LAST_PREFIX = "last_reserved_ip."
@@ -54,56 +56,56 @@ class Store:
 
 class DiskStore(Store):
     def __init__(self, data_dir: str, network: str):
-        self.dir = os.path.join(data_dir, network)
+        self.dir = f"{data_dir}/{network}"
         self.fd = -1
 
     def lock(self) -> None:
         # Leases are state: 0700 directories and 0600 files (issue 6), the
         # data directory too (makedirs gives intermediate ones the umask's mode).
-        for d in (os.path.dirname(self.dir), self.dir):
-            if not os.path.isdir(d):
-                os.makedirs(d, 0o700, exist_ok=True)
-                os.chmod(d, 0o700)
-        self.fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        for d in (self.dir.rpartition("/")[0], self.dir):
+            if not is_dir(d):
+                makedirs(d, 0o700)
+                posix.chmod(d, 0o700)
+        self.fd = posix.open(f"{self.dir}/lock", posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def unlock(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)  # closing drops the flock
+            posix.close(self.fd)  # closing drops the flock
             self.fd = -1
 
     def reserve(self, cid: str, ifname: str, ip: str, range_id: int) -> bool:
         try:
-            fd = os.open(os.path.join(self.dir, ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = posix.open(f"{self.dir}/{ip}", posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o600)
         except FileExistsError:
             return False
         try:
-            os.write(fd, (cid.strip() + LINE_BREAK + ifname).encode())
+            posix.write(fd, (cid.strip() + LINE_BREAK + ifname).encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
         try:
-            os.close(os.open(self._marker(ip, cid, ifname), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            posix.close(posix.open(self._marker(ip, cid, ifname), posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o600))
         except OSError:
             pass  # no marker (a name too long): the lease is found by opening it
         # written over, then cut to length: an O_TRUNC to zero first costs
         # ~0.2 ms on ext4 (freeing the block), measured; the same length
         # (the usual case) changes no block
-        fd = os.open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = posix.open(f"{self.dir}/{LAST_PREFIX}{range_id}", posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o600)
         try:
             data = ip.encode()
-            os.write(fd, data)
-            os.ftruncate(fd, len(data))
+            posix.write(fd, data)
+            posix.ftruncate(fd, len(data))
         finally:
-            os.close(fd)
+            posix.close(fd)
         return True
 
     def release(self, ip: str) -> None:
         try:
-            os.unlink(os.path.join(self.dir, ip))
+            posix.unlink(f"{self.dir}/{ip}")
         except FileNotFoundError:
             pass
         try:
-            names = os.listdir(self.dir)
+            names = posix.listdir(self.dir)
         except FileNotFoundError:
             return
         for name in names:
@@ -111,17 +113,17 @@ class DiskStore(Store):
                 self._unlink(name)
 
     def _marker(self, ip: str, cid: str, ifname: str) -> str:
-        return os.path.join(self.dir, f"{MARK}{ip}~{cid.strip()}~{ifname}")
+        return f"{self.dir}/{MARK}{ip}~{cid.strip()}~{ifname}"
 
     def _unlink(self, name: str) -> None:
         try:
-            os.unlink(os.path.join(self.dir, name))
+            posix.unlink(f"{self.dir}/{name}")
         except OSError:
             pass
 
     def _owner(self, ip: str) -> tuple[str, str] | None:
         try:
-            with open(os.path.join(self.dir, ip), "rb") as fh:
+            with open(f"{self.dir}/{ip}", "rb") as fh:
                 data = fh.read().decode(errors="replace").strip()
         except OSError:
             return None
@@ -132,7 +134,7 @@ class DiskStore(Store):
         """Leases marked as this attachment's and unmarked leases, each
         checked by its content; stale markers dropped."""
         try:
-            names = os.listdir(self.dir)
+            names = posix.listdir(self.dir)
         except FileNotFoundError:
             return []
         leases, marked, mine = set(), set(), []
@@ -159,12 +161,12 @@ class DiskStore(Store):
         ips = self.get_by_id(cid, ifname)
         for ip in ips:
             self._unlink(ip)
-            self._unlink(os.path.basename(self._marker(ip, cid, ifname)))
+            self._unlink(self._marker(ip, cid, ifname).rpartition("/")[2])
         return ips
 
     def last_reserved(self, range_id: int) -> str | None:
         try:
-            with open(os.path.join(self.dir, f"{LAST_PREFIX}{range_id}")) as fh:
+            with open(f"{self.dir}/{LAST_PREFIX}{range_id}") as fh:
                 return fh.read().strip() or None
         except OSError:
             return None
@@ -172,7 +174,7 @@ class DiskStore(Store):
     def leases(self) -> list[tuple[str, str, str]]:
         out = []
         try:
-            names = os.listdir(self.dir)
+            names = posix.listdir(self.dir)
         except FileNotFoundError:
             return out
         for name in names:
@@ -184,7 +186,7 @@ class DiskStore(Store):
         return out
 
     def has(self, ip: str) -> bool:
-        return os.path.exists(os.path.join(self.dir, ip))
+        return posix.access(f"{self.dir}/{ip}", posix.F_OK)
 
 
 class MemoryStore(Store):
