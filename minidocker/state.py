@@ -98,3 +98,14 @@ class locked:
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)  # closing releases the lock
+
+
+class unlocked:
+    """A `with` block that takes no lock: where `locked` is needed only
+    sometimes (contextlib.nullcontext without importing contextlib)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None

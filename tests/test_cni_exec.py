@@ -606,7 +606,7 @@ def test_config_dir_loading(tmp_path):
 
 
 def test_executor_network_lookup_follows_the_directory(st):
-    d = st.ex.conf_dir
+    d = Path(st.ex.conf_dir)
     d.mkdir()
     _write(d, "10-a.conflist", {"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "noop"}]})
     first = st.ex.network("a")

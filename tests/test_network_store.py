@@ -1,4 +1,5 @@
 """Network records: create, get, ls, rm, endpoints, and their bad input."""
+import ipaddress
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ from minidocker.network.store import CreateRequest
 def private_root(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDOCKER_ROOT", str(tmp_path / "lib"))
     monkeypatch.setenv("MINIDOCKER_RUN", str(tmp_path / "run"))
-    monkeypatch.setattr(subnets, "host_routes", lambda: [subnets.ipaddress.ip_network("203.0.113.0/24")])
+    monkeypatch.setattr(subnets, "host_routes", lambda: [ipaddress.ip_network("203.0.113.0/24")])
 
 
 def test_builtins_listed_and_default_created_on_first_use():

@@ -132,6 +132,39 @@ def test_run_path_imports_are_lean():
     assert out == []
 
 
+#: What a bridge `run -p` must not import either (issue 15: the network stack, the CNI
+#: executor and cni-bridge in process, ADD and DEL): the none path's list and these.
+NOT_ON_BRIDGE_PATH = NOT_ON_RUN_PATH + ("hashlib", "_hashlib", "datetime", "base64", "fnmatch",
+                                        "inspect", "operator", "collections.abc")
+BRIDGE_PATH_MODULES = ("minidocker.network.runopts", "minidocker.network.ports", "minidocker.network.attach",
+                       "minidocker.network.inprocess", "minidocker.network.cni.executor",
+                       "minidocker.dns.lifecycle", "cni_bridge.api", "cni_bridge.plugin", "cni_bridge.config",
+                       "cni_bridge.firewall.iptables", "cni_bridge.link", "cni_bridge.ipam",
+                       "cni_bridge.ipam.allocator", "cni_bridge.proc")
+
+
+def test_bridge_run_path_imports_are_lean():
+    out = _without_site("from minidocker import runcmd, shim, teardown\n"
+                        f"for m in {BRIDGE_PATH_MODULES!r}: __import__(m)\n"
+                        f"print(' '.join(sorted(set(sys.modules) & set({NOT_ON_BRIDGE_PATH!r}))))")
+    assert out == []
+
+
+def test_a_bridge_run_imports_nothing_heavy(node):
+    """What a real `run --rm --network bridge -p` imports in every process it
+    starts, functions' imports included (ADD, DEL, the DNS and hosts checks);
+    after the first, which builds the image and records the `bridge` network."""
+    from harness import MINIDOCKER, VENV_BIN
+    node.md("run", "--rm", "--network", "bridge", "busybox", "true")
+    proc = node.run([str(VENV_BIN / "python3"), "-S", "-X", "importtime", MINIDOCKER, "run", "--rm",
+                     "--network", "bridge", "-p", "8080:80", "busybox", "true"])
+    imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "imported package" not in line}
+    assert {"cni_bridge.plugin", "minidocker.network.cni.executor"} <= imported   # ADD and DEL ran
+    assert imported & set(NOT_ON_BRIDGE_PATH) == set()
+    assert not (node.link_names() - {"lo", "uplink0", "minidocker0"}), node.link_names()
+
+
 def test_site_joins_on_the_first_import_that_needs_it():
     import sys
     out = _without_site("SiteOnDemand.install()\nimport click\n"

@@ -8,8 +8,6 @@ checked here.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from minidocker.errors import Conflict, MinidockerError
 from minidocker.network import store
 
@@ -30,6 +28,7 @@ def check_ip(net, ip: str | None, version: int, held: dict) -> str | None:
     if not ip:
         return None
     flag = "--ip" if version == 4 else "--ip6"
+    import ipaddress   # (not at import: a bridge `run` without --ip)
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

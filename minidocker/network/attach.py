@@ -15,15 +15,14 @@ firewall rules.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import sys
 
 from cni.portmap import PortMapping
-from minidocker import paths
+from minidocker import paths, state
 from minidocker.errors import Conflict, MinidockerError, NotFound
 from minidocker.network import addresses, driver, hostsfile, networks, publish, store
+from minidocker.sha import sha256
 
 
 def _name(container: dict) -> str:
@@ -49,7 +48,7 @@ def attach(container: dict, net: networks.Network, *, ifname: str = "eth0",
         raise Conflict(f"container {_name(container)} is already attached to network {net.name}", 125)
     ip, ip6 = addresses.check(net, ip=ip, ip6=ip6, exclude_cid=cid)
     ports = list(ports or [])
-    with driver.ports_lock() if ports else contextlib.nullcontext(), \
+    with driver.ports_lock() if ports else state.unlocked(), \
             driver.network_lock(net, shared=True):
         if not net.from_file and networks.by_id(net.id) is None:
             # `network rm` won the race for the lock: attaching now would
@@ -131,7 +130,7 @@ def _endpoint(container, net, nlist, result, ifname, netns, ports, aliases) -> d
         "Name": _name(container), "ContainerID": cid, "Hostname":
             (container.get("Config") or {}).get("Hostname", ""),
         "Network": net.name, "NetworkID": net.id, "Driver": net.driver,
-        "EndpointID": hashlib.sha256(f"{net.id}/{cid}/{ifname}".encode()).hexdigest(),
+        "EndpointID": sha256(f"{net.id}/{cid}/{ifname}".encode()).hexdigest(),
         "IfName": ifname, "SandboxKey": netns, "MacAddress": mac,
         "IPv4Address": v4["address"] if v4 else "", "Gateway": (v4 or {}).get("gateway", ""),
         "IPv6Address": v6["address"] if v6 else "", "IPv6Gateway": (v6 or {}).get("gateway", ""),

@@ -29,9 +29,7 @@ network's DNS lock (dns/lifecycle.py), then, alone, the services lock
 """
 from __future__ import annotations
 
-import ipaddress
 import os
-from pathlib import Path
 
 from minidocker import paths, records, state
 from minidocker.errors import Conflict, MinidockerError
@@ -62,17 +60,17 @@ def executor():
 
 def ipam_dir():
     """cni-bridge's IPAM dataDir for native networks (under MINIDOCKER_ROOT)."""
-    return Path(paths.state_root()) / "ipam"
+    return os.path.join(paths.state_root(), "ipam")
 
 
 def network_lock(net, shared: bool):
     """Lock 3 of the order above."""
-    return state.locked(Path(paths.locks_dir()) / f"network-{net.id[:24]}.lock", shared=shared)
+    return state.locked(os.path.join(paths.locks_dir(), f"network-{net.id[:24]}.lock"), shared=shared)
 
 
 def ports_lock():
     """Lock 2 of the order above."""
-    return state.locked(Path(paths.locks_dir()) / "ports.lock")
+    return state.locked(os.path.join(paths.locks_dir(), "ports.lock"))
 
 
 def _ranges(net) -> list[list[dict]]:
@@ -80,6 +78,7 @@ def _ranges(net) -> list[list[dict]]:
     for cfg in net.ipam:
         r = {"subnet": cfg.subnet, "gateway": cfg.gateway}
         if cfg.ip_range:
+            import ipaddress   # (not at import: a bridge `run` without --ip-range)
             rng = ipaddress.ip_network(cfg.ip_range)
             hosts = [rng.network_address + 1, rng.broadcast_address - (1 if rng.version == 4 else 0)]
             if rng.prefixlen >= (31 if rng.version == 4 else 127):
@@ -134,7 +133,7 @@ def remove(net) -> list[str]:
             executor().gc(conflist(net, firewall=backend), valid=[])
         except Exception as exc:  # noqa: BLE001 - reported; the other steps still run
             problems.append(f"GC of network {net.name} ({backend}): {exc}")
-    shutil.rmtree(ipam_dir() / net.name, ignore_errors=True)
+    shutil.rmtree(os.path.join(ipam_dir(), net.name), ignore_errors=True)
     return problems
 
 

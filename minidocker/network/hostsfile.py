@@ -18,7 +18,6 @@ has no names, as Docker's.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from minidocker import paths, records, state
 from minidocker.etcfiles import HOSTS
@@ -28,7 +27,7 @@ from minidocker.network.networks import DEFAULT_NETWORK
 
 
 def _lock():
-    return state.locked(Path(paths.locks_dir()) / "hosts.lock")
+    return state.locked(os.path.join(paths.locks_dir(), "hosts.lock"))
 
 
 def _addrs(ep: dict) -> list[str]:
@@ -78,7 +77,7 @@ def _served(net_id: str) -> bool:
 
 
 def _markers(net_id: str):
-    return Path(paths.networks_dir()) / net_id / "hosts-listed"
+    return os.path.join(paths.networks_dir(), net_id, "hosts-listed")
 
 
 def follow(net, cid: str, ifname: str, joined: bool) -> None:
@@ -89,13 +88,13 @@ def follow(net, cid: str, ifname: str, joined: bool) -> None:
     if not _served(net.id):
         refresh(set(store.endpoints(net)) | {cid})
         return
-    marker = _markers(net.id) / cid
+    marker = os.path.join(_markers(net.id), cid)
     if joined and ifname != "eth0":
-        state.ensure_dir(marker.parent)
-        marker.touch()
+        state.ensure_dir(os.path.dirname(marker))
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     elif not joined:
         try:
-            marker.unlink()
+            os.unlink(marker)
         except FileNotFoundError:
             pass
     try:

@@ -9,10 +9,10 @@ MINIDOCKER_CNI_EXEC=1 turns the fast path off (tests run both).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from cni import fastjson as json
 from minidocker.network.cni.invoke import Call, PluginError, Runner, plugin_failure
 
 FAST_TYPES = ("cni-bridge",)

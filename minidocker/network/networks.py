@@ -18,17 +18,16 @@ records (create, rm) and the endpoint index are store.py's.
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
-import ipaddress
 import os
-from pathlib import Path
 
 from cni.record import Record
 from minidocker import paths, state
+from minidocker.sha import sha256
 from minidocker.errors import MinidockerError, NotFound
-from minidocker.network import subnets
-from minidocker.network.subnets import SubnetError
+
+# Not at import (a bridge `run` resolves its network here): datetime,
+# ipaddress and `subnets` are for creating the default record, pathlib for
+# nothing (strings and os.path), hashlib's OpenSSL for nothing (`sha.py`).
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "minidocker0"
@@ -126,27 +125,28 @@ class Network(Record):
 
 
 def now() -> str:
+    import datetime
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
 def record_path(net_id: str):
-    return Path(paths.networks_dir()) / net_id / "network.json"
+    return os.path.join(paths.networks_dir(), net_id, "network.json")
 
 
 def lock():
     """The network records' lock (create, rm, the default's first use)."""
-    return state.locked(Path(paths.locks_dir()) / "networks.lock")
+    return state.locked(os.path.join(paths.locks_dir(), "networks.lock"))
 
 
 def cni_id(name: str) -> str:
     """The id of a CNI-file network: a hash of its name."""
-    return hashlib.sha256(f"cni/{name}".encode()).hexdigest()
+    return sha256(f"cni/{name}".encode()).hexdigest()
 
 
 def _builtin(name: str) -> Network:
     # Stable ids for the two that have no record, so `ls` and `inspect` agree
     # (a hash of the name: their 12-character short ids differ too).
-    return Network(name=name, id=hashlib.sha256(f"minidocker/{name}".encode()).hexdigest(),
+    return Network(name=name, id=sha256(f"minidocker/{name}".encode()).hexdigest(),
                    driver=BUILTIN_DRIVERS[name])
 
 
@@ -154,11 +154,11 @@ def _builtin(name: str) -> Network:
 
 def records() -> list[Network]:
     """Every native network with a record on disk, oldest first."""
-    base = Path(paths.networks_dir())
+    base = paths.networks_dir()
     out = []
-    if base.is_dir():
+    if os.path.isdir(base):
         for entry in sorted(os.listdir(base)):
-            data = state.read_json(base / entry / "network.json")
+            data = state.read_json(os.path.join(base, entry, "network.json"))
             if isinstance(data, dict):
                 try:
                     out.append(Network.from_dict(data))
@@ -179,6 +179,9 @@ def by_id(net_id: str) -> Network | None:
 
 
 def used_subnets(recs: list[Network]) -> list:
+    import ipaddress
+
+    from minidocker.network import subnets
     used = [ipaddress.ip_network(c.subnet) for n in recs for c in n.ipam]
     return used + subnets.host_routes()
 
@@ -193,6 +196,8 @@ def ensure_default() -> Network:
         for net in recs:
             if net.name == DEFAULT_NETWORK:
                 return net
+        from minidocker.network import subnets
+        from minidocker.network.subnets import SubnetError
         try:
             sub = subnets.choose(used_subnets(recs), 4)
         except SubnetError as exc:
@@ -248,12 +253,13 @@ def file_networks(shadowed: bool = False) -> list[Network]:
     from minidocker.network.cni import config  # the CNI protocol modules only when needed
     taken = set() if shadowed else {n.name for n in records()} | set(BUILTIN_DRIVERS)
     out = []
+    from pathlib import Path
     for conf in config.load_dir(Path(paths.cni_conf_dir()), warn=False).networks:
         if conf.name in taken:
             continue
         out.append(Network(name=conf.name, id=cni_id(conf.name), driver=CNI_DRIVER,
                            ipam=_file_ipam(conf.plugins), source=conf.source,
-                           digest="sha256:" + hashlib.sha256(conf.bytes).hexdigest(),
+                           digest="sha256:" + sha256(conf.bytes).hexdigest(),
                            cni_version=conf.cni_version,
                            plugins=[str(p.get("type", "?")) for p in conf.plugins]))
     return out

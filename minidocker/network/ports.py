@@ -8,8 +8,6 @@ means a free port from the kernel's local port range, chosen at publish time.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from cni.portmap import PortMapping
 
 PROTOCOLS = ("tcp", "udp")
@@ -51,6 +49,7 @@ def _split_host_ip(spec: str, rest: str) -> tuple[str, str]:
         ip, _, rest = rest.partition(":")
     else:
         return "", rest
+    import ipaddress   # (not at import: only for `-p HOSTIP:...`)
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

@@ -7,8 +7,6 @@ Each bad value is a one-line error naming it and what is accepted (code
 """
 from __future__ import annotations
 
-import re
-
 from minidocker.errors import MinidockerError
 
 _HOST_RE = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,252})$"
@@ -36,6 +34,7 @@ def parse_add_host(values) -> list[str]:
     out = []
     accepted = "accepted: NAME:IP, e.g. --add-host db:10.0.0.5"
     for v in values:
+        import re   # (not at import: most runs give no --add-host)
         sep = "=" if "=" in v else ":"
         name, found, ip = v.partition(sep)
         if not found or not re.match(_HOST_RE, name):
@@ -81,6 +80,7 @@ def parse(opts, mode) -> dict:
         return out
     if opts.aliases and mode.spec == "bridge":
         raise _bad("--network-alias works on user-defined networks only, not the default bridge")
+    import re
     for alias in opts.aliases:
         if not re.match(_HOST_RE, alias):
             raise _bad(f"invalid --network-alias {alias!r}: a host name (letters, digits, '.', '-', '_')")

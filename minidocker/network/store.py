@@ -11,10 +11,7 @@ the CNI executor (driver.py).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
-from pathlib import Path
 
 from cni.record import Record
 from minidocker import paths, state
@@ -24,21 +21,26 @@ from minidocker.network.networks import (BUILTIN_DRIVERS, OPT_BRIDGE_NAME, OPT_I
                                          OPT_NO_MASQ, OPT_SERVICE_RANGE, IPAMConfig, Network)
 from minidocker.network.subnets import SubnetError
 
+# ipaddress and re are imported where `network create` needs them, not here:
+# a bridge `run` imports this module for the endpoint index.
+
 USER_BRIDGE_PREFIX = "mdbr-"
 ACCEPTED_OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_NO_MASQ, OPT_SERVICE_RANGE)
 
 # The name becomes a lease directory, a veth alias and part of rule comments.
 MAX_NAME = 128
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # \Z: `$` allows a trailing newline
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z"  # \Z: `$` allows a trailing newline
+IFNAME_RE = r"[A-Za-z0-9_.-]{1,15}\Z"
 
 
 def _validate_options(options: dict[str, str], recs: list[Network]) -> dict[str, str]:
+    import ipaddress
+    import re
     for key, value in options.items():
         if key not in ACCEPTED_OPTIONS:
             raise MinidockerError(f"unknown network option {key!r}; accepted: {', '.join(ACCEPTED_OPTIONS)}")
         if key == OPT_BRIDGE_NAME:
-            if not IFNAME_RE.match(value) or value in (".", ".."):
+            if not re.match(IFNAME_RE, value) or value in (".", ".."):
                 raise MinidockerError(f"invalid bridge name {value!r}: 1-15 characters of "
                                       "letters, digits, '_', '.', '-'")
             other = next((n for n in recs if n.bridge == value), None)
@@ -81,6 +83,7 @@ class CreateRequest(Record):
 def _plan_ipam(req: CreateRequest, taken: list) -> list[IPAMConfig]:
     if len(req.gateways) > len(req.subnets) or len(req.ip_ranges) > len(req.subnets):
         raise MinidockerError("--gateway and --ip-range each need a --subnet to belong to")
+    import ipaddress
     configs: list[IPAMConfig] = []
     nets = []
     for i, text in enumerate(req.subnets):
@@ -106,7 +109,8 @@ def _plan_ipam(req: CreateRequest, taken: list) -> list[IPAMConfig]:
 
 def _check_bridge_name(name: str | None) -> None:
     """A bridge name that is already a link of another kind cannot be ours."""
-    if not name or not IFNAME_RE.match(name):
+    import re
+    if not name or not re.match(IFNAME_RE, name):
         return  # _validate_options refuses a malformed name with its own message
     from cni_bridge import api
     link = api.link(name)
@@ -117,7 +121,8 @@ def _check_bridge_name(name: str | None) -> None:
 
 def create(req: CreateRequest) -> Network:
     """Create a native bridge network; one name wins under concurrency."""
-    if not _NAME_RE.match(req.name or "") or len(req.name) > MAX_NAME:
+    import re
+    if not re.match(_NAME_RE, req.name or "") or len(req.name) > MAX_NAME:
         shown = req.name if len(req.name or "") <= 40 else req.name[:40] + "..."
         raise MinidockerError(f"invalid network name {shown!r}: letters, digits and '_.-', "
                               f"starting with a letter or digit, at most {MAX_NAME} characters")
@@ -149,7 +154,7 @@ def create(req: CreateRequest) -> Network:
 # --- endpoints: which containers are attached -----------------------------
 
 def _endpoint_dir(net: Network):
-    return Path(paths.networks_dir()) / net.id / "endpoints"
+    return os.path.join(paths.networks_dir(), net.id, "endpoints")
 
 
 def has_endpoints(net: Network) -> bool:
@@ -169,11 +174,11 @@ def endpoints(net: Network) -> dict[str, dict]:
 
 def endpoints_by_id(net_id: str) -> dict[str, dict]:
     out = {}
-    base = Path(paths.networks_dir()) / net_id / "endpoints"
-    if net_id and base.is_dir():
+    base = os.path.join(paths.networks_dir(), net_id, "endpoints")
+    if net_id and os.path.isdir(base):
         for entry in sorted(os.listdir(base)):
             if entry.endswith(".json"):
-                data = state.read_json(base / entry)
+                data = state.read_json(os.path.join(base, entry))
                 if isinstance(data, dict):
                     out[entry[:-5]] = data
     return out
@@ -187,7 +192,7 @@ def endpoint(net: Network, container_id: str) -> dict | None:
 
 
 def _endpoint_file(net_id: str, container_id: str) -> dict | None:
-    data = state.read_json(Path(paths.networks_dir()) / net_id / "endpoints" / f"{container_id}.json")
+    data = state.read_json(os.path.join(paths.networks_dir(), net_id, "endpoints", f"{container_id}.json"))
     return data if isinstance(data, dict) else None
 
 
@@ -195,14 +200,14 @@ def add_endpoint(net: Network, container_id: str, endpoint: dict) -> None:
     """The port index first: an entry without its endpoint is ignored, an
     endpoint without its entries would hide a taken port."""
     _ensure_port_index()
-    _index_ports(Path(paths.ports_dir()), net.id, container_id, endpoint)
-    state.write_json(_endpoint_dir(net) / f"{container_id}.json", endpoint)
+    _index_ports(paths.ports_dir(), net.id, container_id, endpoint)
+    state.write_json(os.path.join(_endpoint_dir(net), f"{container_id}.json"), endpoint)
 
 
 def remove_endpoint(net: Network, container_id: str) -> None:
     ep = endpoint(net, container_id)
     try:
-        os.unlink(_endpoint_dir(net) / f"{container_id}.json")
+        os.unlink(os.path.join(_endpoint_dir(net), f"{container_id}.json"))
     except FileNotFoundError:
         pass
     if ep:
@@ -211,16 +216,16 @@ def remove_endpoint(net: Network, container_id: str) -> None:
 
 def all_endpoints():
     """(network id, container id, endpoint) of every endpoint on record."""
-    base = Path(paths.networks_dir())
-    if not base.is_dir():
+    base = paths.networks_dir()
+    if not os.path.isdir(base):
         return
     for entry in sorted(os.listdir(base)):
-        eps = base / entry / "endpoints"
-        if not eps.is_dir():
+        eps = os.path.join(base, entry, "endpoints")
+        if not os.path.isdir(eps):
             continue
         for name in sorted(os.listdir(eps)):
             if name.endswith(".json"):
-                ep = state.read_json(eps / name)
+                ep = state.read_json(os.path.join(eps, name))
                 if isinstance(ep, dict):
                     yield entry, name[:-5], ep
 
@@ -228,8 +233,8 @@ def all_endpoints():
 def endpoints_of(cid: str) -> list[dict]:
     """The endpoints of one container, on every network: one file looked
     for per network, never every endpoint read."""
-    base = Path(paths.networks_dir())
-    found = (_endpoint_file(nid, cid) for nid in (sorted(os.listdir(base)) if base.is_dir() else []))
+    base = paths.networks_dir()
+    found = (_endpoint_file(nid, cid) for nid in (sorted(os.listdir(base)) if os.path.isdir(base) else []))
     return [ep for ep in found if ep]
 
 
@@ -241,11 +246,11 @@ def _port_keys(ep: dict) -> set[tuple[str, int]]:
 
 def _index_ports(base, net_id: str, cid: str, ep: dict) -> None:
     for proto, port in _port_keys(ep):
-        d = base / f"{proto}-{port}"
+        d = os.path.join(base, f"{proto}-{port}")
         for _ in range(3):  # a detach may rmdir an emptied directory in between
             state.ensure_dir(d)
             try:
-                os.close(os.open(d / f"{net_id}.{cid}", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.close(os.open(os.path.join(d, f"{net_id}.{cid}"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                 break
             except FileNotFoundError:
                 continue
@@ -253,9 +258,9 @@ def _index_ports(base, net_id: str, cid: str, ep: dict) -> None:
 
 def _unindex_ports(net_id: str, cid: str, ep: dict) -> None:
     for proto, port in _port_keys(ep):
-        d = Path(paths.ports_dir()) / f"{proto}-{port}"
+        d = os.path.join(paths.ports_dir(), f"{proto}-{port}")
         try:
-            os.unlink(d / f"{net_id}.{cid}")
+            os.unlink(os.path.join(d, f"{net_id}.{cid}"))
             os.rmdir(d)
         except OSError:
             pass  # gone already, or another endpoint still holds the port
@@ -264,10 +269,10 @@ def _unindex_ports(net_id: str, cid: str, ep: dict) -> None:
 def _ensure_port_index() -> None:
     """Built once from the endpoints of a state root older than the index,
     in a scratch directory renamed into place (readers see all or nothing)."""
-    final = Path(paths.ports_dir())
-    if final.is_dir():
+    final = paths.ports_dir().rstrip("/")
+    if os.path.isdir(final):
         return
-    scratch = final.with_name(f".ports.{os.getpid()}")
+    scratch = os.path.join(os.path.dirname(final), f".ports.{os.getpid()}")
     state.ensure_dir(scratch)
     for nid, cid, ep in all_endpoints():
         _index_ports(scratch, nid, cid, ep)
@@ -282,7 +287,7 @@ def port_holders(protocol: str, port: int):
     """(network id, container id, endpoint) of the endpoints publishing this
     host port: one directory listing, entries checked against their endpoint."""
     _ensure_port_index()
-    d = Path(paths.ports_dir()) / f"{protocol}-{int(port)}"
+    d = os.path.join(paths.ports_dir(), f"{protocol}-{int(port)}")
     try:
         entries = sorted(os.listdir(d))
     except (FileNotFoundError, NotADirectoryError):
@@ -331,5 +336,5 @@ def remove(ref: str, stale=None) -> Network:
         # the record is gone, so the rest of the directory (endpoints, the
         # IPAM data dir when it lives here) is no one's any more
         import shutil
-        shutil.rmtree(record.parent, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(record), ignore_errors=True)
         return net

@@ -7,15 +7,13 @@ skipped when chosen from the pool and refused when given explicitly.
 """
 from __future__ import annotations
 
-import ipaddress
-import json
-from collections.abc import Iterable
-
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_POOL_V4 = ipaddress.ip_network("10.210.0.0/16")
+# `ipaddress` (with functools and collections, ~2-4 ms) is imported by the
+# functions that use it, not here: `run` imports this module (for
+# SubnetError) on every bridge run, which computes no subnet.
+# (`Net` in annotations: ipaddress.IPv4Network | ipaddress.IPv6Network.)
+DEFAULT_POOL_V4 = "10.210.0.0/16"
 DEFAULT_PREFIX_V4 = 24
-DEFAULT_POOL_V6 = ipaddress.ip_network("fd6d:6400::/48")   # "md" in the ULA range
+DEFAULT_POOL_V6 = "fd6d:6400::/48"   # "md" in the ULA range
 DEFAULT_PREFIX_V6 = 64
 
 
@@ -25,6 +23,8 @@ class SubnetError(ValueError):
 
 def host_routes() -> list[Net]:
     """Destinations of the routes in this network namespace (both families)."""
+    import ipaddress
+    import json
     import subprocess   # not at import: this module is on `run`'s path
     nets: list[Net] = []
     for family in ("-4", "-6"):
@@ -46,6 +46,7 @@ def host_routes() -> list[Net]:
 
 
 def parse_subnet(text: str) -> Net:
+    import ipaddress
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -70,9 +71,11 @@ def overlapping(net: Net, taken: Iterable[Net]) -> Net | None:
 
 def choose(taken: Iterable[Net], version: int = 4) -> Net:
     """The first pool subnet that overlaps nothing in `taken`."""
+    import ipaddress
     taken = list(taken)
     pool, prefix = ((DEFAULT_POOL_V4, DEFAULT_PREFIX_V4) if version == 4
                     else (DEFAULT_POOL_V6, DEFAULT_PREFIX_V6))
+    pool = ipaddress.ip_network(pool)
     for candidate in pool.subnets(new_prefix=prefix):
         if overlapping(candidate, taken) is None:
             return candidate
@@ -85,6 +88,7 @@ def check_gateway(net: Net, gateway: str | None) -> str:
     """The gateway: given (inside the subnet, not its network/broadcast) or the first host."""
     if not gateway:
         return str(next(net.hosts()))
+    import ipaddress
     try:
         gw = ipaddress.ip_address(gateway)
     except ValueError:
@@ -97,6 +101,7 @@ def check_gateway(net: Net, gateway: str | None) -> str:
 def check_ip_range(net: Net, ip_range: str | None) -> Net | None:
     if not ip_range:
         return None
+    import ipaddress
     try:
         rng = ipaddress.ip_network(ip_range, strict=True)
     except ValueError as exc:
@@ -109,6 +114,7 @@ def check_ip_range(net: Net, ip_range: str | None) -> Net | None:
 def service_range(text: str, source: str):
     """A services' VIP range (`source` names where it came from): an IPv4
     network of at least 4 addresses."""
+    import ipaddress
     try:
         net = ipaddress.ip_network(text)
     except ValueError:

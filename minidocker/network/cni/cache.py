@@ -9,12 +9,15 @@ portmap need them again on DEL.
 """
 from __future__ import annotations
 
-import base64
-import json
+import binascii
 import os
-from pathlib import Path
 
+from cni import fastjson as json
 from cni.record import Record
+
+# Not `base64` (it imports struct and re) nor `json` nor `pathlib`: ADD and
+# DEL write and read one entry here on every bridge `run`. `binascii` is
+# base64's own C core: the same bytes.
 
 KIND = "cniCacheV1"
 
@@ -36,7 +39,7 @@ class CacheEntry(Record):
 
     def to_json(self) -> bytes:
         obj: dict = {"kind": KIND, "containerId": self.container_id,
-                     "config": base64.b64encode(self.config).decode(),
+                     "config": binascii.b2a_base64(self.config, newline=False).decode(),
                      "ifName": self.ifname, "networkName": self.network}
         # omitempty, as libcni's struct tags say
         if self.netns:
@@ -58,7 +61,7 @@ class CacheEntry(Record):
         if not isinstance(obj, dict) or obj.get("kind") != KIND:
             raise CacheError(f"kind is not {KIND}")
         try:
-            config = base64.b64decode(obj.get("config") or "", validate=True)
+            config = _b64decode(obj.get("config") or "")
             args = [(str(k), str(v)) for k, v in obj.get("cniArgs") or []]
         except (ValueError, TypeError) as exc:
             raise CacheError(f"bad field: {exc}") from None
@@ -71,22 +74,39 @@ class CacheEntry(Record):
                    cni_args=args, capability_args=caps, result=result)
 
 
+def _b64decode(text) -> bytes:
+    """base64.b64decode(text, validate=True), as Python 3.11's does it."""
+    if isinstance(text, str):
+        try:
+            text = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("string argument should contain only ASCII characters") from None
+    if not isinstance(text, bytes):
+        raise TypeError(f"argument should be a bytes-like object or ASCII string, not {type(text).__name__!r}")
+    return binascii.a2b_base64(text, strict_mode=True)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class ResultCache(Record):
-    directory: Path
+    directory: str
 
     @property
-    def results_dir(self) -> Path:
-        return Path(self.directory) / "results"
+    def results_dir(self) -> str:
+        return os.path.join(self.directory, "results")
 
-    def path(self, network: str, container_id: str, ifname: str) -> Path:
-        return self.results_dir / f"{network}-{container_id}-{ifname}"
+    def path(self, network: str, container_id: str, ifname: str) -> str:
+        return os.path.join(self.results_dir, f"{network}-{container_id}-{ifname}")
 
-    def write(self, entry: CacheEntry) -> Path:
+    def write(self, entry: CacheEntry) -> str:
         """Atomically (a reader never sees half a file), mode 0600 in a 0700 dir."""
         d = self.results_dir
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(d, mode=0o700, exist_ok=True)
         final = self.path(entry.network, entry.container_id, entry.ifname)
-        tmp = d / f".{final.name}.{os.getpid()}.tmp"
+        tmp = os.path.join(d, f".{os.path.basename(final)}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, entry.to_json())
@@ -98,7 +118,7 @@ class ResultCache(Record):
     def read(self, network: str, container_id: str, ifname: str) -> CacheEntry | None:
         """None when there is no entry; CacheError when it is unusable."""
         try:
-            data = self.path(network, container_id, ifname).read_bytes()
+            data = _read_bytes(self.path(network, container_id, ifname))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -124,7 +144,7 @@ class ResultCache(Record):
             if container_id and f"-{container_id}-" not in name:
                 continue
             try:
-                entry = CacheEntry.from_json((self.results_dir / name).read_bytes())
+                entry = CacheEntry.from_json(_read_bytes(os.path.join(self.results_dir, name)))
             except (OSError, CacheError):
                 continue
             if container_id and entry.container_id != container_id:

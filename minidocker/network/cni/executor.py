@@ -12,14 +12,9 @@ followed by a DEL (R15, R6).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from cni import version as _v
 from cni.conf import NetworkConfigList
@@ -27,9 +22,10 @@ from cni.env import validate_container_id, validate_ifname, validate_network_nam
 from cni.errors import (CNIError, INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, IO_FAILURE,
                         UNKNOWN_CONTAINER)
 from cni.record import Record
+from cni import fastjson as json
 from cni.types import Result
-from minidocker import paths
-from minidocker.network.cni import config as _config
+from minidocker import paths, state
+from minidocker.sha import sha256
 from minidocker.network.cni.cache import CacheEntry, CacheError, ResultCache
 from minidocker.network.cni.invoke import (Call, Runner, VersionProber,
                                            parse_result, plugin_env)
@@ -81,24 +77,26 @@ class CNIExecutor:
 
     def __init__(self, conf_dir=None, cache_dir=None, path=None, *, timeout: float = DEFAULT_TIMEOUT,
                  lock_dir=None, runner: Runner | None = None, preferred=None):
-        self.conf_dir = Path(conf_dir) if conf_dir else Path(paths.cni_conf_dir())
-        self.cache_dir = Path(cache_dir) if cache_dir else Path(paths.cni_cache_dir())
+        # strings, not pathlib (and `config` imported where it is needed): a
+        # bridge `run` builds an executor for one ADD or DEL
+        self.conf_dir = os.fspath(conf_dir) if conf_dir else paths.cni_conf_dir()
+        self.cache_dir = os.fspath(cache_dir) if cache_dir else paths.cni_cache_dir()
         self.path = list(path) if path else paths.cni_path()
         #: plugin type -> directories searched before `path`: a runtime's own
         #: plugins are always found (as podman's helper_binaries_dir).
         self.preferred = {k: list(v) for k, v in (preferred or {}).items()}
         self.timeout = timeout
-        self.lock_dir = Path(lock_dir) if lock_dir else self.cache_dir / "locks"
+        self.lock_dir = os.fspath(lock_dir) if lock_dir else os.path.join(self.cache_dir, "locks")
         self.cache = ResultCache(self.cache_dir)
         self.runner = runner or Runner([log_call])
         self.prober = VersionProber(self.runner)
-        self._lock_dir_made = False
         self._conf_key = None
         self._conf_loaded = None
 
     def network(self, name: str) -> NetworkConfigList:
         """A network of `conf_dir`; the directory is re-read only when a file
         in it changed (so callers may ask per container without a cost)."""
+        from minidocker.network.cni import config as _config
         files = _config.config_files(self.conf_dir)
         key = [str(self.conf_dir)]
         for f in files:
@@ -118,7 +116,7 @@ class CNIExecutor:
         """R5: plugins in order, stop at the first error, cache the result. A
         failed ADD is undone with a DEL before the error is raised."""
         self._validate(net, rt, need_netns=True)
-        with self._locked(rt.container_id):
+        with self._global_lock(shared=True), self._container_lock(rt.container_id):
             deadline = self._deadline()
             try:
                 result = self._add(net, rt, deadline)
@@ -136,7 +134,7 @@ class CNIExecutor:
         if net.disable_check:
             return
         self._validate(net, rt, need_netns=True)
-        with self._locked(rt.container_id):
+        with self._global_lock(shared=True), self._container_lock(rt.container_id):
             deadline = self._deadline()
             try:
                 entry = self.cache.read(net.name, rt.container_id, rt.ifname)
@@ -160,7 +158,7 @@ class CNIExecutor:
         cached capability args; the cache entry goes on success."""
         validate_container_id(rt.container_id)
         validate_ifname(rt.ifname)
-        with self._locked(rt.container_id):
+        with self._global_lock(shared=True), self._container_lock(rt.container_id):
             self._delete(net, rt, self._deadline())
 
     def gc(self, net: NetworkConfigList, valid=None) -> None:
@@ -172,7 +170,7 @@ class CNIExecutor:
         if net.disable_gc:
             return
         errors: list[CNIError] = []
-        with self._global_lock(fcntl.LOCK_EX):
+        with self._global_lock(shared=False):
             pairs = [_pair(v) for v in ((valid() if callable(valid) else valid) or [])]
             keep = set(pairs)
             for entry in self.cache.attachments(network=net.name):
@@ -353,32 +351,14 @@ class CNIExecutor:
             raise CNIError(INVALID_ENVIRONMENT, "capability args must be a JSON object")
 
     # --- locks ------------------------------------------------------------------
-    def _lock_file(self, name: str) -> int:
-        if not self._lock_dir_made:
-            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_dir_made = True
-        return os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def _global_lock(self, shared: bool) -> state.locked:
+        return state.locked(os.path.join(self.lock_dir, "gc"), shared=shared)
 
-    @contextlib.contextmanager
-    def _global_lock(self, mode: int):
-        fd = self._lock_file("gc")
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def _locked(self, container_id: str):
-        """Shared global lock, then the container's (hashed) exclusive lock."""
-        bucket = hashlib.sha256(container_id.encode()).digest()[0] % LOCK_BUCKETS
-        with self._global_lock(fcntl.LOCK_SH):
-            fd = self._lock_file(f"container-{bucket:02x}")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
+    def _container_lock(self, container_id: str) -> state.locked:
+        """The container's exclusive lock (hashed into LOCK_BUCKETS files),
+        taken inside the shared global one."""
+        bucket = sha256(container_id.encode()).digest()[0] % LOCK_BUCKETS
+        return state.locked(os.path.join(self.lock_dir, f"container-{bucket:02x}"))
 
 
 def failure_text(err: CNIError) -> str:

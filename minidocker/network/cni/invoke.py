@@ -9,12 +9,11 @@ kill the whole process group, children included (R15).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
-import signal
 import time
 
+from cni import fastjson as json   # json's C core without `re` (a bridge `run` decodes here)
 from cni import version as _v
 from cni.env import format_cni_args
 from cni.errors import CNIError, DECODE_FAILURE, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
@@ -192,6 +191,7 @@ def exchange(proc: "subprocess.Popen", data: bytes, timeout: float | None) -> tu
     (long: one poll loop over stdin, stdout, stderr and the pidfd with the
     deadline's kill; split, its state would travel between the parts.)
     """
+    import signal       # (with subprocess: the exec path only)
     import subprocess
     try:
         pidfd = os.pidfd_open(proc.pid)
@@ -272,6 +272,7 @@ def _text(data: bytes) -> str:
 
 def _status(returncode: int) -> str:
     if returncode < 0:
+        import signal
         try:
             return f"killed by signal {signal.Signals(-returncode).name}"
         except ValueError:
