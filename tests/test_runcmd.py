@@ -162,6 +162,7 @@ def test_a_bridge_run_imports_nothing_heavy(node):
                 if line.startswith("import time:") and "imported package" not in line}
     assert {"cni_bridge.plugin", "minidocker.network.cni.executor"} <= imported   # ADD and DEL ran
     assert imported & set(NOT_ON_BRIDGE_PATH) == set()
+    assert "site" not in imported     # no import looked beyond the standard library
     assert not (node.link_names() - {"lo", "uplink0", "minidocker0"}), node.link_names()
 
 
