@@ -16,7 +16,11 @@ pairs and routes; the published-port rows go straight to the server, no
 DNAT). Docker's localhost row is its userland proxy (docker-proxy); its
 kernel path is the host-address row, which minidocker's published ports are
 held to. Everything runs in throwaway namespaces and temporary directories,
-removed at the end, also on an error or Ctrl-C.
+removed at the end, also on an error or Ctrl-C. With --profile every
+throughput test is recorded with perf (bench/kprofile.py): CPU per GB moved
+on each host, and the share of minidocker's that the bridge, br_netfilter,
+conntrack, rule evaluation and the hook core take, the parts a bare routed
+path does not have.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import kprofile
 from bench.datapath_hosts import CLI, EXT, HOST, PUBLISHED_ECHO, PUBLISHED_IPERF, Bare, DockerHost, Minidocker
 from bench.netns import unmount_under
 from bench.peers import PeerUnavailable
@@ -72,19 +77,40 @@ def target(host, path: str) -> tuple[str, str, int, int]:
 class Results:
     """Samples per (path, host): Gbit/s per run, seconds per round trip."""
 
-    def __init__(self):
+    def __init__(self, profile: bool = False):
         self.gbps: dict[tuple[str, str], list[float]] = {}
         self.rtts: dict[tuple[str, str], list[float]] = {}
+        self.profiles: dict[tuple[str, str], list[kprofile.Profile]] | None = {} if profile else None
         self.notes: list[str] = []
 
     def probe(self, host, path: str, seconds: float, rounds: int) -> None:
         where, addr, iperf_port, echo_port = target(host, path)
         key = (path, host.name)
         try:
-            self.gbps.setdefault(key, []).append(host.iperf(where, addr, iperf_port, seconds))
+            with contextlib.ExitStack() as stack:
+                recorded = (stack.enter_context(kprofile.recording("iperf3"))
+                            if self.profiles is not None else None)
+                rate = host.iperf(where, addr, iperf_port, seconds)
+            self.gbps.setdefault(key, []).append(rate)
+            if recorded is not None:
+                self.profiles.setdefault(key, []).append(
+                    kprofile.Profile(*recorded, gigabytes=rate * seconds / 8))
             self.rtts.setdefault(key, []).extend(round_trips(host.netns[where], addr, echo_port, rounds))
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             self.notes.append(f"{host.name}, {PATHS[path][0]}: {str(exc)[-200:]}")
+
+    def cpu_per_gb(self, path: str, name: str) -> float | None:
+        """Median CPU ms per GB the test's processes spent (--profile)."""
+        xs = [p.cpu_ms_per_gb() for p in (self.profiles or {}).get((path, name), [])]
+        xs = [x for x in xs if x]
+        return statistics.median(xs) if xs else None
+
+    def shares(self, path: str, name: str) -> dict[str, float]:
+        """Each family's share (%) of the test's samples over all runs (--profile)."""
+        runs = (self.profiles or {}).get((path, name), [])
+        total = sum(p.samples for p in runs)
+        return {f: 100 * sum(p.families[f] for p in runs) / total
+                for f, _ in kprofile.FAMILIES} if total else {}
 
     def throughput(self, path: str, name: str) -> float | None:
         xs = self.gbps.get((path, name))
@@ -104,8 +130,9 @@ class Results:
         return (statistics.median(xs) * 1e6, percentile(xs, 99) * 1e6) if xs else None
 
 
-def measure(hosts, paths: list[str], runs: int, seconds: float, rounds: int) -> Results:
-    res = Results()
+def measure(hosts, paths: list[str], runs: int, seconds: float, rounds: int,
+            profile: bool = False) -> Results:
+    res = Results(profile)
     for run in range(runs):
         for path in paths:
             # each run starts with the next host: none is always first after a pause
@@ -169,12 +196,34 @@ def report(res: Results, paths: list[str], args) -> None:
                   ["path", "bare", "minidocker", "docker", "md/bare", "md/docker", "goal"],
                   _rows(paths, res.latency, lambda v: v and v[0],
                         lambda v: f"{v[0]:.0f} / {v[1]:.0f}" if v else "n/a", _latency_goals))
+    if res.profiles is not None:
+        report_profile(res, paths)
     print("\nmd/docker compares with Docker's kernel path: for localhost that is its host-address "
           "row,\nas Docker's own localhost goes through docker-proxy (shown as \"(proxy)\").")
     if args.runs > 1:
         print(f"throughput spread (slowest run to fastest, the median over paths): {res.spread()}")
     for note in res.notes:
         print(f"note: {note}")
+
+
+def report_profile(res: Results, paths: list[str]) -> None:
+    """--profile: CPU per GB moved, and what minidocker's path spends in the
+    families a container network adds (self time; the bare path's are ~0)."""
+    families = [f for f, _ in kprofile.FAMILIES]
+
+    def cell(v):
+        return f"{v:.0f}" if v is not None else "n/a"
+    rows = []
+    for path in paths:
+        bare, ours, docker = (res.cpu_per_gb(path, n) for n in ("bare", "minidocker", "docker"))
+        share = res.shares(path, "minidocker")
+        rows.append([PATHS[path][0], cell(bare), cell(ours), cell(docker), _x(_ratio(ours, bare)),
+                     " / ".join(f"{share.get(f, 0):.1f}" for f in families),
+                     f"{sum(share.values()):.1f}" if share else "n/a"])
+    print_columns("CPU per GB moved, ms (perf, samples of iperf3 incl. softirq work in its context; "
+                  "median of runs), and minidocker's self time per family, % of its samples",
+                  ["path", "bare", "minidocker", "docker", "md/bare", " / ".join(families), "sum %"],
+                  rows)
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
@@ -187,6 +236,8 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--backend", choices=["iptables", "nftables"], default="iptables",
                     help="minidocker's firewall backend (default iptables)")
     ap.add_argument("--no-docker", action="store_true", help="leave Docker out")
+    ap.add_argument("--profile", action="store_true",
+                    help="record each throughput test with perf: CPU per GB and where it goes")
     args = ap.parse_args(argv)
     for name, value, low, high in (("--seconds", args.seconds, 0.1, 600), ("--runs", args.runs, 1, 100),
                                    ("--rounds", args.rounds, 10, 1_000_000)):
@@ -198,7 +249,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = _arguments(argv)
     root_or_exit("datapath")
-    missing = [t for t in TOOLS if not shutil.which(t)]
+    missing = [t for t in TOOLS + ((kprofile.PERF,) if args.profile else ()) if not shutil.which(t)]
     if missing:
         print(f"bench datapath: {', '.join(missing)} missing (scripts/bootstrap installs them)",
               file=sys.stderr)
@@ -241,6 +292,6 @@ def _run(args, paths: list[str], tmp: Path, archive: Path) -> Results:
                 notes.append(f"docker: skipped ({exc})")
         print(f"measuring {len(paths)} path(s) on {', '.join(h.name for h in hosts)}; throwaway "
               f"namespaces: {' '.join(n for h in hosts for n in h.namespaces)}", flush=True)
-        res = measure(hosts, paths, args.runs, args.seconds, args.rounds)
+        res = measure(hosts, paths, args.runs, args.seconds, args.rounds, args.profile)
     res.notes[:0] = notes
     return res

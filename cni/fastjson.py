@@ -97,11 +97,11 @@ else:
     def _default(o):
         raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
-    def dumps(obj, *, sort_keys: bool = False) -> str:
-        """json.dumps(obj) (ensure_ascii, ", " and ": ", no indent), with
-        `sort_keys` as json's."""
+    def dumps(obj, *, sort_keys: bool = False, separators: tuple[str, str] = (", ", ": ")) -> str:
+        """json.dumps(obj) (ensure_ascii, no indent), with `sort_keys` and
+        `separators` (item, key) as json's."""
         if isinstance(obj, str):
             return _json.encode_basestring_ascii(obj)
         encode = _json.make_encoder({}, _default, _json.encode_basestring_ascii, None,
-                                    ": ", ", ", sort_keys, False, True)
+                                    separators[1], separators[0], sort_keys, False, True)
         return "".join(encode(obj, 0))

@@ -12,6 +12,7 @@ from _struct import pack, unpack_from, calcsize
 
 AF_UNSPEC, AF_INET, AF_BRIDGE, AF_INET6 = 0, 2, 7, 10
 AF_NETLINK, NETLINK_ROUTE = 16, 0
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_DUMP = 0x300
@@ -243,9 +244,20 @@ class Netlink:
 
     # --- addresses -----------------------------------------------------------
     def addrs(self, index: int = 0, family: int = AF_UNSPEC) -> list[tuple[str, int]]:
-        """[(ip, prefixlen)] of one link (all links when index is 0)."""
+        """[(ip, prefixlen)] of one link (all links when index is 0). One
+        link's are filtered by the kernel (strict checking, Linux 4.20+): a
+        whole dump grows with every container's veth (their link-local
+        addresses); an older kernel ignores the index and the loop filters."""
         out = []
-        for t, p in self.request(RTM_GETADDR, NLM_F_DUMP, pack(IFADDR, family, 0, 0, 0, 0), "dump addrs"):
+        body = pack(IFADDR, family, 0, 0, 0, index)
+        if index:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        try:
+            replies = self.request(RTM_GETADDR, NLM_F_DUMP, body, "dump addrs")
+        finally:
+            if index:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
+        for t, p in replies:
             if t != RTM_NEWADDR:
                 continue
             fam, plen, _fl, _scope, idx = unpack_from(IFADDR, p, 0)

@@ -13,10 +13,9 @@ next split (stop/rm/exec) is best made after it lands.)
 """
 from __future__ import annotations
 
+import _signal
 import os
-import re
 import select
-import signal
 import sys
 import time
 
@@ -27,7 +26,8 @@ from minidocker.network import modes, netns
 from minidocker.runtime import cgroups, oci
 
 RUNTIMES = ("builtin", "runc")
-# Patterns as strings: re compiles (and caches) them only when an option uses them.
+# Patterns as strings: `re` (with enum, functools, collections: ~5 ms) is imported,
+# and they are compiled, only when an option uses them (_re()).
 NAME_RE = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z"  # \Z: `$` allows a trailing newline
 _ENV_KEY_RE = r"^[^=\s\x00]+\Z"
 SHIM_TIMEOUT = 30
@@ -107,6 +107,11 @@ class CreateOptions:
                 setattr(self, key, default() if callable(default) else default)
 
 
+def _re():
+    import re
+    return re
+
+
 def now() -> str:
     return clock.now()
 
@@ -139,7 +144,7 @@ def parse_env(items: list[str], source: str = "-e") -> list[str]:
     out = []
     for item in items:
         key, eq, value = item.partition("=")
-        if not re.match(_ENV_KEY_RE, key):
+        if not _re().match(_ENV_KEY_RE, key):
             raise MinidockerError(f"invalid environment variable {item!r} in {source}: "
                                   "expected KEY=VALUE (or KEY to copy it from this shell)", 125)
         if eq:
@@ -189,6 +194,7 @@ def parse_signal(text: str, what: str, code: int = 1) -> int:
     if value.isdigit() and 0 < int(value) <= 64:
         return int(value)
     name = value if value.startswith("SIG") else "SIG" + value
+    import signal
     if name in signal.Signals.__members__ and not name.startswith("SIG_"):
         return int(signal.Signals[name])
     raise MinidockerError(f"invalid signal {text!r} for {what}: a name such as SIGTERM, TERM "
@@ -233,7 +239,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.runtime not in RUNTIMES:
         raise MinidockerError(f"unknown runtime {opts.runtime!r}: accepted are "
                               f"{', '.join(RUNTIMES)}", 125)
-    if opts.name is not None and not re.match(NAME_RE, opts.name):
+    if opts.name is not None and not _re().match(NAME_RE, opts.name):
         raise MinidockerError(f"invalid container name {opts.name!r}: use [a-zA-Z0-9] then "
                               "[a-zA-Z0-9_.-], at least 2 characters", 125)
     env = []
@@ -245,7 +251,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.workdir is not None and not opts.workdir.startswith("/"):
         raise MinidockerError(f"invalid working directory {opts.workdir!r}: it must be an "
                               "absolute path", 125)
-    if opts.hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", opts.hostname):
+    if opts.hostname is not None and not _re().fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", opts.hostname):
         raise MinidockerError(f"invalid hostname {opts.hostname!r}: letters, digits, '.' "
                               "and '-', at most 63 characters", 125)
     limits = NO_LIMITS
@@ -256,7 +262,7 @@ def create(opts: CreateOptions) -> dict:
     if opts.volumes or opts.mounts or opts.tmpfs:
         from minidocker import volumes
         mounts = volumes.mounts_of(opts)
-    if opts.user is not None and not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", opts.user):
+    if opts.user is not None and not _re().fullmatch(r"[^:\s]+(:[^:\s]+)?", opts.user):
         raise MinidockerError(f"invalid --user {opts.user!r}: expected USER[:GROUP], names or "
                               "numbers", 125)
     for part in (opts.user or "").split(":") + list(opts.group_add):
@@ -264,7 +270,7 @@ def create(opts: CreateOptions) -> dict:
             raise MinidockerError(f"invalid user or group {part!r}: uids and gids must be in "
                                   "range 0-2147483647", 125)
     for group in opts.group_add:
-        if not re.fullmatch(r"[^:\s]+", group):
+        if not _re().fullmatch(r"[^:\s]+", group):
             raise MinidockerError(f"invalid --group-add {group!r}: a group name or number", 125)
     labels = {}
     for f in opts.label_files:
@@ -288,7 +294,7 @@ def create(opts: CreateOptions) -> dict:
         stop_signal = opts.stop_signal
     stop_timeout = None
     if opts.stop_timeout is not None:
-        if not re.fullmatch(r"-?\d+", opts.stop_timeout):
+        if not _re().fullmatch(r"-?\d+", opts.stop_timeout):
             raise MinidockerError(f"invalid --stop-timeout {opts.stop_timeout!r}: a number of "
                                   "seconds", 125)
         stop_timeout = int(opts.stop_timeout)
@@ -322,10 +328,10 @@ def create(opts: CreateOptions) -> dict:
         "Image": image["Id"],
         "Name": "",
         "Driver": "overlay",
-        "LogPath": str(cdir(cid) / "container.log"),
-        "ResolvConfPath": str(cdir(cid) / "resolv.conf"),
-        "HostnamePath": str(cdir(cid) / "hostname"),
-        "HostsPath": str(cdir(cid) / "hosts"),
+        "LogPath": os.path.join(cdir(cid), "container.log"),
+        "ResolvConfPath": os.path.join(cdir(cid), "resolv.conf"),
+        "HostnamePath": os.path.join(cdir(cid), "hostname"),
+        "HostsPath": os.path.join(cdir(cid), "hosts"),
         "Config": {
             "Hostname": opts.hostname or cid[:12],
             "User": opts.user if opts.user is not None else icfg.get("User", ""),
@@ -369,9 +375,9 @@ def create(opts: CreateOptions) -> dict:
             name = _random_name(records.name_holder)
         record["Name"] = name
         records.claim_name(name, cid)
-        state.ensure_dir(cdir(cid) / "work")
+        state.ensure_dir(os.path.join(cdir(cid), "work"))
         for sub in ("upper", "rootfs"):  # the overlay's root takes the upper dir's mode
-            state.ensure_dir(cdir(cid) / sub, mode=0o755)
+            state.ensure_dir(os.path.join(cdir(cid), sub), mode=0o755)
         records.save(record)
     events.append("create", record)
     return record
@@ -399,10 +405,10 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     pinned = netns.start_pin(sandbox) if mode.pins else None
     try:
         image = images.lookup(record["Image"])
-        rootfs = str(d / "rootfs")
+        rootfs = os.path.join(d, "rootfs")
         # --rm: the upper layer is deleted at exit, so it need not survive a
         # crash either; `volatile` spares the sync at unmount (~2 ms a run).
-        images.mount_rootfs(image, rootfs, str(d / "upper"), str(d / "work"),
+        images.mount_rootfs(image, rootfs, os.path.join(d, "upper"), os.path.join(d, "work"),
                             volatile=bool(record["HostConfig"].get("AutoRemove")))
         cfg = record["Config"]
         user = oci.resolve_user(rootfs, cfg.get("User", ""),
@@ -424,7 +430,8 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
     rel = cgroups.relative_path(cid)
     record["Cgroups"] = cgroups.dirs(rel)  # what the runtime makes: teardown, stats, top
     record["NetworkSettings"]["SandboxKey"] = sandbox or ""
-    records.save(record)  # the pin is on record before anything attaches to it
+    if mode.attaches:
+        records.save(record)  # the pin is on record before anything attaches to it
     fault("run:netns-pinned")
     settings = mode.attach(record) or {}
     fault("run:cni-added")
@@ -451,7 +458,7 @@ def _prepare(record: dict, mode: modes.Mode) -> None:
         # No BPF device program here: without CAP_MKNOD no device node can be made.
         for key, names in spec["process"]["capabilities"].items():
             spec["process"]["capabilities"][key] = [n for n in names if n != "CAP_MKNOD"]
-    state.write_json(d / "config.json", spec)
+    state.write_json(os.path.join(d, "config.json"), spec)
 
 
 class Started:
@@ -476,7 +483,7 @@ def _fork_shim(cid: str, w: int) -> int:
         os.setsid()
         os.chdir("/")
         for s in SignalRelay.SIGNALS:
-            signal.signal(s, signal.SIG_DFL)
+            _signal.signal(s, _signal.SIG_DFL)
         os.closerange(3, w)
         os.closerange(w + 1, 65536)
         from minidocker import shim
@@ -497,7 +504,7 @@ def _spawn_shim(cid: str, w: int) -> int:
     # -I: never import from the caller's directory (we are root)
     argv = [sys.executable, "-I", "-m", "minidocker.shim", cid, str(w)]
     # the shim's own complaints (never the container's output)
-    errors = os.open(cdir(cid) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    errors = os.open(os.path.join(cdir(cid), "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
                      | os.O_CLOEXEC, 0o600)
     try:
         first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -574,12 +581,12 @@ class SignalRelay:
     before the container starts; a signal that comes before its pid is known
     is delivered as soon as it is."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
     def __init__(self):
         self.pid = 0
         self.pending: list[int] = []
-        self.old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self.old = {s: _signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum, _frame):
         if not self.pid:
@@ -597,7 +604,7 @@ class SignalRelay:
 
     def restore(self) -> None:
         for s, h in self.old.items():
-            signal.signal(s, h)
+            _signal.signal(s, h)
 
 
 def wait_attached(started: Started, relay: SignalRelay) -> int:
@@ -672,6 +679,7 @@ def _stop_signal(value) -> int:
     text = str(value or "SIGTERM").upper()
     if text.isdigit():
         return int(text)
+    import signal
     name = text if text.startswith("SIG") else "SIG" + text
     return int(signal.Signals.__members__.get(name, signal.SIGTERM))
 
@@ -701,8 +709,8 @@ def stop(ref: str, timeout: float | None = None) -> dict:
         events.append("kill", record, signal=sig)
         signal_container(record, sig)
         if not _wait_shim(record, max(timeout, 0)):
-            events.append("kill", record, signal=int(signal.SIGKILL))
-            signal_container(record, signal.SIGKILL)
+            events.append("kill", record, signal=_signal.SIGKILL)
+            signal_container(record, _signal.SIGKILL)
             if not _wait_shim(record, SHIM_TIMEOUT):
                 raise MinidockerError(f"container {record['Id'][:12]} did not stop")
         events.append("stop", record)
@@ -717,7 +725,7 @@ def remove(ref: str, force: bool = False, volumes: bool = False) -> dict:
             raise Conflict(f"cannot remove container {record['Name'].lstrip('/')} "
                            f"({cid[:12]}): it is running; stop it first or use rm -f")
         mark_stopped(cid)
-        signal_container(record, signal.SIGKILL)
+        signal_container(record, _signal.SIGKILL)
         if not _wait_shim(record, SHIM_TIMEOUT):
             raise MinidockerError(f"container {cid[:12]} did not stop")
     teardown.run(cid, auto_remove=False)
@@ -741,7 +749,7 @@ def exec_(ref: str, args: list[str], interactive: bool = False, tty: bool = Fals
     if tty and interactive and not os.isatty(0):
         raise MinidockerError("the input device is not a TTY: -t with -i needs a terminal "
                               "on stdin (drop -t, or run from a terminal)")
-    spec = state.read_json(cdir(record["Id"]) / "config.json")
+    spec = state.read_json(os.path.join(cdir(record["Id"]), "config.json"))
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     ours = theirs = None
     try:

@@ -11,7 +11,6 @@ stdlib only.
 from __future__ import annotations
 
 import os
-import re
 
 from minidocker import paths
 
@@ -31,11 +30,17 @@ def resolv_conf(host_mode: bool, dns: list | None = None) -> str:
             l + "\n" for l in text.splitlines() if not l.strip().startswith("nameserver"))
     if host_mode:
         return text
-    lines = [l for l in text.splitlines()
-             if not re.match(r"\s*nameserver\s+(127\.|::1)", l)]
+    lines = [l for l in text.splitlines() if not loopback_resolver(l)]
     if not any(l.strip().startswith("nameserver") for l in lines):
         lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
     return "\n".join(lines) + "\n"
+
+
+def loopback_resolver(line: str) -> bool:
+    """A `nameserver 127.x` or `nameserver ::1...` line (re.match of
+    `\\s*nameserver\\s+(127\\.|::1)`, without `re` on run's path)."""
+    words = line.split(None, 1)
+    return len(words) == 2 and words[0] == "nameserver" and words[1].startswith(("127.", "::1"))
 
 
 def write(record: dict, host_mode: bool) -> dict[str, str]:
@@ -58,10 +63,11 @@ def write(record: dict, host_mode: bool) -> dict[str, str]:
              "/etc/resolv.conf": resolv_conf(host_mode, hc.get("Dns"))}
     out = {}
     for dest, text in files.items():
-        path = d / os.path.basename(dest)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
+        path = os.path.join(d, os.path.basename(dest))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        out[dest] = str(path)
+        out[dest] = path
     return out

@@ -5,10 +5,10 @@ Appends are single O_APPEND writes, so concurrent writers do not tear lines.
 Stdlib only: the shim writes `start` and `die`."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from cni import fastjson
 from minidocker import paths
 
 
@@ -18,11 +18,11 @@ def append(action: str, record: dict, **attributes) -> None:
     attrs = {"image": (record.get("Config") or {}).get("Image", ""),
              "name": record.get("Name", "").lstrip("/")}
     attrs.update({k: str(v) for k, v in attributes.items()})
-    line = json.dumps({"status": action, "id": record.get("Id", ""), "from": attrs["image"],
-                       "Type": "container", "Action": action,
-                       "Actor": {"ID": record.get("Id", ""), "Attributes": attrs},
-                       "scope": "local", "time": ns // 10**9, "timeNano": ns},
-                      separators=(",", ":")) + "\n"
+    line = fastjson.dumps({"status": action, "id": record.get("Id", ""), "from": attrs["image"],
+                           "Type": "container", "Action": action,
+                           "Actor": {"ID": record.get("Id", ""), "Attributes": attrs},
+                           "scope": "local", "time": ns // 10**9, "timeNano": ns},
+                          separators=(",", ":")) + "\n"
     try:
         fd = os.open(paths.events_file(), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
@@ -45,7 +45,7 @@ def read() -> list[dict]:
 
 def _parse(line: bytes) -> dict | None:
     try:
-        event = json.loads(line)
+        event = fastjson.loads(line)
     except ValueError:
         return None
     return event if isinstance(event, dict) and "timeNano" in event else None

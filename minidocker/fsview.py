@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import tarfile
+from pathlib import Path
 
 from minidocker import containers, fsutil, images, paths, records, teardown
 from minidocker.errors import MinidockerError
@@ -24,12 +25,12 @@ OWN_PATHS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc",
 def root_of(record: dict):
     """The container's merged root directory on the host."""
     cid = record["Id"]
-    root = str(paths.container_dir(cid) / "rootfs")
+    root = os.path.join(paths.container_dir(cid), "rootfs")
     with records.locked(cid):
         if os.path.ismount(root):
             yield root
             return
-        d = paths.container_dir(cid)
+        d = Path(paths.container_dir(cid))
         images.mount_rootfs(images.lookup(record["Image"]), root, str(d / "upper"), str(d / "work"))
         try:
             yield root
@@ -147,9 +148,9 @@ def _put(src: str, target: str) -> None:
 def diff(ref: str) -> list[str]:
     """`docker diff`: A added, C changed, D deleted, from the upper layer."""
     record = containers.find(ref)
-    upper = str(paths.container_upper(record["Id"]))
+    upper = paths.container_upper(record["Id"])
     from minidocker.images.store import layer_ids, short_link
-    layers = [str(paths.images_dir() / "l" / short_link(d))
+    layers = [str(Path(paths.images_dir()) / "l" / short_link(d))
               for d in layer_ids(images.lookup(record["Image"]))]
     changes = {}
     for top, dirs, files in os.walk(upper):

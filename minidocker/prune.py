@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -43,7 +44,7 @@ def _started(record: dict) -> bool:
     return bool(record["State"].get("StartedAt", containers.NEVER) != containers.NEVER
                 or record["NetworkSettings"].get("SandboxKey")
                 or os.path.lexists(paths.netns_path(cid))
-                or os.path.ismount(paths.container_dir(cid) / "rootfs"))
+                or os.path.ismount(os.path.join(paths.container_dir(cid), "rootfs")))
 
 
 def _starting(cid: str) -> bool:
@@ -67,7 +68,7 @@ def container_processes() -> dict[str, list[psutil.Process]]:
     """cid -> processes whose root is that container's overlay (found from
     every process's mount table, so one whose pid was never recorded is
     found too)."""
-    marker = f"upperdir={paths.containers_dir()}/"
+    marker = f"upperdir={Path(paths.containers_dir())}/"
     out: dict[str, list[psutil.Process]] = {}
     for proc in psutil.process_iter():
         try:
@@ -92,7 +93,7 @@ def _mounts_under(roots: list[str]) -> list[str]:
 
 
 def _leases() -> set[str]:
-    base = paths.state_root() / "ipam"
+    base = Path(paths.state_root()) / "ipam"
     if not base.is_dir():
         return set()
     return {str(p) for p in base.rglob("*") if p.is_file() and not p.name.startswith(("last_", "lock", "."))}
@@ -185,8 +186,8 @@ def _reconcile(cid: str, report: Report) -> None:
         containers.refresh(record)
         if record["State"].get("Running") or cid[:8] in _shims():
             return  # started while we looked
-        rootfs = str(paths.container_dir(cid) / "rootfs")
-        pin = str(paths.netns_path(cid))
+        rootfs = os.path.join(paths.container_dir(cid), "rootfs")
+        pin = paths.netns_path(cid)
         traces = (was_running or bool(store.endpoints_of(cid)) or os.path.ismount(rootfs)
                   or os.path.lexists(pin) or bool(record["NetworkSettings"].get("SandboxKey")))
         if not traces:
@@ -253,7 +254,7 @@ def _gc_networks(gone, report: Report) -> None:
 def _owner(point: str) -> str | None:
     """The container a mount under our roots belongs to (its rootfs or
     pinned namespace), None for anything else."""
-    for base, tail in ((str(paths.containers_dir()) + "/", "/rootfs"), (str(paths.netns_dir()) + "/", "")):
+    for base, tail in ((paths.containers_dir() + "/", "/rootfs"), (paths.netns_dir() + "/", "")):
         if point.startswith(base):
             rest = point[len(base):]
             cid = rest[:-len(tail)] if tail and rest.endswith(tail) else rest
@@ -264,7 +265,7 @@ def _owner(point: str) -> str | None:
 
 def _stray_files(gone, report: Report) -> None:
     known = set()
-    base = paths.containers_dir()
+    base = Path(paths.containers_dir())
     if base.is_dir():
         with records.names_lock():  # create() makes the directory, then the record
             for entry in sorted(os.listdir(base)):
@@ -273,19 +274,19 @@ def _stray_files(gone, report: Report) -> None:
                 else:  # a directory without a record (crash inside create, lost state)
                     teardown.remove_files(entry)
                     report.add("Removed state without a record", entry)
-    ns_dir = paths.netns_dir()
+    ns_dir = Path(paths.netns_dir())
     if ns_dir.is_dir():
         for name in sorted(os.listdir(ns_dir)):
             if gone(name):
                 netns.unpin(str(ns_dir / name))
                 report.add("Removed pinned network namespaces", name)
-    for point in sorted(_mounts_under([str(paths.state_root()), str(paths.run_root())]),
+    for point in sorted(_mounts_under([paths.state_root(), paths.run_root()]),
                         key=len, reverse=True):
         cid = _owner(point)
         if cid is None or gone(cid):
             teardown.unmount(point)
             report.add("Removed mounts", point)
-    locks = paths.locks_dir() / "containers"
+    locks = Path(paths.locks_dir()) / "containers"
     if locks.is_dir():
         for name in os.listdir(locks):
             if name.endswith(".lock") and name[:-5] not in known:

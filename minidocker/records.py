@@ -21,16 +21,16 @@ _SHAPE = (("Id", str), ("Name", str), ("Path", str), ("Args", list), ("Image", s
 
 
 def path(cid: str):
-    return paths.container_dir(cid) / RECORD
+    return os.path.join(paths.container_dir(cid), RECORD)
 
 
 def exists(cid: str) -> bool:
     """A record is on disk (whatever its content)."""
-    return path(cid).exists()
+    return os.path.exists(path(cid))
 
 
 def lock_path(cid: str):
-    return paths.locks_dir() / "containers" / f"{cid}.lock"
+    return os.path.join(paths.locks_dir(), "containers", f"{cid}.lock")
 
 
 def locked(cid: str):
@@ -41,13 +41,13 @@ def locked(cid: str):
 
 def names_lock():
     """Held while a new container's name is chosen and its directory made."""
-    return state.locked(paths.locks_dir() / "containers.lock")
+    return state.locked(os.path.join(paths.locks_dir(), "containers.lock"))
 
 
 def ids() -> list[str]:
     """The ids of every container directory (with or without a record)."""
     base = paths.containers_dir()
-    return sorted(os.listdir(base)) if base.is_dir() else []
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
 def load(cid: str) -> dict | None:
@@ -113,10 +113,10 @@ def all_records() -> list[dict]:
     """Every container's record, newest first, `running` checked against its shim."""
     out = []
     base = paths.containers_dir()
-    if not base.exists():
+    if not os.path.exists(base):
         return out
-    for entry in base.iterdir():
-        record = load(entry.name)
+    for name in os.listdir(base):
+        record = load(name)
         if record:
             out.append(refresh(record))
     out.sort(key=lambda r: r.get("Created", ""), reverse=True)
@@ -128,7 +128,7 @@ def all_records() -> list[dict]:
 # name (a crash between the two leaves a stale entry, which is ignored).
 
 def _name_file(name: str):
-    return paths.names_dir() / name.lstrip("/")
+    return os.path.join(paths.names_dir(), name.lstrip("/"))
 
 
 def _named(name: str) -> dict | None:
@@ -144,7 +144,7 @@ def _named(name: str) -> dict | None:
 def _ensure_name_index() -> None:
     """Made once from the records of a state root older than the index.
     Call under names_lock()."""
-    if paths.names_dir().is_dir():
+    if os.path.isdir(paths.names_dir()):
         return
     for record in all_records():
         if record["Name"]:
@@ -187,7 +187,7 @@ def find(ref: str) -> dict:
         record = load(ref)
         if record:
             return refresh(record)
-    if not paths.names_dir().is_dir():  # a root older than the name index
+    if not os.path.isdir(paths.names_dir()):  # a root older than the name index
         for record in all_records():
             if record["Id"] == ref or record["Name"] == name:
                 return record

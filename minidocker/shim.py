@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
 
 
 def _open_log(cid: str) -> int:
-    return os.open(paths.container_dir(cid) / "container.log",
+    return os.open(os.path.join(paths.container_dir(cid), "container.log"),
                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
@@ -116,13 +116,13 @@ def supervise(cid: str, status_fd: int, attach: bool) -> int:
                 os.close(fd)
             stdio, pipes = (devnull, devnull, devnull), []
             tty = ttyrelay.Tty(cid, log_fd, hold=attach)
-            pid = tty.start(runtime, str(cdir), stdio)
+            pid = tty.start(runtime, cdir, stdio)
         elif runtime == "runc":
             from minidocker.runtime import runc
-            pid = runc.start(str(cdir), cid, stdio)
+            pid = runc.start(cdir, cid, stdio)
         else:
             from minidocker.runtime import builtin
-            pid = builtin.start(str(cdir), stdio)
+            pid = builtin.start(cdir, stdio)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone
         if tty:
             tty.close()
@@ -277,7 +277,7 @@ def _restart(cid: str, record: dict, runtime: str, log_fd: int, devnull: int, tt
             return None
     from minidocker.runtime import cgroups
     cgroups.remove(record.get("Cgroups") or {})  # a fresh cgroup: counters start again
-    cdir = str(paths.container_dir(cid))
+    cdir = paths.container_dir(cid)
     try:
         if runtime == "runc":
             from minidocker.runtime import runc

@@ -1,15 +1,64 @@
-"""ctypes wrappers for the Linux calls Python 3.11 lacks.
+"""The Linux calls Python 3.11 lacks, through libc.
 
-unshare, setns, mount, umount2, pivot_root, sethostname, prctl, capset.
-setns/unshare of the network namespace affect only the calling thread; the
-mount namespace can only be changed by a single-threaded process.
+unshare, setns, mount, umount2, pivot_root, sethostname, prctl, capset,
+statfs. setns/unshare of the network namespace affect only the calling
+thread; the mount namespace can only be changed by a single-threaded process.
+
+Built on `_ctypes`, the C half of ctypes: the `ctypes` package (with
+struct and its own modules) is ~1.5 ms of every `run` for the few C types
+and the one library handle wanted here, declared below as ctypes does.
 """
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+class _Int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _UInt32(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class _CharP(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+_FLAGS = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+
+
+class _Func(_ctypes.CFuncPtr):
+    """A libc function as ctypes.CDLL(None, use_errno=True) makes them."""
+    _flags_ = _FLAGS
+    _restype_ = _Int
+
+
+class _LongFunc(_ctypes.CFuncPtr):
+    _flags_ = _FLAGS
+    _restype_ = _Long
+
+
+class _Libc:
+    """The process's own symbols (libc), as ctypes.CDLL(None)."""
+    _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)
+
+    def function(self, name: str, argtypes: list, long_result: bool = False):
+        func = (_LongFunc if long_result else _Func)((name, self))
+        func.argtypes = argtypes
+        return func
+
+
+_lib = _Libc()
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -63,20 +112,19 @@ _SYSNO = {
     "aarch64": {"pivot_root": 41, "capset": 91},
 }[os.uname().machine]
 
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                        ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong, ctypes.c_ulong]
-_libc.syscall.restype = ctypes.c_long
+_mount = _lib.function("mount", [_CharP, _CharP, _CharP, _ULong, _CharP])
+_umount2 = _lib.function("umount2", [_CharP, _Int])
+_unshare = _lib.function("unshare", [_Int])
+_setns = _lib.function("setns", [_Int, _Int])
+_sethostname = _lib.function("sethostname", [_CharP, _ULong])
+_prctl = _lib.function("prctl", [_Int, _ULong, _ULong, _ULong, _ULong])
+_statfs = _lib.function("statfs", None)
+_syscall = _lib.function("syscall", None, long_result=True)
 
 
 def _check(ret: int, what: str, path=None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
     return ret
 
@@ -86,43 +134,48 @@ def _b(s):
 
 
 def mount(source, target, fstype=None, flags: int = 0, data=None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+    _check(_mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
            f"mount {target}", target)
 
 
 def umount(target, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), f"umount {target}", target)
+    _check(_umount2(_b(target), flags), f"umount {target}", target)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 def pivot_root(new_root, put_old) -> None:
-    _check(_libc.syscall(_SYSNO["pivot_root"], _b(new_root), _b(put_old)),
+    _check(_syscall(_SYSNO["pivot_root"], _b(new_root), _b(put_old)),
            "pivot_root")
 
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+    _check(_sethostname(raw, len(raw)), "sethostname")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+    return _check(_prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(_ctypes.Structure):
+    _fields_ = [("version", _UInt32), ("pid", _Int)]
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _CapData(_ctypes.Structure):
+    _fields_ = [("effective", _UInt32), ("permitted", _UInt32), ("inheritable", _UInt32)]
+
+
+class _StatFs(_ctypes.Structure):
+    """struct statfs: f_type first, then 14 more words (120 bytes on
+    x86_64 and aarch64), with room to spare."""
+    _fields_ = [("f_type", _Long), ("rest", _Long * 31)]
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
@@ -134,7 +187,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_SYSNO["capset"], ctypes.byref(header), data), "capset")
+    _check(_syscall(_SYSNO["capset"], _ctypes.byref(header), data), "capset")
+
+
+def statfs_type(path) -> int:
+    """statfs(2)'s f_type of path's file system (a *_SUPER_MAGIC)."""
+    buf = _StatFs()
+    _check(_statfs(_b(path), _ctypes.byref(buf)), f"statfs {path}", path)
+    return buf.f_type
 
 
 def last_cap() -> int:

@@ -35,8 +35,8 @@ def release(record: dict, reaped: bool = False) -> None:
         print(f"minidocker: network teardown of {cid[:12]}: {exc}", file=sys.stderr)
     if record["NetworkSettings"].get("SandboxKey"):  # not start()'s clean-up of nothing
         fault("teardown:half")
-    unmount(str(paths.container_dir(cid) / "rootfs"))
-    netns.unpin(str(paths.netns_path(cid)))
+    unmount(os.path.join(paths.container_dir(cid), "rootfs"))
+    netns.unpin(paths.netns_path(cid))
     try:
         os.unlink(paths.shim_socket(cid))  # a killed shim's terminal socket
     except FileNotFoundError:
@@ -66,7 +66,7 @@ def _kill_orphan(record: dict) -> None:
 
 def root_is_container(pid: int, cid: str) -> bool:
     """True if pid's root mount is this container's overlay."""
-    marker = f"upperdir={paths.container_dir(cid) / 'upper'},"
+    marker = f"upperdir={paths.container_upper(cid)},"
     try:
         with open(f"/proc/{pid}/mountinfo") as fh:
             return any(line.split()[4] == "/" and marker in line for line in fh)
@@ -98,8 +98,8 @@ def remove_files(cid: str) -> None:
         record = None
     if record:
         records.release_name(record["Name"], cid)
-    unmount(str(paths.container_dir(cid) / "rootfs"))
-    _rmtree(str(paths.container_dir(cid)))
+    unmount(os.path.join(paths.container_dir(cid), "rootfs"))
+    _rmtree(paths.container_dir(cid))
     try:
         os.unlink(records.lock_path(cid))
     except FileNotFoundError:

@@ -33,7 +33,7 @@ class Tty:
         import socket
         from minidocker import terminal
         state.ensure_dir(paths.shim_dir())
-        self.listener = terminal.listen(str(paths.shim_socket(self.cid)))
+        self.listener = terminal.listen(paths.shim_socket(self.cid))
         if runtime == "runc":
             import tempfile
             from minidocker.runtime import runc

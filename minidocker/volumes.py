@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from minidocker import clock, fsutil, paths, state
 from minidocker.errors import Conflict, MinidockerError, NotFound
@@ -23,11 +24,11 @@ _BIND_MODES = {"ro", "rw", "nocopy", "rprivate", "private", "rslave", "slave", "
 
 
 def _lock():
-    return state.locked(paths.locks_dir() / "volumes.lock")
+    return state.locked(Path(paths.locks_dir()) / "volumes.lock")
 
 
 def _dir(name: str):
-    return paths.volumes_dir() / name
+    return Path(paths.volumes_dir()) / name
 
 
 def _check_name(name: str) -> None:
@@ -65,7 +66,7 @@ def get(name: str) -> dict:
 
 
 def all_volumes() -> list[dict]:
-    base = paths.volumes_dir()
+    base = Path(paths.volumes_dir())
     if not base.is_dir():
         return []
     out = [state.read_json(d / "volume.json") for d in sorted(base.iterdir())]

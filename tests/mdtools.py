@@ -15,7 +15,7 @@ from pathlib import Path
 from minidocker import paths
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = paths.oci_schema_dir()
+SCHEMA_DIR = Path(paths.oci_schema_dir())
 APPLETS = ["sh", "echo", "cat", "ls", "env", "pwd", "id", "sleep", "true", "false", "test", "grep", "tr"]
 
 

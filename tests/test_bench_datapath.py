@@ -22,8 +22,9 @@ from harness import NETNS_DIR, REPO, cgroup_parents
 BENCH = str(REPO / "scripts" / "bench")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ONE_PATH = ["datapath", "--path", "bridge", "--runs", "1", "--rounds", "50", "--no-docker"]
-#: The servers the bench starts outside containers (bench/probes.py).
-SERVERS = ("iperf3 -s -p 5201", "socat TCP-LISTEN:7,fork,reuseaddr PIPE")
+#: The servers the bench starts outside containers (bench/probes.py), and
+#: --profile's recorder (bench/kprofile.py).
+SERVERS = ("iperf3 -s -p 5201", "socat TCP-LISTEN:7,fork,reuseaddr PIPE", "perf record -a")
 TIMEOUT = 180
 
 
@@ -61,9 +62,11 @@ def _left(tmp_path: Path, names: list[str], since: float) -> list[str]:
 
 
 def test_one_path_gives_a_throughput_figure_and_leaves_nothing(tmp_path):
+    """With --profile, also the CPU per GB of both hosts and minidocker's
+    per-family shares (the bridged path crosses the bridge and its hooks)."""
     since = time.time() - 1
     proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in _env(tmp_path).items()),
-                           BENCH, *ONE_PATH, "--seconds", "1"],
+                           BENCH, *ONE_PATH, "--seconds", "1", "--profile"],
                           capture_output=True, text=True, timeout=TIMEOUT)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -74,13 +77,44 @@ def test_one_path_gives_a_throughput_figure_and_leaves_nothing(tmp_path):
     assert bare > 0 and ours > 0 and ratio == pytest.approx(ours / bare, abs=0.01)
     assert "note:" not in out, out          # every probe of the path answered
     assert re.search(r"load average [\d.]+ at the end", proc.stdout), out
+    profiled = re.search(r"^container -> container, one bridge\s+(\d+)\s+(\d+)\s+n/a\s+[\d.]+x\s+"
+                         r"([\d.]+) / ([\d.]+) / [\d.]+ / [\d.]+ / [\d.]+\s+([\d.]+)$", proc.stdout, re.M)
+    assert profiled, out
+    bare_ms, ours_ms, br_netfilter, bridge, total = map(float, profiled.groups())
+    assert bare_ms > 0 and ours_ms > 0
+    assert bridge > 0 and 0 < total < 100
     assert _left(tmp_path, _namespaces(out), since) == []
 
 
+def test_profile_sorts_kernel_functions_into_families():
+    from bench import kprofile
+    script = "\n".join([
+        "  iperf3  ffffffff81 br_nf_pre_routing", "  iperf3  ffffffff82 br_handle_frame",
+        "  iperf3  ffffffff83 __nf_conntrack_find_get", "  iperf3  ffffffff84 nft_do_chain",
+        "  iperf3  ffffffff85 nf_hook_slow", "  iperf3  ffffffff86 tcp_sendmsg_locked",
+        "  iperf3  ffffffff87 [unknown]", " swapper  ffffffff88 br_handle_frame", ""])
+    total, families = kprofile.tally(script, "iperf3")
+    assert total == 7
+    assert dict(families) == {"br_netfilter": 1, "bridge": 1, "conntrack": 1, "rules": 1, "nf hooks": 1}
+    assert kprofile.Profile(999, families, 2.0).cpu_ms_per_gb() == pytest.approx(500.0)
+    assert kprofile.Profile(10, families, 0.0).cpu_ms_per_gb() is None
+
+
+def test_profile_without_perf_is_refused_in_one_line(monkeypatch, capsys):
+    import shutil
+    from bench import datapath
+    real = shutil.which
+    monkeypatch.setattr(datapath.shutil, "which", lambda t: None if t == "perf" else real(t))
+    assert datapath.main(["--profile", "--no-docker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "perf missing" in err, err
+
+
 def test_ctrl_c_in_a_measurement_removes_everything(tmp_path):
-    """SIGINT while iperf3 runs (a long test): exit 130, nothing left."""
+    """SIGINT while iperf3 runs (a long test, recorded by perf): exit 130,
+    nothing left (perf stopped, its data removed)."""
     since = time.time() - 1
-    proc = subprocess.Popen([BENCH, *ONE_PATH, "--seconds", "60"], env=_env(tmp_path),
+    proc = subprocess.Popen([BENCH, *ONE_PATH, "--seconds", "60", "--profile"], env=_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(TIMEOUT, proc.kill)
     watchdog.start()

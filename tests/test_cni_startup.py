@@ -12,7 +12,7 @@ import pytest
 
 from cni import env, fastjson, ipaddr, version
 from cni_bridge import config
-from cni_bridge.firewall import iptables, nftables, nftlisting, owner_comment
+from cni_bridge.firewall import iptsaved, nftables, nftlisting, owner_comment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,10 +78,12 @@ def test_fastjson_loads_is_json_loads(doc):
 
 
 @pytest.mark.parametrize("sort_keys", [False, True])
-def test_fastjson_dumps_is_json_dumps(sort_keys):
+@pytest.mark.parametrize("separators", [None, (",", ":"), (" ,", " = ")])
+def test_fastjson_dumps_is_json_dumps(sort_keys, separators):
+    kw = {"separators": separators} if separators else {}
     for obj in DUMPS:
-        assert _outcome(lambda o: fastjson.dumps(o, sort_keys=sort_keys), obj) == \
-            _outcome(lambda o: json.dumps(o, sort_keys=sort_keys), obj), obj
+        assert _outcome(lambda o: fastjson.dumps(o, sort_keys=sort_keys, **kw), obj) == \
+            _outcome(lambda o: json.dumps(o, sort_keys=sort_keys, **kw), obj), obj
     loop: list = []
     loop.append(loop)
     assert _outcome(fastjson.dumps, loop) == _outcome(json.dumps, loop)
@@ -140,7 +142,7 @@ def test_string_checks_match_the_regular_expressions_they_replace():
         m = version_re.match(s)
         assert version._numbers(s) == (tuple(int(g) for g in m.groups()) if m else None), s
         assert env._is_name(s) == bool(name_re.match(s)), s
-        for rx, got in ((ipt_re, iptables._comment(s)), (any_re, iptables._comment(s, prefix="")),
+        for rx, got in ((ipt_re, iptsaved.comment(s)), (any_re, iptsaved.comment(s, prefix="")),
                         (set_re, nftables._set_looked_up(s))):
             m = rx.search(s)
             assert got == (m.group(1) if m else None), (rx.pattern, s)

@@ -239,3 +239,18 @@ def test_cgroup_v2_files(tmp_path, monkeypatch):
                      "cpu.weight": "39", "cpu.max": "50000 100000", "pids.max": "50"}
     assert (tmp_path / "cgroup.subtree_control").read_text() == "+pids"  # the last write
     assert cgroups.v2_cpu_weight(2) == 1 and cgroups.v2_cpu_weight(262144) == 10000
+
+
+def test_cgroup_mounts_without_mountinfo(tmp_path, monkeypatch):
+    """The hierarchies found where they are conventionally mounted (checked
+    by statfs) are the ones /proc/self/mountinfo lists; anything else (a
+    plain tree, a missing hierarchy) falls back to reading mountinfo."""
+    from minidocker.runtime import cgroups
+    found = cgroups._standard_mounts()
+    listed = cgroups._mountinfo_mounts()
+    assert found and set(cgroups.V1_CONTROLLERS) <= set(found)
+    assert all(listed[name] == point for name, point in found.items())
+    monkeypatch.setenv("MINIDOCKER_CGROUP_FS", str(tmp_path))
+    assert cgroups._standard_mounts() is None
+    (tmp_path / "cpu").mkdir()  # a directory, not a cgroup file system
+    assert cgroups._standard_mounts() is None

@@ -118,6 +118,20 @@ def test_run_path_imports_nothing_from_site_packages():
     assert out == ["True", "False"]
 
 
+#: What `run --rm --network none` must not import (HACKING.md, `run` latency): each
+#: is milliseconds of every run, most of it in what they import in turn.
+NOT_ON_RUN_PATH = ("pathlib", "re", "json", "enum", "ctypes", "signal", "contextlib", "resource",
+                   "warnings", "struct", "functools", "collections", "urllib", "ipaddress",
+                   "subprocess", "dataclasses", "typing", "logging", "socket", "shutil", "click")
+
+
+def test_run_path_imports_are_lean():
+    out = _without_site("from minidocker import entry, runcmd, shim, teardown, events, logfile, "
+                        "shimwait\nfrom minidocker.runtime import builtin, cgroups\n"
+                        f"print(' '.join(sorted(set(sys.modules) & set({NOT_ON_RUN_PATH!r}))))")
+    assert out == []
+
+
 def test_site_joins_on_the_first_import_that_needs_it():
     import sys
     out = _without_site("SiteOnDemand.install()\nimport click\n"
@@ -131,3 +145,34 @@ def test_the_launcher_starts_without_site():
     launcher = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "minidocker"
     first = launcher.read_text().splitlines()[0]
     assert first.startswith("#!") and first.endswith(" -S"), first
+
+
+# --- string checks standing in for regular expressions on run's path ---------------
+REFS = ["busybox", "busybox:latest", "library/alpine:3.19", "a/b/c:_x", "a/b/c:.x", "a/b/c:-x",
+        "a" * 300, "busybox:" + "t" * 128, "busybox:" + "t" * 129, "Busybox", "a__b", "a--b:1",
+        "a.b", "a_b", "a//b", "/a", "a/", "", "a:", "a:B_.-9", "a:é", "é", "a b", "a\n",
+        "localhost/a", "localhost:5000/a/b:c", "reg.io/x@sha256:" + "0" * 64, "x@sha256:abc"]
+
+
+@pytest.mark.parametrize("ref", REFS)
+def test_plain_references_are_checked_as_the_grammar_does(ref):
+    import re
+    from minidocker.images import refs
+    rest, _, digest = ref.partition("@")
+    name, _, tag = rest.partition(":")
+    domain, path = ("", name) if "/" not in name or "." not in name.split("/")[0] else name.split("/", 1)
+    grammar = bool(re.match(refs.PATH_RE, path) and (not domain or re.match(refs.DOMAIN_RE, domain))
+                   and (not tag or re.match(refs.TAG_RE, tag))
+                   and (not digest or re.match(refs.DIGEST_RE, digest)))
+    assert refs.valid(domain, path, tag, digest) == grammar
+    assert not refs.plainly_valid(domain, path, tag, digest) or grammar
+
+
+@pytest.mark.parametrize("line", ["nameserver 127.0.0.53", "  nameserver\t127.0.0.1", "nameserver ::1",
+                                  "nameserver ::1%lo", "nameserver 10.0.0.1", "nameserver127.0.0.1",
+                                  "nameserver", "nameserver ", "# nameserver 127.0.0.1", "search lan",
+                                  "nameserver  \u00a0127.0.0.1", "nameserverx 127.0.0.1", ""])
+def test_loopback_resolvers_are_found_as_the_regex_did(line):
+    import re
+    from minidocker import etcfiles
+    assert etcfiles.loopback_resolver(line) == bool(re.match(r"\s*nameserver\s+(127\.|::1)", line))

@@ -13,8 +13,8 @@ backends in iptables.py and nftables.py; this module picks one.
 from __future__ import annotations
 
 from cni_bridge.firewall.plan import (  # noqa: F401 - the package's surface
-    BACKENDS, CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POSTROUTING, COMMENT_PREFIX,
-    NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment, Driver, Early, Lock, Pending,
+    BACKENDS, CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POLICY, CHAIN_POSTROUTING,
+    COMMENT_PREFIX, NFT_CHAINS, NFT_TABLE, SCAFFOLD_COMMENT, Attachment, Driver, Early, Lock, Pending,
     decide, isolation_plan, lock_path, network_plan, network_prefix,
     owner_comment, plan)
 

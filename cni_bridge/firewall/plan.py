@@ -12,6 +12,7 @@ from cni.portmap import PortMapping
 CHAIN_DNAT = "MINIDOCKER"                  # nat: DNAT of published ports
 CHAIN_POSTROUTING = "MINIDOCKER-POSTROUTING"  # nat: masquerade
 CHAIN_FORWARD = "MINIDOCKER-FORWARD"       # filter: accept to/from containers
+CHAIN_POLICY = "MINIDOCKER-POLICY"         # filter: per-container drops, new connections only
 CHAIN_ISOLATION = "MINIDOCKER-ISOLATION"   # filter: drops between isolated networks' bridges
 NFT_TABLE = "minidocker"                   # `table ip minidocker`, `table ip6 minidocker`
 NFT_CHAINS = {  # nft chain -> its base-chain declaration

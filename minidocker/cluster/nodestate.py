@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from minidocker import paths, state
 from minidocker.cluster import config as cconf
@@ -16,15 +17,15 @@ PODS_BRIDGE = "mdpods0"
 
 
 def node_file():
-    return paths.state_root() / "cluster" / "node.json"
+    return Path(paths.state_root()) / "cluster" / "node.json"
 
 
 def status_file():
-    return paths.run_root() / "cluster" / "agent.json"
+    return Path(paths.run_root()) / "cluster" / "agent.json"
 
 
 def log_file():
-    return paths.run_root() / "cluster" / "agent.log"
+    return Path(paths.run_root()) / "cluster" / "agent.log"
 
 
 @dataclass

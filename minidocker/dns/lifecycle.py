@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from minidocker import paths, records, state
 from minidocker.errors import MinidockerError
@@ -37,11 +38,11 @@ def address(net: networks.Network) -> str:
 
 
 def _pidfile(net) -> str:
-    return str(paths.dns_dir() / f"{net.id}.pid")
+    return os.path.join(paths.dns_dir(), f"{net.id}.pid")
 
 
 def _lock(net):
-    return state.locked(paths.dns_dir() / f"{net.id}.lock")
+    return state.locked(Path(paths.dns_dir()) / f"{net.id}.lock")
 
 
 def running(net) -> int:
@@ -101,7 +102,7 @@ def follow(net: networks.Network) -> None:
 def reap() -> list[str]:
     """`system prune`: stop the servers of networks left without endpoints
     (endpoint records removed by GC, not by detach); the names of those networks."""
-    base = paths.dns_dir()
+    base = Path(paths.dns_dir())
     gone = []
     for entry in sorted(os.listdir(base)) if base.is_dir() else []:
         if entry.endswith(".pid"):
@@ -119,7 +120,7 @@ def point_resolv_conf(record: dict, net: networks.Network) -> None:
     addr = address(net)
     if not addr or (record.get("HostConfig") or {}).get("Dns"):
         return
-    path = paths.container_dir(record["Id"]) / "resolv.conf"
+    path = Path(paths.container_dir(record["Id"])) / "resolv.conf"
     try:
         with open(path) as fh:
             lines = [l.split() for l in fh.read().splitlines()]

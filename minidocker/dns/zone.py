@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from pathlib import Path
 
 from minidocker import paths, state
 from minidocker.network import networks, store
@@ -19,7 +20,7 @@ RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
 def upstreams(path: str | None = None) -> list[str]:
     """The host's nameservers; behind systemd-resolved's stub (127.0.0.53),
     the servers it uses itself, as Docker does."""
-    path = path or str(paths.host_resolv_conf())
+    path = path or paths.host_resolv_conf()
     servers = _nameservers(path)
     if RESOLVED_STUB in servers and os.path.exists(RESOLVED_UPSTREAMS):
         servers = _nameservers(RESOLVED_UPSTREAMS) or servers
@@ -61,7 +62,7 @@ class Zone:
 
     def _stamp(self):
         out = []
-        for d in (paths.networks_dir() / self.net.id / "endpoints", paths.services_dir()):
+        for d in (Path(paths.networks_dir()) / self.net.id / "endpoints", Path(paths.services_dir())):
             try:
                 st = os.stat(d)
                 out.append((st.st_mtime_ns, st.st_ino))
@@ -91,7 +92,7 @@ class Zone:
         self.forward, self.reverse = fwd, rev
 
     def _services(self) -> list[dict]:
-        base = paths.services_dir()
+        base = Path(paths.services_dir())
         out = []
         try:
             entries = os.listdir(base)

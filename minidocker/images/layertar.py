@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import tarfile
+from pathlib import Path
 
 from minidocker import paths
 from minidocker.images import layer, oci, store
@@ -69,7 +70,7 @@ def original_tar(diff_id: str) -> bytes | None:
     """The layer's tar as it came, from its tar-split and its files; None
     when it cannot be made again (no tar-split, a file changed or lost to a
     later member of the same name)."""
-    d = paths.layer_dir(store.hexid(diff_id))
+    d = Path(paths.layer_dir(store.hexid(diff_id)))
     try:
         with open(d / "tar-split.gz", "rb") as fh:
             rest = gzip.decompress(fh.read())
@@ -96,6 +97,6 @@ def layer_tar(diff_id: str) -> bytes:
     tar = original_tar(diff_id)
     if tar is None:
         raw = io.BytesIO()
-        dir_tar(str(paths.layer_dir(store.hexid(diff_id)) / "diff"), raw)
+        dir_tar(os.path.join(paths.layer_dir(store.hexid(diff_id)), "diff"), raw)
         tar = raw.getvalue()
     return tar

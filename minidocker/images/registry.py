@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from minidocker import paths, state
 from minidocker.images import layer, oci, progress, store
@@ -57,7 +58,7 @@ def _auths() -> dict:
     """Our auth file, then Docker's config.json: registry -> base64 user:password."""
     out = {}
     docker = os.path.expanduser("~/.docker/config.json")
-    for path in (docker, paths.registry_auth_file()):
+    for path in (docker, Path(paths.registry_auth_file())):
         try:
             with open(path) as fh:
                 data = json.load(fh)
@@ -76,7 +77,7 @@ def login(registry: str, username: str, password: str, out=sys.stdout) -> None:
     secret = base64.b64encode(f"{username}:{password}".encode()).decode()
     client = Client(host, "", creds=secret)
     client.request("GET", "/v2/", scope=None)
-    path = paths.registry_auth_file()
+    path = Path(paths.registry_auth_file())
     with store.lock():
         data = state.read_json(path, {}) or {}
         data.setdefault("auths", {})[host] = {"auth": secret}
@@ -260,7 +261,7 @@ def pull(ref_text: str, out=sys.stdout) -> dict:
     client = Client(ref.registry, ref.remote_path)
     print(f"{ref.tag or ref.digest}: Pulling from {ref.remote_path}", file=out, flush=True)
     digest, layers, config_blob, config, diff_ids = _image(client, ref)
-    fresh = not (paths.image_dir(store.hexid(oci.digest_of(config_blob))) / "image.json").exists()
+    fresh = not os.path.exists(os.path.join(paths.image_dir(store.hexid(oci.digest_of(config_blob))), "image.json"))
     display = progress.Progress(out)
     with Transaction() as tx:
         todo = []

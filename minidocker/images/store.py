@@ -9,12 +9,11 @@ the tags. A layer is stored once, whatever number of images share it, and is
 deleted with the last image using it. A container's root is an overlay of
 its image's layers (lower) and its own upper dir.
 
-This module is on `run`'s path: stdlib `re`, `os` and the state helpers only.
+This module is on `run`'s path: stdlib `os` and the state helpers only.
 """
 from __future__ import annotations
 
 import os
-import re
 
 from minidocker import paths, state, syscalls as sc
 from minidocker.errors import NotFound
@@ -28,7 +27,7 @@ KEPT_CONFIG = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts",
 MAX_LAYERS = 125
 LINK_CHARS = 16
 def lock():
-    return state.locked(paths.locks_dir() / "images.lock")
+    return state.locked(os.path.join(paths.locks_dir(), "images.lock"))
 
 
 def repositories() -> dict[str, str]:
@@ -51,16 +50,20 @@ def checked_image(path) -> dict | None:
 
 
 def _image_json(hexid: str) -> dict | None:
-    return checked_image(paths.image_dir(hexid) / "image.json")
+    return checked_image(os.path.join(paths.image_dir(hexid), "image.json"))
 
 
 def hexid(digest: str) -> str:
     return digest.split(":", 1)[-1]
 
 
-def image_files():
+def image_files() -> list[str]:
+    """Every image's image.json."""
     root = paths.images_dir()
-    return sorted(p for p in root.glob("*/image.json") if re.fullmatch(r"[0-9a-f]{64}", p.parent.name))
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return sorted(os.path.join(root, n, "image.json") for n in names
+                  if len(n) == 64 and all(c in "0123456789abcdef" for c in n)
+                  and os.path.exists(os.path.join(root, n, "image.json")))
 
 
 def _with_tags(img: dict, repos: dict) -> dict:
@@ -92,8 +95,10 @@ def lookup(ref: str) -> dict:
             if img and want in (img.get("RepoDigests") or []):
                 return _with_tags(img, repos)
     prefix = hexid(ref).lower()
-    if re.fullmatch(r"[0-9a-f]{4,64}", prefix):
-        hits = [p.name for p in paths.images_dir().glob(prefix + "*") if (p / "image.json").exists()]
+    if 4 <= len(prefix) <= 64 and all(c in "0123456789abcdef" for c in prefix):
+        root = paths.images_dir()
+        hits = [n for n in (os.listdir(root) if os.path.isdir(root) else ())
+                if n.startswith(prefix) and os.path.exists(os.path.join(root, n, "image.json"))]
         if len(hits) == 1:
             return _with_tags(_image_json(hits[0]), repos)
         if len(hits) > 1:
@@ -193,7 +198,7 @@ def _unused_layers(candidates: list[str]) -> list[str]:
 
 def _drop_layer(diff_id: str) -> None:
     import shutil
-    link = paths.layer_links_dir() / short_link(diff_id)
+    link = os.path.join(paths.layer_links_dir(), short_link(diff_id))
     if os.path.islink(link) and os.readlink(link).split("/")[2:3] == [hexid(diff_id)]:
         os.unlink(link)
     shutil.rmtree(paths.layer_dir(hexid(diff_id)), ignore_errors=True)
@@ -201,14 +206,14 @@ def _drop_layer(diff_id: str) -> None:
 
 def config_blob(image: dict) -> bytes:
     """The image's config as it came (its id is this blob's digest)."""
-    with open(paths.image_dir(hexid(image["Id"])) / "config.json", "rb") as fh:
+    with open(os.path.join(paths.image_dir(hexid(image["Id"])), "config.json"), "rb") as fh:
         return fh.read()
 
 
 def has_layer(diff_id: str) -> bool:
-    return (paths.layer_dir(hexid(diff_id)) / "layer.json").exists()
+    return os.path.exists(os.path.join(paths.layer_dir(hexid(diff_id)), "layer.json"))
 
 
 def layer_size(diff_id: str) -> int:
-    info = state.read_json(paths.layer_dir(hexid(diff_id)) / "layer.json", {}) or {}
+    info = state.read_json(os.path.join(paths.layer_dir(hexid(diff_id)), "layer.json"), {}) or {}
     return int(info.get("Size", 0)) if isinstance(info, dict) else 0

@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from minidocker import paths, state
 from minidocker.images.refs import ImageError
@@ -126,10 +127,10 @@ class Transaction:
         moved: list[str] = []
         with lock():
             try:
-                links = state.ensure_dir(paths.layer_links_dir())
+                links = Path(state.ensure_dir(paths.layer_links_dir()))
                 state.ensure_dir(paths.layers_dir())
                 for diff_id in self.layers:
-                    final = paths.layer_dir(hexid(diff_id))
+                    final = Path(paths.layer_dir(hexid(diff_id)))
                     if final.exists():
                         continue
                     link = links / short_link(diff_id)
@@ -142,7 +143,7 @@ class Transaction:
                     moved.append(str(link))
                 repos = repositories()
                 for record in self.images:
-                    final = paths.image_dir(hexid(record["Id"]))
+                    final = Path(paths.image_dir(hexid(record["Id"])))
                     staged = os.path.join(self.dir, "image-" + hexid(record["Id"]))
                     old = checked_image(final / "image.json") if final.exists() else None
                     if old:
@@ -159,7 +160,7 @@ class Transaction:
                         state.write_json(final / "image.json", body)
                     for tag in record["RepoTags"]:
                         repos[tag] = record["Id"]
-                state.write_json(paths.repositories_file(), repos)
+                state.write_json(Path(paths.repositories_file()), repos)
             except BaseException:
                 for path in reversed(moved):
                     if os.path.islink(path):

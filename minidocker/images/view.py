@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from minidocker import paths
 from minidocker.images import store
@@ -22,8 +23,8 @@ def inspect(image: dict) -> dict:
     """`docker image inspect`'s object."""
     config = config_of(image)
     layers = store.layer_ids(image)
-    top = paths.layer_dir(store.hexid(layers[-1])) / "diff" if layers else ""
-    lower = [str(paths.layer_dir(store.hexid(d)) / "diff") for d in reversed(layers[:-1])]
+    top = Path(paths.layer_dir(store.hexid(layers[-1]))) / "diff" if layers else ""
+    lower = [os.path.join(paths.layer_dir(store.hexid(d)), "diff") for d in reversed(layers[:-1])]
     return {
         "Id": image["Id"],
         "RepoTags": image.get("RepoTags") or [],
@@ -84,7 +85,7 @@ def prune(every: bool, in_use: set[str]) -> tuple[list[str], int]:
 
 
 def _layers_bytes() -> int:
-    root = paths.layers_dir()
+    root = Path(paths.layers_dir())
     if not root.exists():
         return 0
     return sum(store.layer_size("sha256:" + name) for name in os.listdir(root))

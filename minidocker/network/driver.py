@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 from minidocker import paths, records, state
 from minidocker.errors import Conflict, MinidockerError
@@ -61,17 +62,17 @@ def executor():
 
 def ipam_dir():
     """cni-bridge's IPAM dataDir for native networks (under MINIDOCKER_ROOT)."""
-    return paths.state_root() / "ipam"
+    return Path(paths.state_root()) / "ipam"
 
 
 def network_lock(net, shared: bool):
     """Lock 3 of the order above."""
-    return state.locked(paths.locks_dir() / f"network-{net.id[:24]}.lock", shared=shared)
+    return state.locked(Path(paths.locks_dir()) / f"network-{net.id[:24]}.lock", shared=shared)
 
 
 def ports_lock():
     """Lock 2 of the order above."""
-    return state.locked(paths.locks_dir() / "ports.lock")
+    return state.locked(Path(paths.locks_dir()) / "ports.lock")
 
 
 def _ranges(net) -> list[list[dict]]:

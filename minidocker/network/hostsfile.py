@@ -18,6 +18,7 @@ has no names, as Docker's.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from minidocker import paths, records, state
 from minidocker.etcfiles import HOSTS
@@ -27,7 +28,7 @@ from minidocker.network.networks import DEFAULT_NETWORK
 
 
 def _lock():
-    return state.locked(paths.locks_dir() / "hosts.lock")
+    return state.locked(Path(paths.locks_dir()) / "hosts.lock")
 
 
 def _addrs(ep: dict) -> list[str]:
@@ -77,7 +78,7 @@ def _served(net_id: str) -> bool:
 
 
 def _markers(net_id: str):
-    return paths.networks_dir() / net_id / "hosts-listed"
+    return Path(paths.networks_dir()) / net_id / "hosts-listed"
 
 
 def follow(net, cid: str, ifname: str, joined: bool) -> None:

@@ -39,6 +39,9 @@ class Mode:
     accepts_ports = False
     #: True: -p is dropped with a warning, as Docker does (else refused).
     ignores_ports = False
+    #: True: attach() makes kernel objects (an endpoint), so the record names
+    #: the pinned namespace before it starts; False: it only returns settings.
+    attaches = False
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -52,7 +55,7 @@ class Mode:
 
     def sandbox(self, record: dict) -> str | None:
         """The network namespace the process runs in (None: the host's)."""
-        return str(paths.netns_path(record["Id"]))
+        return paths.netns_path(record["Id"])
 
     def attach(self, record: dict) -> dict:
         """Attach networking; returns what goes into NetworkSettings."""
@@ -129,6 +132,7 @@ class NetworkMode(Mode):
 
     name = "bridge"
     accepts_ports = True
+    attaches = True
 
     def __init__(self, spec: str):
         super().__init__(spec)

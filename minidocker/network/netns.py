@@ -4,11 +4,11 @@ process exists (as CNI runtimes do) and removed after it is gone."""
 from __future__ import annotations
 
 import _socket
+import _struct
 import _thread
 import errno
 import fcntl
 import os
-import struct
 
 from minidocker import syscalls as sc
 
@@ -64,9 +64,9 @@ def _lo_up() -> None:
     """SIOCSIFFLAGS on a socket made in the new namespace (no netlink needed)."""
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        req = _struct.pack("16sH14x", b"lo", 0)
+        flags = _struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _struct.pack("16sH14x", b"lo", flags | IFF_UP))
     finally:
         s.close()
 

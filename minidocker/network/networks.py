@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+from pathlib import Path
 
 from cni.record import Record
 from minidocker import paths, state
@@ -129,12 +130,12 @@ def now() -> str:
 
 
 def record_path(net_id: str):
-    return paths.networks_dir() / net_id / "network.json"
+    return Path(paths.networks_dir()) / net_id / "network.json"
 
 
 def lock():
     """The network records' lock (create, rm, the default's first use)."""
-    return state.locked(paths.locks_dir() / "networks.lock")
+    return state.locked(Path(paths.locks_dir()) / "networks.lock")
 
 
 def cni_id(name: str) -> str:
@@ -153,7 +154,7 @@ def _builtin(name: str) -> Network:
 
 def records() -> list[Network]:
     """Every native network with a record on disk, oldest first."""
-    base = paths.networks_dir()
+    base = Path(paths.networks_dir())
     out = []
     if base.is_dir():
         for entry in sorted(os.listdir(base)):
@@ -247,7 +248,7 @@ def file_networks(shadowed: bool = False) -> list[Network]:
     from minidocker.network.cni import config  # the CNI protocol modules only when needed
     taken = set() if shadowed else {n.name for n in records()} | set(BUILTIN_DRIVERS)
     out = []
-    for conf in config.load_dir(paths.cni_conf_dir(), warn=False).networks:
+    for conf in config.load_dir(Path(paths.cni_conf_dir()), warn=False).networks:
         if conf.name in taken:
             continue
         out.append(Network(name=conf.name, id=cni_id(conf.name), driver=CNI_DRIVER,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from pathlib import Path
 
 from cni.record import Record
 from minidocker import paths, state
@@ -148,7 +149,7 @@ def create(req: CreateRequest) -> Network:
 # --- endpoints: which containers are attached -----------------------------
 
 def _endpoint_dir(net: Network):
-    return paths.networks_dir() / net.id / "endpoints"
+    return Path(paths.networks_dir()) / net.id / "endpoints"
 
 
 def has_endpoints(net: Network) -> bool:
@@ -168,7 +169,7 @@ def endpoints(net: Network) -> dict[str, dict]:
 
 def endpoints_by_id(net_id: str) -> dict[str, dict]:
     out = {}
-    base = paths.networks_dir() / net_id / "endpoints"
+    base = Path(paths.networks_dir()) / net_id / "endpoints"
     if net_id and base.is_dir():
         for entry in sorted(os.listdir(base)):
             if entry.endswith(".json"):
@@ -186,7 +187,7 @@ def endpoint(net: Network, container_id: str) -> dict | None:
 
 
 def _endpoint_file(net_id: str, container_id: str) -> dict | None:
-    data = state.read_json(paths.networks_dir() / net_id / "endpoints" / f"{container_id}.json")
+    data = state.read_json(Path(paths.networks_dir()) / net_id / "endpoints" / f"{container_id}.json")
     return data if isinstance(data, dict) else None
 
 
@@ -194,7 +195,7 @@ def add_endpoint(net: Network, container_id: str, endpoint: dict) -> None:
     """The port index first: an entry without its endpoint is ignored, an
     endpoint without its entries would hide a taken port."""
     _ensure_port_index()
-    _index_ports(paths.ports_dir(), net.id, container_id, endpoint)
+    _index_ports(Path(paths.ports_dir()), net.id, container_id, endpoint)
     state.write_json(_endpoint_dir(net) / f"{container_id}.json", endpoint)
 
 
@@ -210,7 +211,7 @@ def remove_endpoint(net: Network, container_id: str) -> None:
 
 def all_endpoints():
     """(network id, container id, endpoint) of every endpoint on record."""
-    base = paths.networks_dir()
+    base = Path(paths.networks_dir())
     if not base.is_dir():
         return
     for entry in sorted(os.listdir(base)):
@@ -227,7 +228,7 @@ def all_endpoints():
 def endpoints_of(cid: str) -> list[dict]:
     """The endpoints of one container, on every network: one file looked
     for per network, never every endpoint read."""
-    base = paths.networks_dir()
+    base = Path(paths.networks_dir())
     found = (_endpoint_file(nid, cid) for nid in (sorted(os.listdir(base)) if base.is_dir() else []))
     return [ep for ep in found if ep]
 
@@ -252,7 +253,7 @@ def _index_ports(base, net_id: str, cid: str, ep: dict) -> None:
 
 def _unindex_ports(net_id: str, cid: str, ep: dict) -> None:
     for proto, port in _port_keys(ep):
-        d = paths.ports_dir() / f"{proto}-{port}"
+        d = Path(paths.ports_dir()) / f"{proto}-{port}"
         try:
             os.unlink(d / f"{net_id}.{cid}")
             os.rmdir(d)
@@ -263,7 +264,7 @@ def _unindex_ports(net_id: str, cid: str, ep: dict) -> None:
 def _ensure_port_index() -> None:
     """Built once from the endpoints of a state root older than the index,
     in a scratch directory renamed into place (readers see all or nothing)."""
-    final = paths.ports_dir()
+    final = Path(paths.ports_dir())
     if final.is_dir():
         return
     scratch = final.with_name(f".ports.{os.getpid()}")
@@ -281,7 +282,7 @@ def port_holders(protocol: str, port: int):
     """(network id, container id, endpoint) of the endpoints publishing this
     host port: one directory listing, entries checked against their endpoint."""
     _ensure_port_index()
-    d = paths.ports_dir() / f"{protocol}-{int(port)}"
+    d = Path(paths.ports_dir()) / f"{protocol}-{int(port)}"
     try:
         entries = sorted(os.listdir(d))
     except (FileNotFoundError, NotADirectoryError):

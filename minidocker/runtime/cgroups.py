@@ -12,9 +12,9 @@ Runs in the shim and in the built-in runner's child: stdlib only.
 """
 from __future__ import annotations
 
+import _signal
 import errno
 import os
-import signal
 import time
 
 from minidocker import paths
@@ -35,15 +35,57 @@ def version() -> int:
 
 
 _MOUNTS: dict[str, str] = {}
+#: statfs(2) f_type of a cgroup v1 and a cgroup v2 file system.
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 
 
 def _mounts() -> dict[str, str]:
     """controller -> mount point of its hierarchy (UNIFIED -> the v2 mount).
-    Read once per process (the shim, forked from `run`, inherits it): the
-    table is the host's every mount, hundreds with many containers, and
-    where the cgroup hierarchies are mounted does not change meanwhile."""
-    if _MOUNTS:
-        return dict(_MOUNTS)
+    Once per process (the shim, forked from `run`, inherits it): where the
+    hierarchies are mounted does not change meanwhile."""
+    if not _MOUNTS:
+        _MOUNTS.update(_standard_mounts() or _mountinfo_mounts())
+    return dict(_MOUNTS)
+
+
+def _standard_mounts() -> dict[str, str] | None:
+    """runc's shortcut: the hierarchies this process is in, found where
+    systemd and Docker mount them (<cgroup fs>/<controllers>, a co-mounted
+    pair also under either name), each checked by statfs to be a cgroup
+    file system; None when one is not there (then mountinfo is read). Reading
+    /proc/self/mountinfo costs ~10 us a mount in the kernel, and a host with
+    many containers has thousands (two each)."""
+    from minidocker import syscalls as sc
+    root = paths.cgroup_fs()
+    try:
+        if sc.statfs_type(root) == CGROUP2_SUPER_MAGIC:
+            return {UNIFIED: root}
+        with open("/proc/self/cgroup") as fh:
+            hierarchies = [line.split(":", 2)[1] for line in fh]  # "cpu,cpuacct"; "" for v2
+        out: dict[str, str] = {}
+        for controllers in hierarchies:
+            if not controllers:
+                point = os.path.join(root, "unified")  # a hybrid host's, unused by v1 cgroups
+                if os.path.isdir(point) and sc.statfs_type(point) == CGROUP2_SUPER_MAGIC:
+                    out[UNIFIED] = point
+                continue
+            names = controllers.split(",")
+            for name in [controllers] + names:
+                point = os.path.join(root, name.replace("name=", ""))
+                if os.path.isdir(point) and sc.statfs_type(point) == CGROUP_SUPER_MAGIC:
+                    break
+            else:
+                return None
+            for name in names:
+                out[name] = point
+        return out
+    except OSError:
+        return None
+
+
+def _mountinfo_mounts() -> dict[str, str]:
+    """The cgroup mounts as /proc/self/mountinfo lists them (any layout)."""
     out: dict[str, str] = {}
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
@@ -57,7 +99,6 @@ def _mounts() -> dict[str, str]:
             elif fstype == "cgroup":
                 for opt in opts.strip().split(","):
                     out.setdefault(opt, point)
-    _MOUNTS.update(out)
     return out
 
 
@@ -100,13 +141,14 @@ def swap_accounting() -> bool:
                                        "memory.memsw.limit_in_bytes"))
 
 
-def procs_files(pid: int) -> list[str]:
-    """cgroup.procs of every hierarchy pid is in: where `exec` joins it."""
-    mounts, out = _mounts(), []
+def own_dirs(pid: int) -> dict[str, str]:
+    """The directories of every hierarchy pid is in (by controller, as
+    dirs()): where `exec` joins it."""
+    mounts, out = _mounts(), {}
     for controller, path in _own(str(pid)).items():
         if controller in mounts and (controller == UNIFIED) == (version() == 2):
-            out.append(os.path.join(mounts[controller] + path, "cgroup.procs"))
-    return sorted(set(out))
+            out[controller] = mounts[controller] + path
+    return out
 
 
 # --- set-up (built-in runner; runc does the same from config.json) ----------------
@@ -142,9 +184,7 @@ def _device_line(rule: dict) -> str:
 
 def _apply_v1(cgdirs: dict[str, str], res: dict) -> None:
     if "devices" in cgdirs:
-        for rule in res.get("devices", []):
-            name = "devices.allow" if rule["allow"] else "devices.deny"
-            _write(os.path.join(cgdirs["devices"], name), _device_line(rule))
+        _device_rules(cgdirs["devices"], res.get("devices", []))
     mem = res.get("memory") or {}
     if mem.get("limit"):
         _write(os.path.join(cgdirs["memory"], "memory.limit_in_bytes"), mem["limit"])
@@ -159,6 +199,21 @@ def _apply_v1(cgdirs: dict[str, str], res: dict) -> None:
     pids = res.get("pids") or {}
     if pids.get("limit"):
         _write(os.path.join(cgdirs["pids"], "pids.max"), pids["limit"])
+
+
+def _device_rules(path: str, rules: list[dict]) -> None:
+    """The allow-list, in order, one write(2) a rule (the kernel reads one
+    rule a write) through one open file of each kind, not one open a rule."""
+    fds: dict[str, int] = {}
+    try:
+        for rule in rules:
+            name = "devices.allow" if rule["allow"] else "devices.deny"
+            if name not in fds:
+                fds[name] = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fds[name], _device_line(rule).encode())
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _enable_v2(path: str) -> None:
@@ -206,12 +261,15 @@ def _apply_v2(path: str, res: dict) -> None:
         _write(os.path.join(path, "pids.max"), pids["limit"])
 
 
-def join(cgdirs_or_files) -> None:
-    """Move the calling process into the cgroups (dirs or cgroup.procs files)."""
-    files = [os.path.join(p, "cgroup.procs") for p in cgdirs_or_files.values()] \
-        if isinstance(cgdirs_or_files, dict) else cgdirs_or_files
-    for f in files:
-        _write(f, 0)
+def join(cgdirs: dict[str, str]) -> None:
+    """Move the calling process into the cgroups; it must have one thread
+    (a fresh fork). On v1 through `tasks`, which moves the calling thread
+    alone, all of a one-thread process: a `cgroup.procs` write takes the
+    kernel's global thread-group lock, whose first taking waits for an RCU
+    grace period (5-20 ms, most of a `run`), and a thread of its own does
+    not. v2 has no `tasks`: cgroup.procs."""
+    for controller, path in cgdirs.items():
+        _write(os.path.join(path, "cgroup.procs" if controller == UNIFIED else "tasks"), 0)
 
 
 # --- reading ------------------------------------------------------------------------
@@ -294,7 +352,16 @@ def freeze(cgdirs: dict[str, str], frozen: bool) -> None:
 def remove(cgdirs: dict[str, str], timeout: float = 5.0) -> None:
     """Kill what is left in the cgroups and remove them; idempotent. A
     frozen container is thawed first (a frozen process cannot die)."""
-    present = {c: p for c, p in cgdirs.items() if os.path.isdir(p)}
+    present = {}
+    for controller, path in cgdirs.items():  # the common case: empty, removed at once
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            present[controller] = path
     if not present:
         return
     try:
@@ -307,7 +374,7 @@ def remove(cgdirs: dict[str, str], timeout: float = 5.0) -> None:
         while True:
             for pid in pids({controller: path}):
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             try:

@@ -26,7 +26,7 @@ def binary() -> str:
 
 
 def _base() -> list[str]:
-    return [binary(), "--root", str(paths.runc_root())]
+    return [binary(), "--root", paths.runc_root()]
 
 
 def start(bundle: str, cid: str, stdio: tuple[int, int, int],
@@ -70,6 +70,6 @@ def _last_error(log: str) -> str:
 
 def delete(cid: str) -> None:
     """Forget the container in runc (its state dir and cgroups); idempotent."""
-    if not (paths.runc_root() / cid).exists():
+    if not os.path.exists(os.path.join(paths.runc_root(), cid)):
         return
     subprocess.run([*_base(), "delete", "--force", cid], capture_output=True, timeout=TIMEOUT)

@@ -53,7 +53,7 @@ def refresh(svc: dict, others: list[dict]) -> bool:
 
 
 def sync(network_id: str | None = None) -> None:
-    if not paths.services_dir().is_dir():
+    if not os.path.isdir(paths.services_dir()):
         return
     with store.lock():
         services = store.all_services()

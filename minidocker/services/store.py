@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+from pathlib import Path
 
 from minidocker import clock, paths, state
 from minidocker.errors import Conflict, MinidockerError, NotFound
@@ -23,15 +24,15 @@ RANGE_ENV = "MINIDOCKER_SERVICE_RANGE"
 
 def lock():
     """Held by every change of a service record and of its rules."""
-    return state.locked(paths.locks_dir() / "services.lock")
+    return state.locked(Path(paths.locks_dir()) / "services.lock")
 
 
 def path(name: str):
-    return paths.services_dir() / f"{name}.json"
+    return Path(paths.services_dir()) / f"{name}.json"
 
 
 def all_services() -> list[dict]:
-    base = paths.services_dir()
+    base = Path(paths.services_dir())
     out = []
     if base.is_dir():
         for entry in sorted(os.listdir(base)):

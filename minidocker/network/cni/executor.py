@@ -81,8 +81,8 @@ class CNIExecutor:
 
     def __init__(self, conf_dir=None, cache_dir=None, path=None, *, timeout: float = DEFAULT_TIMEOUT,
                  lock_dir=None, runner: Runner | None = None, preferred=None):
-        self.conf_dir = Path(conf_dir) if conf_dir else paths.cni_conf_dir()
-        self.cache_dir = Path(cache_dir) if cache_dir else paths.cni_cache_dir()
+        self.conf_dir = Path(conf_dir) if conf_dir else Path(paths.cni_conf_dir())
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(paths.cni_cache_dir())
         self.path = list(path) if path else paths.cni_path()
         #: plugin type -> directories searched before `path`: a runtime's own
         #: plugins are always found (as podman's helper_binaries_dir).
