@@ -36,6 +36,20 @@ def sysctl(path: str, value: str) -> None:
         raise failure(f"failed to set {path.replace('/', '.')}={value}: {err.strerror}") from None
 
 
+def quiet_ipv6(netns_fd: int, ifname: str, has_ipv6: bool) -> None:
+    """Before the container's interface goes up: no IPv6 on it when the
+    attachment has no IPv6 address (Docker 20.10 does the same), and no
+    router solicitations when it has one (its addresses and routes are
+    static). The kernel repeats a solicitation with backoff for an hour
+    and the bridge floods each to every port, through every port's
+    firewall hooks: with 500 containers ~5 a second, 2,500 copies, which
+    slowed every new connection on the machine (README, "Scale")."""
+    key, value = ("router_solicitations", "0") if has_ipv6 else ("disable_ipv6", "1")
+    with nlm.InNetns(netns_fd):
+        if os.path.isdir(f"/proc/sys/net/ipv6/conf/{ifname}"):   # not when IPv6 is off at boot
+            sysctl(f"net/ipv6/conf/{ifname}/{key}", value)
+
+
 def open_netns(path: str) -> int:
     try:
         fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)

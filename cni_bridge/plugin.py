@@ -134,6 +134,7 @@ def _setup(c, args, ipam_result, nl, cnl, fd, state: dict):
     if state.get("bridge_lock"):
         state.pop("bridge_lock").__exit__()
     clink = cnl.link(args.ifname)
+    link.quiet_ipv6(fd, args.ifname, 6 in families)
     cnl.set_link(clink["index"], up=True)
     for ip in ipam_result.ips:
         iface = ipaddr.ip_interface(ip.address)

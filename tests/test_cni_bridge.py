@@ -206,6 +206,31 @@ def test_prev_result_any_version_passed_through(cni):
     cni.call("DEL", with_prev(cni.conf(), res), c).ok()
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_container_interface_sends_no_ipv6_chatter(cni, stack):
+    """The bridge floods a container's IPv6 multicast (router solicitations,
+    repeated for an hour; MLD; DAD) to every port: without an IPv6 address
+    the interface has IPv6 off, with one it solicits no router."""
+    c = cni.container()
+    conf = cni.conf(stack=stack)
+    res = cni.call("ADD", conf, c).ok().json
+    try:
+        sysctl = lambda key: c.sh("cat", f"/proc/sys/net/ipv6/conf/eth0/{key}").stdout.strip()  # noqa: E731
+        addrs = c.sh("ip", "-6", "addr", "show", "dev", "eth0").stdout
+        if stack == "v4":
+            assert sysctl("disable_ipv6") == "1" and "inet6" not in addrs
+            # nothing reached the bridge port from the container: no DAD, MLD or solicitation
+            veth = res["interfaces"][1]["name"]
+            stats = json.loads(cni.node.sh("ip", "-s", "-j", "link", "show", veth).stdout)[0]["stats64"]
+            assert stats["rx"]["packets"] == 0, stats
+        else:
+            assert sysctl("disable_ipv6") == "0" and sysctl("router_solicitations") == "0"
+            assert "fd00:66::2" in addrs
+        c.sh("ping", "-c1", "-W2", "10.66.0.1")
+    finally:
+        cni.call("DEL", with_prev(conf, res), c).ok()
+
+
 def test_options_mac_mtu_promisc_force_address(cni):
     c = cni.container()
     conf = cni.conf(mtu=1400, hairpinMode=False, promiscMode=True, runtimeConfig={"mac": "0a:58:0a:42:00:99"})
