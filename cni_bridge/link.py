@@ -11,6 +11,7 @@ import posix   # os's functions without importing os (~1.2 ms): HACKING.md
 from binascii import crc32
 
 from cni_bridge.errors import CNIError, INVALID_ENVIRONMENT, failure
+from cni_bridge.files import is_dir
 from cni_bridge import netlink as nlm
 from cni_bridge.netlink import Netlink, NetlinkError
 
@@ -46,7 +47,7 @@ def quiet_ipv6(netns_fd: int, ifname: str, has_ipv6: bool) -> None:
     slowed every new connection on the machine (README, "Scale")."""
     key, value = ("router_solicitations", "0") if has_ipv6 else ("disable_ipv6", "1")
     with nlm.InNetns(netns_fd):
-        if os.path.isdir(f"/proc/sys/net/ipv6/conf/{ifname}"):   # not when IPv6 is off at boot
+        if is_dir(f"/proc/sys/net/ipv6/conf/{ifname}"):   # not when IPv6 is off at boot
             sysctl(f"net/ipv6/conf/{ifname}/{key}", value)
 
 
