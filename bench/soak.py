@@ -156,6 +156,9 @@ class Soak:
         return found
 
 
+CGROUP_MOUNTS = "/sys/fs/cgroup"
+
+
 def remove_cgroup_parent(state_root: Path) -> list[str]:
     """A private state root's cgroup parent (minidocker-<crc32>, which
     minidocker keeps between containers) and anything left in it; what
@@ -172,6 +175,17 @@ def remove_cgroup_parent(state_root: Path) -> list[str]:
             cgroups.remove({controller: path})
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror}")
+    # runc (`--runtime runc`, the `runc run` rows) also makes the parent in
+    # the hierarchies minidocker does not use (blkio, cpuset, name=systemd,
+    # the v2 one): empty directories, removed bottom-up
+    name = paths.default_cgroup_parent(state_root)
+    for hierarchy in os.scandir(CGROUP_MOUNTS) if os.path.isdir(CGROUP_MOUNTS) else ():
+        top = os.path.join(hierarchy.path, name)
+        for path in [d for d, _, _ in os.walk(top, topdown=False)]:
+            try:
+                os.rmdir(path)
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
     return problems
 
 
