@@ -62,7 +62,8 @@ def test_isolated_networks_reach_only_published_ports(cni, servers, backend, ver
         assert "! --ctstate RELATED,ESTABLISHED" in fwd[0] and fwd[0].endswith("-j MINIDOCKER-POLICY")
         assert not [l for l in fwd for r in (ra1, ra2, rb1) if _ip(r) + "/32" in l]
         policy = [l for l in saved if l.startswith("-A MINIDOCKER-POLICY ")]
-        assert sorted(_ip(r) + "/32" in l for l in policy for r in (ra1, ra2, rb1)).count(True) == 3
+        assert sorted(_ip(r) for r in (ra1, ra2, rb1)
+                      if any(_ip(r) + "/32" in l for l in policy)) == sorted(_ip(r) for r in (ra1, ra2, rb1))
     cni.call("CHECK", with_prev(b, rb1), b1).ok()
     cni.call("DEL", with_prev(b, rb1), b1).ok()
     rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()
