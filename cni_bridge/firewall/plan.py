@@ -22,6 +22,11 @@ NFT_CHAINS = {  # nft chain -> its base-chain declaration
     "forward": "type filter hook forward priority filter; policy accept;",
     "isolation": None,  # a regular chain: jumped to from forward
 }
+#: the packet-mark bit iptables sets on a connection's first packet while it
+#: is DNAT'ed to a published port, so that one rule per network masquerades
+#: its same-bridge clients (the pattern and bit of kube-proxy's 0x4000, one
+#: bit lower: services keep 0x4000). Cleared again when no port matched.
+PUBLISHED_MARK = 0x2000
 COMMENT_PREFIX = "md/"
 SCAFFOLD_COMMENT = "minidocker"
 BACKENDS = ("iptables", "nftables")
@@ -131,6 +136,28 @@ def network_plan(att: Attachment) -> list[tuple]:
         if (fam, subnet) not in seen:
             seen.add((fam, subnet))
             out.append(("fwd", fam, subnet, att.bridge))
+    return out
+
+
+def published_plan(att: Attachment) -> list[tuple]:
+    """The network's shared masquerade of published-port clients, for a
+    backend that cannot look them up per element (iptables): what pm_masq
+    and pm_local do per port, done once per network and family:
+    ("pm_masq_net", fam, subnet, bridge)  DNAT'ed to a published port (the
+                                          connection carries PUBLISHED_MARK)
+                                          from the bridge's own subnet
+    ("pm_local_net", 4, bridge)           from the host's 127/8 to the bridge
+    Present while the network has rules; iptables-nft's `-D` compares the
+    rule with every rule of its chain, so per-port rules made each DEL
+    slower with every container."""
+    seen, out = set(), []
+    for ip, subnet in att.addrs:
+        fam = 6 if ":" in ip else 4
+        if (fam, subnet) not in seen:
+            seen.add((fam, subnet))
+            out.append(("pm_masq_net", fam, subnet, att.bridge))
+    if 4 in att.families():
+        out.append(("pm_local_net", 4, att.bridge))
     return out
 
 
