@@ -125,18 +125,21 @@ def plan(att: Attachment) -> list[tuple]:
     return out
 
 
+def _subnets(att: Attachment) -> list[tuple[int, str]]:
+    """(family, subnet) of each of the attachment's subnets, once each."""
+    out: list[tuple[int, str]] = []
+    for ip, subnet in att.addrs:
+        if (6 if ":" in ip else 4, subnet) not in out:
+            out.append((6 if ":" in ip else 4, subnet))
+    return out
+
+
 def network_plan(att: Attachment) -> list[tuple]:
     """Rules the network's attachments share, kept while any attachment of
     the network has rules: ("fwd", fam, subnet, bridge) accepts forwarding
     to and from the subnet on its bridge (hosts whose FORWARD policy is DROP).
     Sharing them keeps DEL to one rule commit (~14 ms each) per family."""
-    seen, out = set(), []
-    for ip, subnet in att.addrs:
-        fam = 6 if ":" in ip else 4
-        if (fam, subnet) not in seen:
-            seen.add((fam, subnet))
-            out.append(("fwd", fam, subnet, att.bridge))
-    return out
+    return [("fwd", fam, subnet, att.bridge) for fam, subnet in _subnets(att)]
 
 
 def published_plan(att: Attachment) -> list[tuple]:
@@ -150,15 +153,8 @@ def published_plan(att: Attachment) -> list[tuple]:
     Present while the network has rules; iptables-nft's `-D` compares the
     rule with every rule of its chain, so per-port rules made each DEL
     slower with every container."""
-    seen, out = set(), []
-    for ip, subnet in att.addrs:
-        fam = 6 if ":" in ip else 4
-        if (fam, subnet) not in seen:
-            seen.add((fam, subnet))
-            out.append(("pm_masq_net", fam, subnet, att.bridge))
-    if 4 in att.families():
-        out.append(("pm_local_net", 4, att.bridge))
-    return out
+    out = [("pm_masq_net", fam, subnet, att.bridge) for fam, subnet in _subnets(att)]
+    return out + [("pm_local_net", 4, att.bridge)] if 4 in att.families() else out
 
 
 def isolation_plan(att: Attachment) -> list[tuple]:
