@@ -32,7 +32,7 @@ VERSION_GOAL_MS = 20.0
 
 
 def _setns(path: str) -> None:
-    from cni_bridge.netlink import setns
+    from cni_bridge.netns import setns
     fd = os.open(path, os.O_RDONLY)
     try:
         setns(fd)
@@ -61,7 +61,7 @@ class Bench:
         return self
 
     def __exit__(self, *exc):
-        from cni_bridge.netlink import setns
+        from cni_bridge.netns import setns
         setns(self.home)
         for name in [self.node, *self.sandboxes]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)

@@ -90,10 +90,10 @@ def link(name: str, netns_path: str = "") -> dict | None:
     "index", "kind"}; None when there is none. Cheap (no pyroute2): `run`
     records a veth's index."""
     import os
-    from cni_bridge import netlink
+    from cni_bridge import netlink, netns
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC) if netns_path else -1
     try:
-        with (netlink.netlink_in(fd) if netns_path else netlink.Netlink()) as nl:
+        with (netns.netlink_in(fd) if netns_path else netlink.Netlink()) as nl:
             found = nl.link(name)
     finally:
         if fd >= 0:

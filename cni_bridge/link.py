@@ -12,7 +12,7 @@ from binascii import crc32
 
 from cni_bridge.errors import CNIError, INVALID_ENVIRONMENT, failure
 from cni_bridge.files import is_dir
-from cni_bridge import netlink as nlm
+from cni_bridge import netlink as nlm, netns
 from cni_bridge.netlink import Netlink, NetlinkError
 
 
@@ -46,7 +46,7 @@ def quiet_ipv6(netns_fd: int, ifname: str, has_ipv6: bool) -> None:
     firewall hooks: with 500 containers ~5 a second, 2,500 copies, which
     slowed every new connection on the machine (README, "Scale")."""
     key, value = ("router_solicitations", "0") if has_ipv6 else ("disable_ipv6", "1")
-    with nlm.InNetns(netns_fd):
+    with netns.InNetns(netns_fd):
         if is_dir(f"/proc/sys/net/ipv6/conf/{ifname}"):   # not when IPv6 is off at boot
             sysctl(f"net/ipv6/conf/{ifname}/{key}", value)
 
@@ -214,7 +214,7 @@ def delete_attachment(network: str, cid: str, ifname: str, netns_path: str,
     except OSError:
         return False
     try:
-        cnl = nlm.netlink_in(fd)
+        cnl = netns.netlink_in(fd)
     except OSError:
         posix.close(fd)
         return False

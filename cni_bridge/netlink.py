@@ -2,7 +2,7 @@
 
 Why not pyroute2: importing it costs ~150 ms, several times the whole ADD of
 the reference plugin. This module imports only C builtins (`_socket`,
-`_struct`, `_ctypes` for setns) and knows links, addresses and routes.
+`_struct`, `_ctypes` for setns) and knows links, addresses and routes (entering a namespace: netns.py).
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 IFINFO = "=BxHiII"
 IFADDR = "=BBBBI"
 RTMSG = "=BBBBBBBBI"
-CLONE_NEWNET = 0x40000000
 
 
 class NetlinkError(OSError):
@@ -121,17 +120,22 @@ class Netlink:
     def request(self, mtype: int, flags: int, body: bytes, what: str = "") -> list[tuple[int, bytes]]:
         """Send one message; return the replies as (type, payload) until ACK or
         DONE. A NACK raises NetlinkError with the kernel's errno."""
+        return list(self.replies(mtype, flags, body, what))
+
+    def replies(self, mtype: int, flags: int, body: bytes, what: str = ""):
+        """request()'s replies one at a time: the kernel makes a dump as it
+        is read, so a reader may stop early, then close the socket (the
+        rest of the dump stays in it)."""
         self.seq += 1
         seq = self.seq
         self.sock.send(pack("=LHHLL", 16 + len(body), mtype, flags | NLM_F_REQUEST, seq, 0) + body)
-        out = []
         while True:
             data = self.sock.recv(65536)
             off = 0
             while off + 16 <= len(data):
                 ln, typ, _fl, rseq, _pid = unpack_from("=LHHLL", data, off)
                 if ln < 16:
-                    return out
+                    return
                 payload = data[off + 16:off + ln]
                 off += (ln + 3) & ~3
                 if rseq != seq:
@@ -140,12 +144,12 @@ class Netlink:
                     err = -unpack_from("=i", payload, 0)[0]
                     if err:
                         raise NetlinkError(err, f"{what or 'netlink'}: {posix.strerror(err)}")
-                    return out
+                    return
                 if typ == NLMSG_DONE:
-                    return out
-                out.append((typ, payload))
+                    return
+                yield typ, payload
                 if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
-                    return out
+                    return
 
     # --- links ----------------------------------------------------------------
     def link(self, name: str | None = None, index: int = 0) -> dict | None:
@@ -335,28 +339,15 @@ class Netlink:
 
 def has_port(master: int, but: int = 0) -> bool:
     """Whether a link other than `but` is enslaved to `master`, in the
-    current network namespace. The kernel filters the dump by master
-    (strict checking, Linux 4.20+) and makes it as it is read: the first
-    batch answers a busy bridge, and the dump is dropped with its socket
-    (a whole dump, parsed, took ~11 ms at 500 veths: every DEL's idle-bridge
-    check)."""
+    current network namespace: a dump the kernel filters by master (strict
+    checking, Linux 4.20+), read up to the first such port and dropped with
+    its own socket (a whole dump, parsed, took ~11 ms at 500 veths: every
+    DEL's idle-bridge check)."""
     with Netlink() as nl:
         nl.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         body = pack(IFINFO, AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_MASTER, u32(master))
-        nl.sock.send(pack("=LHHLL", 16 + len(body), RTM_GETLINK, NLM_F_DUMP | NLM_F_REQUEST, 1, 0) + body)
-        while True:
-            data = nl.sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ = unpack_from("=LH", data, off)
-                if typ == NLMSG_ERROR and unpack_from("=i", data, off + 16)[0]:
-                    err = -unpack_from("=i", data, off + 16)[0]
-                    raise NetlinkError(err, f"dump ports of {master}: {posix.strerror(err)}")
-                if typ in (NLMSG_DONE, NLMSG_ERROR) or ln < 16:
-                    return False
-                if typ == RTM_NEWLINK and unpack_from("=i", data, off + 20)[0] != but:
-                    return True
-                off += (ln + 3) & ~3
+        return any(t == RTM_NEWLINK and unpack_from("=i", p, 4)[0] != but
+                   for t, p in nl.replies(RTM_GETLINK, NLM_F_DUMP, body, f"dump ports of {master}"))
 
 
 def _link(p: bytes) -> dict:
@@ -370,50 +361,3 @@ def _link(p: bytes) -> dict:
             "mtu": unpack_from("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0,
             "master": unpack_from("=I", a[IFLA_MASTER])[0] if IFLA_MASTER in a else 0,
             "alias": cstr(a.get(IFLA_IFALIAS))}
-
-
-# --- network namespaces --------------------------------------------------------
-_setns_fn = None
-
-
-def setns(fd: int) -> None:
-    """setns(2) for the calling thread (3.11 has no os.setns). `_ctypes`
-    directly: `import ctypes` alone costs ~4 ms."""
-    global _setns_fn
-    import _ctypes
-    if _setns_fn is None:
-        _setns_fn = _ctypes.dlsym(_ctypes.dlopen(None, 0), "setns")
-    if _ctypes.call_function(_setns_fn, (fd, CLONE_NEWNET)) != 0:
-        raise OSError(22, "setns failed: not a network namespace?")
-
-
-def netlink_in(netns_fd: int) -> Netlink:
-    """A netlink socket bound inside another network namespace: enter, open
-    the socket (it stays in that namespace), come back."""
-    home = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
-    try:
-        setns(netns_fd)
-        try:
-            return Netlink()
-        finally:
-            setns(home)
-    finally:
-        posix.close(home)
-
-
-class InNetns:
-    """Context manager: run a block (sysctl writes) inside a namespace."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __enter__(self):
-        self.home = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
-        setns(self.fd)
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            setns(self.home)
-        finally:
-            posix.close(self.home)

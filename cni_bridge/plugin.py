@@ -1,10 +1,7 @@
 """cni-bridge: ADD / DEL / CHECK / GC / STATUS (VERSION and the protocol's
-envelope are cni.skel's job).
-
-Start-up matters (a runtime execs the plugin for every container), so this
-module imports only what every command needs; netlink, the firewall
-backends and IPAM are plain stdlib code loaded on use.
-"""
+envelope are cni.skel's job). Start-up matters (a runtime execs the plugin
+for every container), so this module imports only what every command
+needs; netlink, the firewall backends and IPAM are loaded on use."""
 from __future__ import annotations
 
 import posix   # os's functions without importing os (~1.2 ms): HACKING.md
@@ -52,9 +49,9 @@ def cmd_add(args: PluginArgs, conf: dict):
             # the addresses, is handed over in _setup.
             from cni_bridge import firewall
             drv = firewall.driver(c.firewall)
-            for argv in drv.commit_tools(_families(c)):
-                proc.start_early(argv)
             early = drv.begin(c.network, _families(c))
+            for argv in drv.commit_tools(_families(c), early, publishes=bool(c.port_mappings)):
+                proc.start_early(argv)
         return _add(c, args, early)
     finally:
         if early is not None:
@@ -64,11 +61,11 @@ def cmd_add(args: PluginArgs, conf: dict):
 
 def _add(c: bconfig.BridgeConf, args: PluginArgs, early=None):
     ipam = _ipam(c, args)
-    from cni_bridge import link, netlink
+    from cni_bridge import link, netlink, netns
     fd = link.open_netns(args.netns)
     try:
         try:
-            cnl = netlink.netlink_in(fd)
+            cnl = netns.netlink_in(fd)
         except OSError as err:
             raise CNIError(INVALID_ENVIRONMENT, f"{args.netns!r} is not a network namespace: {err}") from None
         with cnl, netlink.Netlink() as nl:
@@ -280,7 +277,7 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
         raise CNIError(PLUGIN_FAILURE, f"prevResult has no interface {args.ifname} in a sandbox")
     ips = [ip for ip in prev.ips if ip.interface == idx]
     from cni import ipaddr
-    from cni_bridge import link, netlink
+    from cni_bridge import link, netlink, netns
     _ipam(c, args).check(args.container_id, args.ifname,
                          [str(ipaddr.ip_interface(ip.address).ip) for ip in ips])
     with netlink.Netlink() as nl:
@@ -292,7 +289,7 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
             raise CNIError(PLUGIN_FAILURE, f"host veth of {args.ifname} is missing or not on {c.bridge}")
     fd = link.open_netns(args.netns)
     try:
-        with netlink.netlink_in(fd) as cnl:
+        with netns.netlink_in(fd) as cnl:
             clink = cnl.link(args.ifname)
             if clink is None:
                 raise CNIError(PLUGIN_FAILURE, f"container interface {args.ifname} is missing")
@@ -321,9 +318,11 @@ def cmd_check(args: PluginArgs, conf: dict) -> None:
         if got < want:
             raise CNIError(PLUGIN_FAILURE, f"firewall rules of {args.container_id}/{args.ifname} are missing",
                            f"found {got} of {want} ({c.firewall})")
-        if not drv.scaffold_intact(families):
-            raise CNIError(PLUGIN_FAILURE, f"the firewall rules every attachment goes through are missing "
-                           f"({c.firewall}): `minidocker network reload` puts them back")
+        missing = (f"of network {c.network}" if not drv.shared_intact(att) else
+                   "every attachment goes through" if not drv.scaffold_intact(families) else "")
+        if missing:
+            raise CNIError(PLUGIN_FAILURE, f"the firewall rules {missing} are missing ({c.firewall}): "
+                           "`minidocker network reload` puts them back")
 
 
 # --- GC ---------------------------------------------------------------------------

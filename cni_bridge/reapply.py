@@ -29,7 +29,7 @@ def reapply(conf: dict, container_id: str, ifname: str) -> bool:
     families = tuple(sorted(att.families())) or (4,)
     drv = firewall.driver(c.firewall)
     if drv.owned(families).get(att.comment, 0) >= firewall.expected_count(att, c.firewall) \
-            and drv.scaffold_intact(families):
+            and drv.scaffold_intact(families) and drv.shared_intact(att):
         return False
     drv.teardown(c.network, owner=att.comment, families=families).wait()
     drv.setup(att, repair=True).wait()

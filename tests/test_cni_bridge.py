@@ -105,7 +105,8 @@ def test_del_idempotent_when_things_are_gone(cni, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("what", ["link", "address", "route", "rule", "scaffold", "lease", "container-link"])
+@pytest.mark.parametrize("what", ["link", "address", "route", "rule", "masquerade", "scaffold", "lease",
+                                  "container-link"])
 def test_check_reports_missing(cni, backend, what):
     c = cni.container()
     conf = cni.conf(backend=backend, portmaps=[{"hostPort": 8082, "containerPort": 82}])
@@ -127,6 +128,13 @@ def test_check_reports_missing(cni, backend, what):
             cni.node.sh("iptables", "-t", "nat", *line.replace("-A", "-D", 1).replace('"', "").split())
         else:   # the published port's element in the DNAT map
             cni.node.sh("nft", "delete", "element", "ip", "minidocker", "ports_any", "{ tcp . 8082 }")
+    elif what == "masquerade":   # iptables: the network's rule; nftables: the container's element
+        if backend == "iptables":
+            line = next(l for l in cni.node.iptables_save().splitlines() if 'md/mdtnet/" -j MASQUERADE' in l
+                        and "! -d" in l)
+            cni.node.sh("iptables", "-t", "nat", *line.replace("-A", "-D", 1).replace('"', "").split())
+        else:
+            cni.node.sh("nft", "delete", "element", "ip", "minidocker", "masq", "{ 10.66.0.2 }")
     elif what == "scaffold":   # the rule every container's port goes through, or our jump
         if backend == "iptables":
             cni.node.sh("iptables", "-t", "nat", "-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
@@ -139,6 +147,9 @@ def test_check_reports_missing(cni, backend, what):
         (cni.data_dir / "mdtnet" / "10.66.0.2").unlink()
     r = cni.call("CHECK", prev, c)
     assert r.rc == 1 and r.code == 100, r
+    if what == "masquerade" and backend == "iptables":
+        assert r.msg == "the firewall rules of network mdtnet are missing (iptables): " \
+                        "`minidocker network reload` puts them back", r
     if what == "container-link":
         c.sh("ip", "link", "set", "other0", "name", "eth0")
     cni.call("DEL", prev, c).ok()

@@ -7,6 +7,7 @@ import pytest
 from cni.errors import CNIError
 from cni_bridge import firewall
 from cni_bridge.firewall import iptables as ipt
+from cni_bridge.firewall.plan import shared_plan
 from cni_bridge.ipam import Builtin, allocator, config as ipam_config
 from cni_bridge.ipam.store import MemoryStore
 
@@ -129,10 +130,13 @@ def test_iptables_delete_batch_removes_chains_with_the_last_rule():
 
 def test_iptables_add_batch_creates_only_what_is_missing():
     att = firewall.Attachment("net", "c", "eth0", "br0", addrs=[("10.0.0.4", "10.0.0.0/24")], ip_masq=True)
-    rules = [r for rule in firewall.plan(att) for r in ipt.render(rule, att.comment)]
-    assert "-N" not in ipt.IptablesDriver._add_batch(ipt.Saved(SAVE), rules, [])
-    fresh = ipt.IptablesDriver._add_batch(ipt.Saved("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"), rules, [])
+    # no rule of its own (it publishes nothing): its masquerade is the network's
+    assert [r for rule in firewall.plan(att) for r in ipt.render(rule, att.comment)] == []
+    shared = [r for rule in shared_plan(att) for r in ipt.render(rule, "md/net/")]
+    assert "-N" not in ipt.IptablesDriver._add_batch(ipt.Saved(SAVE), [], shared)
+    fresh = ipt.IptablesDriver._add_batch(ipt.Saved("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"), [], shared)
     assert "-N MINIDOCKER-POSTROUTING" in fresh and "-A POSTROUTING -m comment" in fresh
+    assert '-s 10.0.0.0/24 ! -d 10.0.0.0/24 -m comment --comment "md/net/" -j MASQUERADE' in fresh
 
 
 def test_status_without_firewall_tools(monkeypatch):
@@ -168,3 +172,5 @@ def test_non_masquerade_cidrs_in_the_plan():
     rules = firewall.plan(att)
     assert rules.index(("masq_skip", 4, "10.244.1.2", "10.244.0.0/16")) < rules.index(
         ("masq", 4, "10.244.1.2", "10.244.1.0/24"))
+    # the network's (iptables): published ports' masquerade first, then the exemption, then the rest
+    assert [r[0] for r in shared_plan(att)] == ["pm_masq_net", "pm_local_net", "masq_skip_net", "masq_net"]

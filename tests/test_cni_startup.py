@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Every module ADD, DEL, CHECK, GC and STATUS load with the built-in IPAM.
 PLUGIN_MODULES = ["cni_bridge.plugin", "cni_bridge.config", "cni_bridge.ipam", "cni_bridge.ipam.config",
-                  "cni_bridge.ipam.allocator", "cni_bridge.link", "cni_bridge.netlink", "cni_bridge.proc",
+                  "cni_bridge.ipam.allocator", "cni_bridge.link", "cni_bridge.netlink", "cni_bridge.netns",
+                  "cni_bridge.proc",
                   "cni_bridge.firewall.iptables", "cni_bridge.firewall.nftables", "cni_bridge.firewall.nftlisting",
                   "cni.types"]
 # What a plugin exec must not pay for (each costs milliseconds at import).

@@ -41,7 +41,9 @@ def test_reload_after_flush(node, tools, backend):
             "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo default", env=env)
     node.md("run", "-d", "--name", "app1", "--network", "app", "-p", "8081:80", TOOLS, "socat",
             "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo app", env=env)
-    node.md("run", "-d", "--name", "other", "--network", "app", TOOLS, "sleep", "300", env=env)
+    # alone on its network and publishing nothing: only its network's rules are there for it
+    node.md("network", "create", "lone", env=env)
+    node.md("run", "-d", "--name", "other", "--network", "lone", TOOLS, "sleep", "300", env=env)
     assert client(node.netns, "127.0.0.1", 8080, tries=30) == "default"
     assert client(node.netns, "127.0.0.1", 8081, tries=30) == "app"
     assert answers(node, 8080, "default") and answers(node, 8081, "app")
@@ -60,7 +62,7 @@ def test_reload_after_flush(node, tools, backend):
     assert "Nothing to reload" in again and ours(node) == before
     for name in ("web", "app1", "other"):
         node.md("rm", "-f", name, env=env)
-    node.md("network", "rm", "app", env=env)
+    node.md("network", "rm", "app", "lone", env=env)
 
 
 def test_reload_input(node):

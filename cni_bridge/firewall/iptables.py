@@ -8,20 +8,23 @@ they add or delete from the owner index (owners.py) and do not read: a
 whole-table read costs 33 ms at 1,500 rules against 6 ms at 60. A batch
 the kernel refuses (a flushed chain, a rule already gone) is made again
 from a read. The network's last DEL, GC and a DEL the index does not know
-read first and find rules by comment. What stays O(rules) is inside
-iptables-nft: `-D` compares the rule with each rule of its chain.
+read first and find rules by comment. What stays O(published ports) is
+inside iptables-nft: `-D` compares the rule with each rule of its chain.
 Both families are read and written concurrently.
 
-A forwarded packet crosses a fixed number of our rules whatever the number
-of containers: the per-container drops (isolation, icc, internal) sit in
-MINIDOCKER-POLICY, which only packets of new connections enter (a flow
-those rules would drop never gets established); established ones go on to
-the network's accepts. With the drops walked for every packet, 500
-containers' rules halved the throughput between two containers.
+Only a published port's DNAT is a rule of its container's own; what the
+plan says per address (masquerade, isolation, icc, internal) is one rule
+per network and family (plan.shared_plan), as Docker's and netavark's
+are: iptables-nft's `-D` compares the rule with every rule of its chain,
+so rules per container made every DEL slower with each container (500
+containers' masquerade and isolation rules: +8 ms a DEL), and a container
+that publishes nothing now costs no rule commit at all. The drops
+(isolation, icc, internal) sit in MINIDOCKER-POLICY, which only packets of
+new connections enter (a flow those rules would drop never gets
+established): a forwarded packet crosses a fixed number of our rules.
 
-For the same reason of scale, the masquerade of a published port's clients
-on its own bridge and on the host's 127/8 is one rule per network
-(plan.published_plan), not one per port: the first packet of every
+The masquerade of a published port's clients on its own bridge (hairpin)
+and on the host's 127/8 is per network too: the first packet of every
 connection to a host address enters MINIDOCKER marked (PUBLISHED_MARK);
 one DNAT'ed there keeps the mark, the others lose it right after the jump,
 so the network's rule masquerades exactly the published ports' clients.
@@ -33,7 +36,7 @@ from cni_bridge.firewall.iptsaved import TOOLS, Saved
 from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POLICY, CHAIN_POSTROUTING,
                                  COMMENT_PREFIX, PUBLISHED_MARK, SCAFFOLD_COMMENT, Attachment, Driver, Early,
                                  Lock, Pending, decide, isolation_plan, network_plan, network_prefix, plan,
-                                 published_plan)
+                                 shared_plan)
 from cni_bridge.proc import Attempt, Proc
 
 OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING),
@@ -58,8 +61,20 @@ SCAFFOLD = [
     ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-POLICY only
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
-#: plan entries rendered once per network (published_plan), not per attachment
-PER_NETWORK = ("pm_masq", "pm_local")
+#: plan entries the network's shared rules stand for (shared_plan): only a
+#: published port's DNAT is a rule of its attachment's own
+PER_NETWORK = ("masq_skip", "masq", "pm_masq", "pm_local", "iso", "icc", "int_out", "int_in")
+_SHARED = {  # shared_plan's entries -> (table, chain, match of the entry's fields {0} {1}, target)
+    "pm_masq_net": ("nat", CHAIN_POSTROUTING, "-s {0} -o {1} -m mark --mark " + _MARK, "MASQUERADE"),
+    "pm_local_net": ("nat", CHAIN_POSTROUTING, "-s 127.0.0.0/8 -o {0}", "MASQUERADE"),
+    "masq_skip_net": ("nat", CHAIN_POSTROUTING, "-s {0} -d {1}", "RETURN"),
+    "masq_net": ("nat", CHAIN_POSTROUTING, "-s {0} ! -d {0}", "MASQUERADE"),
+    "iso_src": ("filter", CHAIN_POLICY, "-s {0} -i {1} ! -o {1} " + _NOT_DNAT, CHAIN_ISOLATION),
+    "icc_net": ("filter", CHAIN_POLICY, "-s {0} -i {1} -o {1} " + _NOT_DNAT, "DROP"),
+    "int_out_net": ("filter", CHAIN_POLICY, "-s {0} -i {1} ! -o {1}", "DROP"),
+    "int_in_net": ("filter", CHAIN_POLICY, "-d {0} -o {1} ! -i {1}", "DROP"),
+    "iso_net": ("filter", CHAIN_ISOLATION, "-o {0}", "DROP"),   # isolation_plan's
+}
 
 
 def _host(ip: str) -> str:
@@ -70,12 +85,6 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
     """A plan entry -> [(table, `-A CHAIN ...` line)]."""
     kind, fam = rule[0], rule[1]
     c = f'-m comment --comment "{comment}"'
-    if kind == "masq_skip":
-        _, _, ip, cidr = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} -d {cidr} {c} -j RETURN")]
-    if kind == "masq":
-        _, _, ip, subnet = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s {_host(ip)} ! -d {subnet} {c} -j MASQUERADE")]
     if kind == "dnat":
         _, _, proto, hip, hport, ip, cport = rule
         dst = f"-d {_host(hip)} " if hip and hip not in ("0.0.0.0", "::") else ""
@@ -83,24 +92,10 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
         return [("nat", f"-A {CHAIN_DNAT} {dst}-p {proto} -m {proto} --dport {hport} {c} "
                         f"-j DNAT --to-destination {to}")]
     if kind in PER_NETWORK:
-        return []   # published_plan's rules of the network do it
-    if kind == "pm_masq_net":
-        _, _, subnet, br = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s {subnet} -o {br} -m mark --mark {_MARK} {c} -j MASQUERADE")]
-    if kind == "pm_local_net":
-        _, _, br = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -o {br} {c} -j MASQUERADE")]
-    if kind in ("iso", "icc", "int_out", "int_in"):
-        _, _, ip, br = rule
-        match = {"iso": f"-s {_host(ip)} -i {br} ! -o {br} {_NOT_DNAT}",
-                 "icc": f"-s {_host(ip)} -i {br} -o {br} {_NOT_DNAT}",
-                 "int_out": f"-s {_host(ip)} -i {br} ! -o {br}",
-                 "int_in": f"-d {_host(ip)} -o {br} ! -i {br}"}[kind]
-        target = CHAIN_ISOLATION if kind == "iso" else "DROP"
-        return [("filter", f"-A {CHAIN_POLICY} {match} {c} -j {target}")]
-    if kind == "iso_net":
-        _, _, br = rule
-        return [("filter", f"-A {CHAIN_ISOLATION} -o {br} {c} -j DROP")]
+        return []   # the network's shared rules (shared_plan) do it
+    if kind in _SHARED:
+        table, chain, match, target = _SHARED[kind]
+        return [(table, f"-A {chain} {match.format(*rule[2:])} {c} -j {target}")]
     if kind == "fwd":
         _, _, subnet, br = rule
         return [("filter", f"-A {CHAIN_FORWARD} -d {subnet} -o {br} {c} -j ACCEPT"),
@@ -168,7 +163,9 @@ def _restore_now(families, batch_of, own=None) -> None:
 class IptablesDriver(Driver):
     name = "iptables"
 
-    def commit_tools(self, families) -> list[list[str]]:
+    def commit_tools(self, families, early: Early | None = None, publishes: bool = True) -> list[list[str]]:
+        if not publishes and early is not None and not early.reads:
+            return []   # a known network and no port: no rule of its own to add
         return [[TOOLS[fam][1], "--noflush"] for fam in families]
 
     def count(self, att: Attachment) -> int:
@@ -189,7 +186,7 @@ class IptablesDriver(Driver):
         rules: dict[int, list[tuple[str, str]]] = {}
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
-        families = sorted(set(rules) | {r[1] for r in network_plan(att) + published_plan(att)})
+        families = sorted(set(rules) | {r[1] for r in network_plan(att) + shared_plan(att)})
         prefix = network_prefix(att.network)
 
         def batch(saved: Saved, fam: int, own_present: bool = False) -> str:
@@ -198,7 +195,7 @@ class IptablesDriver(Driver):
                 for rule in network_plan(att):
                     if rule[1] == fam:
                         shared += render(rule, prefix)
-            for rule in isolation_plan(att) + published_plan(att):
+            for rule in isolation_plan(att) + shared_plan(att):
                 if rule[1] == fam:
                     shared += render(rule, prefix)
             return self._add_batch(saved, rules.get(fam, []), shared, own_present)
@@ -259,11 +256,12 @@ class IptablesDriver(Driver):
 
     def teardown(self, network: str, keep=None, owner: str | None = None, families=(4, 6)) -> Pending:
         prefix = network_prefix(network)
-        listed = lambda saved, fam: self._del_batch(saved, prefix, owner, keep)  # noqa: E731
         lock = Lock()
         try:
             entry = owners.take(prefix, owner, keep)
-            if entry is None or owners.network_empty(prefix):
+            indexed = not owners.network_empty(prefix)
+            listed = lambda saved, fam: self._del_batch(saved, prefix, owner, keep, indexed)  # noqa: E731
+            if entry is None or not indexed:
                 # unknown to the index, a GC, or the network's last attachment
                 # (its shared rules, maybe our chains, go too): read first
                 return _restore(lock, families, listed)
@@ -279,12 +277,15 @@ class IptablesDriver(Driver):
         return Pending(lock, procs)
 
     @staticmethod
-    def _del_batch(saved: Saved, prefix: str, owner, keep) -> str:
+    def _del_batch(saved: Saved, prefix: str, owner, keep, indexed: bool = False) -> str:
+        """The -D lines of `owner`'s rules (or those not kept), and of the
+        network's shared rules when no attachment is left: none indexed
+        (one that publishes nothing has no rule of its own) and none with
+        rules in the tables (rules made before the index)."""
         verdicts = {t: [(l, decide(iptsaved.comment(l), prefix, owner, keep)) for l in saved.lines(t)]
                     for t in OUR_CHAINS}
-        # the network's shared rules go when none of its attachments keeps rules
-        network_left = any(v == "keep" and (iptsaved.comment(l) or "").startswith(prefix)
-                           for t in verdicts for l, v in verdicts[t])
+        network_left = indexed or any(v == "keep" and (iptsaved.comment(l) or "").startswith(prefix)
+                                      for t in verdicts for l, v in verdicts[t])
         text = []
         for table, ours in OUR_CHAINS.items():
             cmds, left = [], 0
@@ -338,6 +339,15 @@ class IptablesDriver(Driver):
                                     "handle": chain_handles[pos] if pos < len(chain_handles) else 0,
                                     "comment": comment, "text": f"{tool} -t {table} {line}"})
         return out
+
+    def shared_intact(self, att: Attachment) -> bool:
+        prefix = network_prefix(att.network)
+        for fam, saved in iptsaved.read(sorted(att.families())).items():
+            have = {t: {_tokens(l) for l in saved.lines(t)} for t in OUR_CHAINS}
+            if any(_tokens(line) not in have[table] for rule in isolation_plan(att) + shared_plan(att)
+                   if rule[1] == fam for table, line in render(rule, prefix)):
+                return False
+        return True
 
     def scaffold_intact(self, families=(4, 6)) -> bool:
         for saved in iptsaved.read(families).values():

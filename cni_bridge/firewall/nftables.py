@@ -247,8 +247,8 @@ def _batch(lines: list[str], fallback=None) -> Attempt:
 class NftDriver(Driver):
     name = "nftables"
 
-    def commit_tools(self, families) -> list[list[str]]:
-        return [["nft", "-f", "-"]]
+    def commit_tools(self, families, early: Early | None = None, publishes: bool = True) -> list[list[str]]:
+        return [["nft", "-f", "-"]]   # every attachment has elements of its own
 
     def setup(self, att: Attachment, repair: bool = False, early: Early | None = None) -> Pending:
         els = elements(att)

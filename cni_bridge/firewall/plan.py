@@ -142,19 +142,38 @@ def network_plan(att: Attachment) -> list[tuple]:
     return [("fwd", fam, subnet, att.bridge) for fam, subnet in _subnets(att)]
 
 
-def published_plan(att: Attachment) -> list[tuple]:
-    """The network's shared masquerade of published-port clients, for a
-    backend that cannot look them up per element (iptables): what pm_masq
-    and pm_local do per port, done once per network and family:
+def shared_plan(att: Attachment) -> list[tuple]:
+    """What plan() does per address, done once per network and family, for
+    a backend that keeps only published ports per container (iptables: its
+    `-D` compares the rule with every rule of its chain, so each rule per
+    container made every DEL slower; Docker and netavark keep these per
+    network too). Made from the attachment's settings, which are its
+    network's; present while the network has attachments, in this order:
     ("pm_masq_net", fam, subnet, bridge)  DNAT'ed to a published port (the
                                           connection carries PUBLISHED_MARK)
                                           from the bridge's own subnet
     ("pm_local_net", 4, bridge)           from the host's 127/8 to the bridge
-    Present while the network has rules; iptables-nft's `-D` compares the
-    rule with every rule of its chain, so per-port rules made each DEL
-    slower with every container."""
+    ("masq_skip_net", fam, subnet, cidr)  then ("masq_net", fam, subnet)   ipMasq
+    ("int_out_net" / "int_in_net", fam, subnet, bridge)   internal
+    ("iso_src", fam, subnet, bridge)      isolation
+    ("icc_net", fam, subnet, bridge)      icc off
+    The published ports' two are there whatever this attachment publishes:
+    a later one may, without reading the tables."""
     out = [("pm_masq_net", fam, subnet, att.bridge) for fam, subnet in _subnets(att)]
-    return out + [("pm_local_net", 4, att.bridge)] if 4 in att.families() else out
+    if 4 in att.families():
+        out.append(("pm_local_net", 4, att.bridge))
+    for fam, subnet in _subnets(att):
+        if att.ip_masq:
+            out.extend(("masq_skip_net", fam, subnet, cidr) for cidr in att.no_masq_to
+                       if (":" in cidr) == (fam == 6))
+            out.append(("masq_net", fam, subnet))
+        if att.internal:
+            out += [("int_out_net", fam, subnet, att.bridge), ("int_in_net", fam, subnet, att.bridge)]
+        elif att.isolation:
+            out.append(("iso_src", fam, subnet, att.bridge))
+        if not att.icc:
+            out.append(("icc_net", fam, subnet, att.bridge))
+    return out
 
 
 def isolation_plan(att: Attachment) -> list[tuple]:
@@ -230,9 +249,11 @@ class Driver:
         network's shared rules and our chains if nothing uses them."""
         raise NotImplementedError
 
-    def commit_tools(self, families) -> list[list[str]]:
-        """The tools `setup` hands its batches to (argv each), so that ADD
-        can start them before the batches are known (proc.start_early)."""
+    def commit_tools(self, families, early: Early | None = None, publishes: bool = True) -> list[list[str]]:
+        """The tools `setup` will hand its batches to (argv each), so that
+        ADD can start them before the batches are known (proc.start_early);
+        `early`: what `begin` started, `publishes`: the attachment has port
+        mappings. A tool started for nothing costs its exit on ADD's path."""
         return []
 
     def owned(self, families=(4, 6)) -> dict[str, int]:
@@ -257,6 +278,12 @@ class Driver:
         attachment's or network's rule."""
         return [(r["comment"], r["text"]) for r in self.rules(families)
                 if r["comment"].startswith(COMMENT_PREFIX)]
+
+    def shared_intact(self, att: Attachment) -> bool:
+        """The network's shared rules that `att` relies on are all there
+        (CHECK: a backend whose per-network rules stand for the
+        attachment's own)."""
+        return True
 
     def scaffold_intact(self, families=(4, 6)) -> bool:
         """Our chains and the jumps into them are all there (a re-apply
