@@ -73,11 +73,17 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
-    """A forked child per peer on a socket connected to that peer. (With
-    UDP-RECVFROM the children share the listening socket, and one still
-    winding down swallows other peers' datagrams for seconds; socat's UDP
-    servers still lose one now and then, so clients ask up to 3 times.)"""
-    return ["socat", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
+    """A forked child per peer on a socket connected to that peer, sending
+    `reply` and reading nothing (-U). Without -U the child first writes the
+    request to `echo`, which never reads it; when echo has already exited,
+    that write fails (EPIPE) and the child exits before it sends the reply:
+    1 reply in 10 was lost at load 4-5 (the flaky UDP checks of
+    test_published_ports_answer_everywhere). (With UDP-RECVFROM the children
+    share the listening socket, and one still winding down swallows other
+    peers' datagrams for seconds. Clients still ask up to 3 times: a
+    datagram that comes before the forking parent has bound its next
+    socket finds no listener.)"""
+    return ["socat", "-U", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
 
 
 def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None, env=None) -> str:

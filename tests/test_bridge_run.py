@@ -18,10 +18,7 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     """cni_exec=1: the plugin exec'd from CNI_PATH instead of called in-process."""
     node = tnode
     env = node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_CNI_EXEC=cni_exec)
-    cid = node.md("run", "-d", "--name", "web", "-p", "8080:80", "-p", "5353:53/udp", TOOLS, "sh", "-c",
-                  "socat TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr 'SYSTEM:echo hello' & "
-                  "socat UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr 'SYSTEM:echo pong' & wait",
-                  env=env).stdout.strip()
+    cid = run_server(node, "web", "-p", "8080:80", "-p", "5353:53/udp", udp="pong", env=env)
     node.md("run", "-d", "--name", "other", TOOLS, "sleep", "300", env=env)
     upstream = ext_server(node)
     try:
