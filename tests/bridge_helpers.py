@@ -121,6 +121,8 @@ UDP_ASK = """import socket, sys
 family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[3]))
+if int(sys.argv[4]):
+    s.bind(("", int(sys.argv[4])))
 s.sendto(b"ping\\n", (sys.argv[1], int(sys.argv[2])))
 try:
     print(s.recv(512).decode().strip())
@@ -129,13 +131,14 @@ except OSError:
 """
 
 
-def udp_ask(ns: str, host: str, port: int, tries: int = 1, timeout: float = 3.0) -> str:
+def udp_ask(ns: str, host: str, port: int, tries: int = 1, timeout: float = 3.0, sport: int = 0) -> str:
     """One datagram from namespace `ns`, the first answer ("" if none within
     timeout): returns as soon as it comes, unlike socat, which has no EOF to
-    end on."""
+    end on. `sport`: from that source port (one conntrack entry for all
+    tries) instead of a new random one each time."""
     for i in range(tries):
         out = run(["nsenter", f"--net={ns}", "--", sys.executable, "-c", UDP_ASK, host, str(port),
-                   str(timeout)], check=False, timeout=timeout + 20).stdout.strip()
+                   str(timeout), str(sport)], check=False, timeout=timeout + 20).stdout.strip()
         if out:
             return out
     return ""

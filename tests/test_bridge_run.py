@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, network_traces,
-                            run_server, stop_server)
+                            run_server, stop_server, udp_ask)
 from harness import EXT_ADDR, NODE_ADDR, UPLINK
 
 
@@ -44,6 +44,25 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     assert "minidocker0" in node.link_names()  # the other container still uses it
     node.md("rm", "-f", "other", env=env)
     assert node.link_names() == {"lo", UPLINK}  # the bridge went with its last endpoint
+
+
+def test_udp_flow_seen_before_publishing_is_forwarded_after(tnode):
+    """A UDP flow that reached the host port before it was published has a
+    conntrack entry without NAT (UNREPLIED); the DNAT rule would never see
+    it again, and every datagram renews it (30 s): ADD deletes such entries
+    once its rules are in."""
+    node = tnode
+    run_server(node, "web", "-p", "8080:80")   # rules in the node: its conntrack is on
+    flows = {"127.0.0.1": 40053, NODE_ADDR: 40054}   # client address -> its fixed source port
+    for host, sport in flows.items():
+        assert udp_ask(node.netns, host, 5353, timeout=0.3, sport=sport) == ""   # nothing listens yet
+    stale = node.sh("conntrack", "-L", "-p", "udp", "--dport", "5353").stdout
+    assert stale.count("[UNREPLIED]") == 2 and "10.210." not in stale, stale
+    run_server(node, "dns", "-p", "5353:53/udp", udp="pong")
+    for host, sport in flows.items():
+        assert udp_ask(node.netns, host, 5353, tries=3, sport=sport) == "pong", \
+            (host, node.sh("conntrack", "-L", "-p", "udp", check=False).stdout)
+    node.md("rm", "-f", "dns", "web")
 
 
 def test_teardown_on_stop_exit_rm_and_autoremove(tnode):
