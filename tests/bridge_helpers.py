@@ -81,8 +81,8 @@ def udp_server(reply: str) -> list[str]:
     test_published_ports_answer_everywhere). (With UDP-RECVFROM the children
     share the listening socket, and one still winding down swallows other
     peers' datagrams for seconds. Clients still ask up to 3 times: a
-    datagram that comes before the forking parent has bound its next
-    socket finds no listener.)"""
+    datagram from another peer that comes before the forking parent has
+    bound its next socket goes to the last peer's child, or nowhere.)"""
     return ["socat", "-U", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
 
 
