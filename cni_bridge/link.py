@@ -170,7 +170,7 @@ def _idle_bridge(nl: Netlink, bridge: str, but: int = 0) -> dict | None:
     br = nl.link(bridge)
     if br is None or br["kind"] != "bridge":
         return None
-    if any(l["master"] == br["index"] and l["index"] != but for l in nl.links()):
+    if nlm.has_port(br["index"], but):
         return None
     return br
 

@@ -333,6 +333,32 @@ class Netlink:
         return out
 
 
+def has_port(master: int, but: int = 0) -> bool:
+    """Whether a link other than `but` is enslaved to `master`, in the
+    current network namespace. The kernel filters the dump by master
+    (strict checking, Linux 4.20+) and makes it as it is read: the first
+    batch answers a busy bridge, and the dump is dropped with its socket
+    (a whole dump, parsed, took ~11 ms at 500 veths: every DEL's idle-bridge
+    check)."""
+    with Netlink() as nl:
+        nl.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        body = pack(IFINFO, AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_MASTER, u32(master))
+        nl.sock.send(pack("=LHHLL", 16 + len(body), RTM_GETLINK, NLM_F_DUMP | NLM_F_REQUEST, 1, 0) + body)
+        while True:
+            data = nl.sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                ln, typ = unpack_from("=LH", data, off)
+                if typ == NLMSG_ERROR and unpack_from("=i", data, off + 16)[0]:
+                    err = -unpack_from("=i", data, off + 16)[0]
+                    raise NetlinkError(err, f"dump ports of {master}: {posix.strerror(err)}")
+                if typ in (NLMSG_DONE, NLMSG_ERROR) or ln < 16:
+                    return False
+                if typ == RTM_NEWLINK and unpack_from("=i", data, off + 20)[0] != but:
+                    return True
+                off += (ln + 3) & ~3
+
+
 def _link(p: bytes) -> dict:
     _fam, _type, index, flags, _chg = unpack_from(IFINFO, p, 0)
     a = parse_attrs(p, calcsize(IFINFO), len(p))

@@ -3,11 +3,14 @@ bridge with it (one kernel batch); earlier DELs and an option left off keep
 it; concurrent ADDs never lose their bridge to such a DEL."""
 from __future__ import annotations
 
+import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from cni_helpers import SPEC_VERSIONS, with_prev
+from harness import REPO
 
 
 @pytest.mark.parametrize("version", SPEC_VERSIONS)
@@ -89,3 +92,33 @@ def test_an_add_between_bridge_and_veth_holds_off_the_last_del(cni):
     c2.sh("ip", "-o", "link", "show", "eth0")
     cni.call("DEL", with_prev(conf, r2), c2).ok()
     assert cni.node.link_names() == {"lo", "uplink0"}
+
+
+def test_has_port_reads_only_the_bridge_s_ports(node, tmp_path):
+    """The idle check asks the kernel for one bridge's ports and stops at the
+    first one that is not the leaving veth: right past the first batch of a
+    dump (150 ports), with a stranger on another bridge, and with none."""
+    lines = ["link add mdtbusy type bridge", "link add mdtidle type bridge", "link add mdtnone type bridge"]
+    for i in range(150):
+        lines += [f"link add mdtp{i} type veth peer name mdtq{i}", f"link set mdtp{i} master mdtbusy"]
+    lines += ["link add mdtlast type veth peer name mdtlastq", "link set mdtlast master mdtidle",
+              "link add mdtstr type veth peer name mdtstrq", "link set mdtstr master mdtnone",
+              "link set mdtstr nomaster"]
+    (tmp_path / "add").write_text("\n".join(lines) + "\n")
+    gone = [f"link del {l.split()[2]}" for l in lines if l.startswith("link add")]
+    (tmp_path / "del").write_text("\n".join(gone) + "\n")
+    node.sh("ip", "-b", str(tmp_path / "add"))
+    try:
+        _probe(node)
+    finally:
+        node.sh("ip", "-b", str(tmp_path / "del"))
+
+
+def _probe(node) -> None:
+    probe = ("import json, sys\nfrom cni_bridge.netlink import Netlink, has_port\n"
+             "with Netlink() as nl:\n"
+             "    i = lambda n: nl.link(n)['index']\n"
+             "    print(json.dumps([has_port(i('mdtbusy')), has_port(i('mdtbusy'), i('mdtp149')),"
+             " has_port(i('mdtidle'), i('mdtlast')), has_port(i('mdtidle')), has_port(i('mdtnone'))]))\n")
+    out = node.run([sys.executable, "-c", probe], cwd=str(REPO)).stdout
+    assert json.loads(out) == [True, True, False, True, False]

@@ -3,6 +3,7 @@ loopback, the node's own addresses, another container, the container itself
 (hairpin) and the outside world (`ext`); outbound traffic masqueraded."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 
@@ -84,6 +85,40 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()
     assert c1.cid not in rules and f"md/mdtnet/{c2.cid}/eth0" in rules   # DEL removed exactly its own
     cni.call("DEL", with_prev(conf, r2), c2).ok()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_who_a_published_port_sees(cni, backend, stack):
+    """The client address the container sees: clients on its own bridge that
+    come through a published port are masqueraded to the bridge's address
+    (their replies must pass the host to be un-DNAT'ed: the hairpin), and so
+    are those from the host's 127/8; a client that reaches the container
+    directly, the host's own address and the outside world keep theirs."""
+    node = cni.node
+    conf = cni.conf(backend=backend, stack=stack, portmaps=[{"hostPort": 8081, "containerPort": 81}])
+    c1, c2 = cni.container(), cni.container()
+    r1 = cni.call("ADD", conf, c1).ok().json
+    r2 = cni.call("ADD", cni.conf(backend=backend, stack=stack), c2).ok().json
+    serve(cni, c1.netns, "TCP6-LISTEN:81,ipv6only=0,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
+    ip1, ip2 = (next(i["address"].split("/")[0] for i in r["ips"] if ":" not in i["address"]) for r in (r1, r2))
+
+    def seen(ns, host, port=8081) -> str:   # socat prints [v6], a v4 client as v4-mapped
+        text = client(cni, ns, host, port, tries=20)
+        addr = ipaddress.ip_address(text.strip("[]")) if text else None
+        return str(getattr(addr, "ipv4_mapped", None) or addr)
+    assert seen(c2.netns, NODE_ADDR) == "10.66.0.1"               # same bridge, published
+    assert seen(c1.netns, NODE_ADDR) == "10.66.0.1"               # hairpin
+    assert seen(node.netns, "127.0.0.1") == "10.66.0.1"           # the host's loopback
+    assert seen(c2.netns, ip1, 81) == ip2                         # same bridge, direct
+    assert seen(node.netns, NODE_ADDR) == NODE_ADDR               # the host's address
+    assert seen(node.ext_netns, NODE_ADDR) == EXT_ADDR            # outside
+    if stack == "dual":
+        gw6 = "fd00:66::1"
+        assert seen(c2.netns, NODE_ADDR6) == gw6
+        assert seen(c1.netns, NODE_ADDR6) == gw6
+    for c, r in ((c1, r1), (c2, r2)):
+        cni.call("DEL", with_prev(conf, r), c).ok()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -61,7 +61,13 @@ def test_trace_paths(tnode, backend):
         # from another container on the bridge, through the host's address (hairpin masquerade)
         t = trace(node, "--from", "cli", "--to", f"{NODE_ADDR}:8080")
         _check_delivered(t, "prerouting", ids["web"], backend)
-        assert any(s["words"].startswith("masquerade") and "web" in s["owner"] for s in t["steps"])
+        # iptables: the network's shared rule (the connection's mark says it was published);
+        # nftables: the element of the published port
+        masq = [s for s in t["steps"] if s["words"].startswith("masquerade")]
+        assert len(masq) == 1 and masq[0]["owner"] == (
+            "network front" if backend == "iptables" else f"container web ({ids['web'][:12]}) on network front"), t["steps"]
+        if backend == "iptables":   # the mark that tells that rule the connection was published
+            assert [s["words"].split(":")[0] for s in t["steps"] if s["chain"] == "MINIDOCKER"] == ["mark", "DNAT 0.0.0.0"]
         t = trace(node, "--from", "web", "--to", f"{NODE_ADDR}:8080")
         assert "hairpin" in t["outcome"], t["outcome"]
         # across isolated networks: dropped, and said so
@@ -79,6 +85,8 @@ def test_trace_paths(tnode, backend):
         t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8099")
         assert _dnat(t) == [] and t["outcome"].startswith("no DNAT rule matched 203.0.113.1:8099/tcp")
         assert t["outcome"].endswith("refused: nothing listens on 8099/tcp on the host")
+        if backend == "iptables":   # marked on the way into MINIDOCKER, unmarked on the way out
+            assert [s["words"].split(":")[0] for s in t["steps"] if "mark" in s["words"]] == ["mark", "unmark"]
         # a UDP datagram to a published port, answered
         # (the reply comes from a child socat forks: under load that takes more than the default 1 s)
         t = trace(node, "--from", EXT_ADDR, "--to", f"{NODE_ADDR}:8053", "--proto", "udp", "--timeout", "10")

@@ -18,23 +18,38 @@ MINIDOCKER-POLICY, which only packets of new connections enter (a flow
 those rules would drop never gets established); established ones go on to
 the network's accepts. With the drops walked for every packet, 500
 containers' rules halved the throughput between two containers.
+
+For the same reason of scale, the masquerade of a published port's clients
+on its own bridge and on the host's 127/8 is one rule per network
+(plan.published_plan), not one per port: the first packet of every
+connection to a host address enters MINIDOCKER marked (PUBLISHED_MARK);
+one DNAT'ed there keeps the mark, the others lose it right after the jump,
+so the network's rule masquerades exactly the published ports' clients.
 """
 from __future__ import annotations
 
 from cni_bridge.firewall import iptsaved, owners
 from cni_bridge.firewall.iptsaved import TOOLS, Saved
 from cni_bridge.firewall.plan import (CHAIN_DNAT, CHAIN_FORWARD, CHAIN_ISOLATION, CHAIN_POLICY, CHAIN_POSTROUTING,
-                                 COMMENT_PREFIX, SCAFFOLD_COMMENT, Attachment, Driver, Early, Lock, Pending,
-                                 decide, isolation_plan, network_plan, network_prefix, plan)
+                                 COMMENT_PREFIX, PUBLISHED_MARK, SCAFFOLD_COMMENT, Attachment, Driver, Early,
+                                 Lock, Pending, decide, isolation_plan, network_plan, network_prefix, plan,
+                                 published_plan)
 from cni_bridge.proc import Attempt, Proc
 
 OUR_CHAINS = {"nat": (CHAIN_DNAT, CHAIN_POSTROUTING),
               "filter": (CHAIN_FORWARD, CHAIN_POLICY, CHAIN_ISOLATION)}
 _C = f"-m comment --comment {SCAFFOLD_COMMENT}"
 # Our chains and the jumps into them: (table, chain, jump rule).
+_MARK = f"{PUBLISHED_MARK:#x}/{PUBLISHED_MARK:#x}"
+_LOCAL = "-m addrtype --dst-type LOCAL"
+# (as iptables-save prints them: a jump is recognised by its text after -j)
 SCAFFOLD = [
-    ("nat", CHAIN_DNAT, [f"-A PREROUTING -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}",
-                         f"-A OUTPUT -m addrtype --dst-type LOCAL {_C} -j {CHAIN_DNAT}"]),
+    ("nat", CHAIN_DNAT, [f"-A PREROUTING {_LOCAL} {_C} -j {CHAIN_DNAT}",
+                         f"-A OUTPUT {_LOCAL} {_C} -j {CHAIN_DNAT}",
+                         # marked on entry; not DNAT'ed there: unmarked on return
+                         f"-I {CHAIN_DNAT} 1 {_C} -j MARK --set-xmark {_MARK}",
+                         f"-A PREROUTING {_LOCAL} -m mark --mark {_MARK} {_C} -j MARK --set-xmark 0x0/{PUBLISHED_MARK:#x}",
+                         f"-A OUTPUT {_LOCAL} -m mark --mark {_MARK} {_C} -j MARK --set-xmark 0x0/{PUBLISHED_MARK:#x}"]),
     ("nat", CHAIN_POSTROUTING, [f"-A POSTROUTING {_C} -j {CHAIN_POSTROUTING}"]),
     ("filter", CHAIN_FORWARD, [f"-I FORWARD {_C} -j {CHAIN_FORWARD}"]),
     # first in MINIDOCKER-FORWARD, before the network's accepts
@@ -43,6 +58,8 @@ SCAFFOLD = [
     ("filter", CHAIN_ISOLATION, []),   # reached from MINIDOCKER-POLICY only
 ]
 _NOT_DNAT = "-m conntrack ! --ctstate DNAT"
+#: plan entries rendered once per network (published_plan), not per attachment
+PER_NETWORK = ("pm_masq", "pm_local")
 
 
 def _host(ip: str) -> str:
@@ -65,14 +82,14 @@ def render(rule: tuple, comment: str) -> list[tuple[str, str]]:
         to = f"[{ip}]:{cport}" if fam == 6 else f"{ip}:{cport}"
         return [("nat", f"-A {CHAIN_DNAT} {dst}-p {proto} -m {proto} --dport {hport} {c} "
                         f"-j DNAT --to-destination {to}")]
-    if kind == "pm_masq":
-        _, _, proto, subnet, ip, cport = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s {subnet} -d {_host(ip)} -p {proto} -m {proto} "
-                        f"--dport {cport} -m conntrack --ctstate DNAT {c} -j MASQUERADE")]
-    if kind == "pm_local":
-        _, _, proto, ip, cport = rule
-        return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -d {_host(ip)} -p {proto} -m {proto} "
-                        f"--dport {cport} {c} -j MASQUERADE")]
+    if kind in PER_NETWORK:
+        return []   # published_plan's rules of the network do it
+    if kind == "pm_masq_net":
+        _, _, subnet, br = rule
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s {subnet} -o {br} -m mark --mark {_MARK} {c} -j MASQUERADE")]
+    if kind == "pm_local_net":
+        _, _, br = rule
+        return [("nat", f"-A {CHAIN_POSTROUTING} -s 127.0.0.0/8 -o {br} {c} -j MASQUERADE")]
     if kind in ("iso", "icc", "int_out", "int_in"):
         _, _, ip, br = rule
         match = {"iso": f"-s {_host(ip)} -i {br} ! -o {br} {_NOT_DNAT}",
@@ -154,6 +171,9 @@ class IptablesDriver(Driver):
     def commit_tools(self, families) -> list[list[str]]:
         return [[TOOLS[fam][1], "--noflush"] for fam in families]
 
+    def count(self, att: Attachment) -> int:
+        return sum(1 for rule in plan(att) if rule[0] not in PER_NETWORK)
+
     def begin(self, network: str, families) -> Early:
         """The lock, and for a network without attachments (its batch must
         know what exists) the tables' read, while IPAM allocates."""
@@ -169,7 +189,7 @@ class IptablesDriver(Driver):
         rules: dict[int, list[tuple[str, str]]] = {}
         for rule in plan(att):
             rules.setdefault(rule[1], []).extend(render(rule, att.comment))
-        families = sorted(set(rules) | {r[1] for r in network_plan(att)})
+        families = sorted(set(rules) | {r[1] for r in network_plan(att) + published_plan(att)})
         prefix = network_prefix(att.network)
 
         def batch(saved: Saved, fam: int, own_present: bool = False) -> str:
@@ -178,7 +198,7 @@ class IptablesDriver(Driver):
                 for rule in network_plan(att):
                     if rule[1] == fam:
                         shared += render(rule, prefix)
-            for rule in isolation_plan(att):
+            for rule in isolation_plan(att) + published_plan(att):
                 if rule[1] == fam:
                     shared += render(rule, prefix)
             return self._add_batch(saved, rules.get(fam, []), shared, own_present)
@@ -278,8 +298,8 @@ class IptablesDriver(Driver):
             if left == 0 and present:
                 jumps = tuple(f"-j {ch}" for ch in ours)
                 cmds += ["-D" + l[2:] for l in saved.lines(table)
-                         if l.endswith(jumps) and (l.split(" ", 2)[1] not in ours
-                                                   or iptsaved.comment(l, "") == SCAFFOLD_COMMENT)]
+                         if iptsaved.comment(l, "") == SCAFFOLD_COMMENT
+                         or (l.endswith(jumps) and l.split(" ", 2)[1] not in ours)]
                 cmds += [f"-X {ch}" for ch in ours if ch in present]
             if cmds:
                 text += [f"*{table}", *cmds, "COMMIT"]

@@ -17,6 +17,7 @@ _RULE = re.compile(r"^rule (.*?)(?: # handle (\d+))? \(verdict ([^)]*)\)\s*$")
 _DNAT = re.compile(r"\bdnat (?:ip6? )?to \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 _COUNTER = re.compile(r"\s*counter packets \d+ bytes \d+")
 _OWNER = re.compile(r"^md/(.+?)/(?:([0-9a-f]{64})/([^/]+))?$")
+_MARK_SET = re.compile(r"\bmeta mark set mark (or|and) 0x")
 
 
 def events(lines: list[str], table: str, saddr: str, sport: int) -> list[dict]:
@@ -59,7 +60,7 @@ def _endpoint_index(model: dict) -> dict[str, tuple[dict, dict]]:
 def owner(model: dict, comment: str) -> str:
     """Who a rule belongs to, in words."""
     if comment == "minidocker":
-        return "minidocker's jump into its own chains"
+        return "minidocker's scaffold"
     m = _OWNER.match(comment or "")
     if not m:
         return "not minidocker's" if not comment else f"comment {comment}"
@@ -89,6 +90,10 @@ def _action(ev: dict, published: str) -> str:
         return f"DNAT {published} -> {dnat.group(1)}:{dnat.group(2)}"
     if "masquerade" in text:
         return "masquerade (the source becomes the outgoing interface's address)"
+    mark = _MARK_SET.search(text)
+    if mark:   # iptables' published-port mark (its --set-xmark as nft shows it)
+        return ("mark: to a host address (kept if a published port's DNAT follows)" if mark.group(1) == "or"
+                else "unmark: no published port took it")
     jump = re.search(r"\b(jump|goto) (\S+)", text)
     if jump:
         return f"{jump.group(1)} {jump.group(2)}"
