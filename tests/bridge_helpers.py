@@ -73,11 +73,17 @@ def tcp_server(reply: str) -> list[str]:
 
 
 def udp_server(reply: str) -> list[str]:
-    """A forked child per peer on a socket connected to that peer. (With
-    UDP-RECVFROM the children share the listening socket, and one still
-    winding down swallows other peers' datagrams for seconds; socat's UDP
-    servers still lose one now and then, so clients ask up to 3 times.)"""
-    return ["socat", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
+    """A forked child per peer on a socket connected to that peer, sending
+    `reply` and reading nothing (-U). Without -U the child first writes the
+    request to `echo`, which never reads it; when echo has already exited,
+    that write fails (EPIPE) and the child exits before it sends the reply:
+    1 reply in 10 was lost at load 4-5 (the flaky UDP checks of
+    test_published_ports_answer_everywhere). (With UDP-RECVFROM the children
+    share the listening socket, and one still winding down swallows other
+    peers' datagrams for seconds. Clients still ask up to 3 times: a
+    datagram from another peer that comes before the forking parent has
+    bound its next socket goes to the last peer's child, or nowhere.)"""
+    return ["socat", "-U", "UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr", f"SYSTEM:echo {reply}"]
 
 
 def run_server(node: Node, name: str, *opts: str, tcp="hello", udp=None, env=None) -> str:
@@ -115,6 +121,8 @@ UDP_ASK = """import socket, sys
 family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[3]))
+if int(sys.argv[4]):
+    s.bind(("", int(sys.argv[4])))
 s.sendto(b"ping\\n", (sys.argv[1], int(sys.argv[2])))
 try:
     print(s.recv(512).decode().strip())
@@ -123,13 +131,14 @@ except OSError:
 """
 
 
-def udp_ask(ns: str, host: str, port: int, tries: int = 1, timeout: float = 3.0) -> str:
+def udp_ask(ns: str, host: str, port: int, tries: int = 1, timeout: float = 3.0, sport: int = 0) -> str:
     """One datagram from namespace `ns`, the first answer ("" if none within
     timeout): returns as soon as it comes, unlike socat, which has no EOF to
-    end on."""
+    end on. `sport`: from that source port (one conntrack entry for all
+    tries) instead of a new random one each time."""
     for i in range(tries):
         out = run(["nsenter", f"--net={ns}", "--", sys.executable, "-c", UDP_ASK, host, str(port),
-                   str(timeout)], check=False, timeout=timeout + 20).stdout.strip()
+                   str(timeout), str(sport)], check=False, timeout=timeout + 20).stdout.strip()
         if out:
             return out
     return ""

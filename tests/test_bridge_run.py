@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bridge_helpers import (TOOLS, client, ext_server, in_container, inspect, network_traces,
-                            run_server, stop_server)
+                            run_server, stop_server, udp_ask)
 from harness import EXT_ADDR, NODE_ADDR, UPLINK
 
 
@@ -18,10 +18,7 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     """cni_exec=1: the plugin exec'd from CNI_PATH instead of called in-process."""
     node = tnode
     env = node.env(MINIDOCKER_FIREWALL=backend, MINIDOCKER_CNI_EXEC=cni_exec)
-    cid = node.md("run", "-d", "--name", "web", "-p", "8080:80", "-p", "5353:53/udp", TOOLS, "sh", "-c",
-                  "socat TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr 'SYSTEM:echo hello' & "
-                  "socat UDP6-LISTEN:53,ipv6only=0,fork,reuseaddr 'SYSTEM:echo pong' & wait",
-                  env=env).stdout.strip()
+    cid = run_server(node, "web", "-p", "8080:80", "-p", "5353:53/udp", udp="pong", env=env)
     node.md("run", "-d", "--name", "other", TOOLS, "sleep", "300", env=env)
     upstream = ext_server(node)
     try:
@@ -47,6 +44,25 @@ def test_published_ports_answer_everywhere(tnode, backend, cni_exec):
     assert "minidocker0" in node.link_names()  # the other container still uses it
     node.md("rm", "-f", "other", env=env)
     assert node.link_names() == {"lo", UPLINK}  # the bridge went with its last endpoint
+
+
+def test_udp_flow_seen_before_publishing_is_forwarded_after(tnode):
+    """A UDP flow that reached the host port before it was published has a
+    conntrack entry without NAT (UNREPLIED); the DNAT rule would never see
+    it again, and every datagram renews it (30 s): ADD deletes such entries
+    once its rules are in."""
+    node = tnode
+    run_server(node, "web", "-p", "8080:80")   # rules in the node: its conntrack is on
+    flows = {"127.0.0.1": 40053, NODE_ADDR: 40054}   # client address -> its fixed source port
+    for host, sport in flows.items():
+        assert udp_ask(node.netns, host, 5353, timeout=0.3, sport=sport) == ""   # nothing listens yet
+    stale = node.sh("conntrack", "-L", "-p", "udp", "--dport", "5353").stdout
+    assert stale.count("[UNREPLIED]") == 2 and "10.210." not in stale, stale
+    run_server(node, "dns", "-p", "5353:53/udp", udp="pong")
+    for host, sport in flows.items():
+        assert udp_ask(node.netns, host, 5353, tries=3, sport=sport) == "pong", \
+            (host, node.sh("conntrack", "-L", "-p", "udp", check=False).stdout)
+    node.md("rm", "-f", "dns", "web")
 
 
 def test_teardown_on_stop_exit_rm_and_autoremove(tnode):

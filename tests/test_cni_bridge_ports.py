@@ -54,7 +54,7 @@ def test_published_port_reachable_from_everywhere(cni, version, backend, stack):
     r1 = cni.call("ADD", conf, c1).ok().json
     r2 = cni.call("ADD", cni.conf(version=version, backend=backend, stack=stack), c2).ok().json
     serve(cni, c1.netns, "TCP6-LISTEN:80,ipv6only=0,fork,reuseaddr", "SYSTEM:echo hello")
-    serve(cni, c1.netns, "UDP4-LISTEN:53,fork,reuseaddr", "SYSTEM:echo pong")
+    serve(cni, c1.netns, "-U", "UDP4-LISTEN:53,fork,reuseaddr", "SYSTEM:echo pong")  # -U: udp_server
     serve(cni, node.ext_netns, "TCP4-LISTEN:9000,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
 
     places = {

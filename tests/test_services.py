@@ -109,7 +109,7 @@ def test_nodeport_affinity_udp_and_no_endpoints(tnode, backend):
     # a UDP flow whose endpoint goes is not stuck to it (its conntrack entry is flushed)
     def udp_from_fixed_port():   # tries again from the same port: the same conntrack entry
         for _ in range(3):
-            # the server's child for the last datagram lingers ~0.5 s and may take the next
+            # the server's child for the last datagram holds this peer until it exits
             time.sleep(1)
             out = md("exec", "-i", "cl", "socat", "-T1.5", "-", f"UDP:{vip}:53,sourceport=5555",
                      input="ping\n", check=False).stdout.strip()
