@@ -174,3 +174,14 @@ def test_non_masquerade_cidrs_in_the_plan():
         ("masq", 4, "10.244.1.2", "10.244.1.0/24"))
     # the network's (iptables): published ports' masquerade first, then the exemption, then the rest
     assert [r[0] for r in shared_plan(att)] == ["pm_masq_net", "pm_local_net", "masq_skip_net", "masq_net"]
+
+
+def test_iptables_tools_are_started_early_only_when_a_batch_will_come():
+    """A known network (no read under way) and no published port: nothing of
+    its own to commit, so no iptables-restore is spawned (and reaped) for it."""
+    from cni_bridge.firewall.plan import Early
+    drv, known, first = ipt.IptablesDriver(), Early(None), Early(None, {4: object()})
+    assert drv.commit_tools((4,), known, publishes=False) == []
+    assert drv.commit_tools((4,), known, publishes=True) == [["iptables-restore", "--noflush"]]
+    assert drv.commit_tools((4, 6), first, publishes=False) == [["iptables-restore", "--noflush"],
+                                                               ["ip6tables-restore", "--noflush"]]
