@@ -280,16 +280,19 @@ def _mounts_under(root: str) -> list[str]:
     return out
 
 
-def unmount_under(root: str) -> None:
-    """Unmount everything mounted at or below root, deepest first."""
+def unmount_under(root: str) -> list[str]:
+    """Unmount everything mounted at or below root, deepest first; returns
+    what was found there (after a runtime's own clean-up: what it leaked)."""
+    found = sorted(set(_mounts_under(root)))
     for _ in range(5):
         targets = sorted(set(_mounts_under(root)), key=len, reverse=True)
         if not targets:
-            return
+            return found
         for t in targets:
             subprocess.run(["umount", t], capture_output=True, timeout=30)
             if t in _mounts_under(t):
                 subprocess.run(["umount", "-l", t], capture_output=True, timeout=30)
+    return found
 
 
 CLONE_NEWNET = 0x40000000

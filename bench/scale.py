@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ class Node:
     def __init__(self, ns: BenchNetns, tmp: Path, backend: str, net: list[str], series: Series):
         self.ns, self.net, self.series = ns, net, series
         tmp.mkdir(mode=0o700)
+        self.dir = tmp
         self.soak = Soak(ns, tmp, 0)
         self.soak.env["MINIDOCKER_FIREWALL"] = backend
         self.ids: list[str] = []
@@ -143,19 +145,30 @@ class Node:
         self.ids.pop()
         self.series.rm.append(secs)
 
-    def clean(self) -> None:
+    def clean(self) -> list[str]:
+        """Remove every container of the node's state root, also one whose
+        `run` never printed its id (killed by a timeout), then its network;
+        a shim still there is killed, with its container's processes, which
+        leaves their mounts: those are unmounted and returned (what the
+        runtime leaked)."""
         soak = self.soak
-        if self.ids:
-            subprocess.run(self.ns.cmd([soak.md, "rm", "-f", *self.ids]), env=soak.env,
+        listed = subprocess.run(self.ns.cmd([soak.md, "ps", "-aq"]), env=soak.env, capture_output=True,
+                                text=True, timeout=120).stdout.split()
+        ids = list(dict.fromkeys(self.ids + listed))
+        if ids:
+            subprocess.run(self.ns.cmd([soak.md, "rm", "-f", *ids]), env=soak.env,
                            capture_output=True, timeout=900)
         if self.net:
             subprocess.run(self.ns.cmd([soak.md, "network", "rm", self.net[1]]), env=soak.env,
                            capture_output=True, timeout=60)
         for proc in soak.shims():
             proc.kill()
+        for pid in soak.container_processes():   # a killed shim's container outlives it
+            os.kill(pid, signal.SIGKILL)
+        return unmount_under(str(self.dir))
 
 
-def run_minidocker(count: int, backend: str, tmp: Path) -> list[Series]:
+def run_minidocker(count: int, backend: str, tmp: Path, notes: list[str]) -> list[Series]:
     """(long: one sequence, set-up to clean-up, in two namespaces.) The big
     node gets containers 1 to count-20 one after another; then the small
     node's containers 1-20 and the big node's last 20 start in turn, and
@@ -191,7 +204,7 @@ def run_minidocker(count: int, backend: str, tmp: Path) -> list[Series]:
                 b.remove_one()
         finally:
             for node in nodes:
-                node.clean()
+                notes.extend(f"left behind: mount {m}" for m in node.clean())
     return [SideBySide(label + " side by side", small, big), big]
 
 
@@ -267,9 +280,9 @@ def main(argv: list[str]) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="mdscale-"))
         os.chmod(tmp, 0o700)
         try:
-            out.extend(run_minidocker(args.containers, backend, tmp))
+            out.extend(run_minidocker(args.containers, backend, tmp, notes))
         finally:
-            unmount_under(str(tmp))
+            notes.extend(f"left behind: mount {m}" for m in unmount_under(str(tmp)))
             for node in ("big", "small"):
                 for problem in remove_cgroup_parent(tmp / node / "lib"):   # Soak's state root
                     notes.append(f"left behind: {problem}")
