@@ -1,7 +1,7 @@
 """`scripts/bench datapath`: TCP throughput and request latency through
 minidocker's network, beside the bare kernel path and Docker's, in one invocation.
 
-Paths (each measured on three hosts, bench/datapath_hosts.py):
+Paths (each measured on four hosts, bench/datapath_hosts.py):
 - container -> container on one bridge;
 - host -> container through a published port, to the host's own address
   and to localhost;
@@ -11,9 +11,12 @@ Throughput: one iperf3 TCP test of --seconds per run (the receiver's
 figure). Latency: --rounds 64-byte request/response exchanges on one TCP
 connection against socat's echo, median and p99 over all runs. Runs
 interleave the hosts path by path, so load from other work falls on all
-three alike. The bare host is the same path with no runtime in it (veth
+alike. The bare host is the same path with no runtime in it (veth
 pairs and routes; the published-port rows go straight to the server, no
-DNAT). Docker's localhost row is its userland proxy (docker-proxy); its
+DNAT). The floor host is the same path through the kernel objects any
+bridge network needs (a bridge, masquerade, DNAT; one rule each, by hand):
+bare -> floor is what the kernel charges for them, floor -> minidocker what
+minidocker adds. Docker's localhost row is its userland proxy (docker-proxy); its
 kernel path is the host-address row, which minidocker's published ports are
 held to. Everything runs in throwaway namespaces and temporary directories,
 removed at the end, also on an error or Ctrl-C. With --profile every
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 
 from bench import kprofile
-from bench.datapath_hosts import CLI, EXT, HOST, PUBLISHED_ECHO, PUBLISHED_IPERF, Bare, DockerHost, Minidocker
+from bench.datapath_hosts import CLI, EXT, HOST, PUBLISHED_ECHO, PUBLISHED_IPERF, Bare, DockerHost, Floor, Minidocker
 from bench.netns import unmount_under
 from bench.peers import PeerUnavailable
 from bench.probes import ECHO_PORT, IPERF3, IPERF_PORT, percentile, round_trips
@@ -59,6 +62,8 @@ PATHS = {
 PUBLISHED = ("host", "localhost", "outside")
 #: Docker's kernel path for each published row (its localhost is docker-proxy).
 DOCKER_KERNEL = {"host": "host", "localhost": "host", "outside": "outside"}
+#: the hosts, in the tables' column order (bench/datapath_hosts.py)
+HOSTS = ("bare", "floor", "minidocker", "docker")
 BARE_GOAL = 0.95        # throughput, x the bare path
 DOCKER_MARGIN = 0.05    # published ports: within 5% of Docker's kernel path
 TOOLS = ("iperf3", "socat", "nsenter", "ip", "ss", "ldd")
@@ -158,27 +163,31 @@ def _verdict(ok: bool | None) -> str:
 def _rows(paths: list[str], figure, scalar, cell, goals) -> list[list[str]]:
     """One table's rows: figure(path, host) is a host's figure, scalar(figure)
     the number compared, cell(figure) its text, goals(path, vs bare, vs
-    Docker's kernel path) the goal column."""
+    Docker's kernel path, the floor vs bare) the goal column."""
     rows = []
     for path in paths:
-        bare, ours, docker = (figure(path, name) for name in ("bare", "minidocker", "docker"))
+        bare, floor, ours, docker = (figure(path, name) for name in HOSTS)
         kernel = figure(DOCKER_KERNEL.get(path, path), "docker")
         vs_bare, vs_docker = _ratio(scalar(ours), scalar(bare)), _ratio(scalar(ours), scalar(kernel))
+        floor_vs_bare = _ratio(scalar(floor), scalar(bare))
         proxy = " (proxy)" if path == "localhost" and docker is not None else ""
-        rows.append([PATHS[path][0], cell(bare), cell(ours), cell(docker) + proxy,
-                     _x(vs_bare), _x(vs_docker), goals(path, vs_bare, vs_docker)])
+        rows.append([PATHS[path][0], cell(bare), cell(floor), cell(ours), cell(docker) + proxy,
+                     _x(vs_bare), _x(_ratio(scalar(ours), scalar(floor))), _x(vs_docker),
+                     goals(path, vs_bare, vs_docker, floor_vs_bare)])
     return rows
 
 
-def _throughput_goals(path: str, vs_bare, vs_docker) -> str:
+def _throughput_goals(path: str, vs_bare, vs_docker, floor_vs_bare) -> str:
     goals = [f">= {BARE_GOAL}x bare {_verdict(None if vs_bare is None else vs_bare >= BARE_GOAL)}"]
+    if vs_bare is not None and vs_bare < BARE_GOAL and floor_vs_bare is not None:
+        goals[0] += f" (floor {floor_vs_bare:.2f}x)"
     if path in PUBLISHED:
         ok = None if vs_docker is None else vs_docker >= 1 - DOCKER_MARGIN
         goals.append(f">= {1 - DOCKER_MARGIN:.2f}x docker {_verdict(ok)}")
     return "; ".join(goals)
 
 
-def _latency_goals(path: str, _vs_bare, vs_docker) -> str:
+def _latency_goals(path: str, _vs_bare, vs_docker, _floor_vs_bare) -> str:
     if path not in PUBLISHED:
         return ""
     ok = None if vs_docker is None else vs_docker <= 1 + DOCKER_MARGIN
@@ -188,12 +197,12 @@ def _latency_goals(path: str, _vs_bare, vs_docker) -> str:
 def report(res: Results, paths: list[str], args) -> None:
     runs = f"median of {args.runs} run{'s' if args.runs > 1 else ''}"
     print_columns(f"TCP throughput, Gbit/s (iperf3, {args.seconds:g} s per run, {runs})",
-                  ["path", "bare", "minidocker", "docker", "md/bare", "md/docker", "goals"],
+                  ["path", *HOSTS, "md/bare", "md/floor", "md/docker", "goals"],
                   _rows(paths, res.throughput, lambda v: v,
                         lambda v: f"{v:.2f}" if v is not None else "n/a", _throughput_goals))
     print_columns(f"request latency, us p50 / p99 ({args.rounds} x 64-byte request/response "
                   f"on one connection per run, all runs)",
-                  ["path", "bare", "minidocker", "docker", "md/bare", "md/docker", "goal"],
+                  ["path", *HOSTS, "md/bare", "md/floor", "md/docker", "goal"],
                   _rows(paths, res.latency, lambda v: v and v[0],
                         lambda v: f"{v[0]:.0f} / {v[1]:.0f}" if v else "n/a", _latency_goals))
     if res.profiles is not None:
@@ -215,14 +224,15 @@ def report_profile(res: Results, paths: list[str]) -> None:
         return f"{v:.0f}" if v is not None else "n/a"
     rows = []
     for path in paths:
-        bare, ours, docker = (res.cpu_per_gb(path, n) for n in ("bare", "minidocker", "docker"))
+        bare, floor, ours, docker = (res.cpu_per_gb(path, n) for n in HOSTS)
         share = res.shares(path, "minidocker")
-        rows.append([PATHS[path][0], cell(bare), cell(ours), cell(docker), _x(_ratio(ours, bare)),
+        rows.append([PATHS[path][0], cell(bare), cell(floor), cell(ours), cell(docker),
+                     _x(_ratio(ours, bare)), _x(_ratio(ours, floor)),
                      " / ".join(f"{share.get(f, 0):.1f}" for f in families),
                      f"{sum(share.values()):.1f}" if share else "n/a"])
     print_columns("CPU per GB moved, ms (perf, samples of iperf3 incl. softirq work in its context; "
                   "median of runs), and minidocker's self time per family, % of its samples",
-                  ["path", "bare", "minidocker", "docker", "md/bare", " / ".join(families), "sum %"],
+                  ["path", *HOSTS, "md/bare", "md/floor", " / ".join(families), "sum %"],
                   rows)
 
 
@@ -283,7 +293,7 @@ def _run(args, paths: list[str], tmp: Path, archive: Path) -> Results:
     """Set the hosts up, measure, tear them down."""
     notes = []
     with contextlib.ExitStack() as stack:
-        hosts = [stack.enter_context(Bare()),
+        hosts = [stack.enter_context(Bare()), stack.enter_context(Floor()),
                  stack.enter_context(Minidocker(tmp / "minidocker", archive, args.backend))]
         if not args.no_docker:
             try:

@@ -1,4 +1,4 @@
-"""The three hosts `bench datapath` measures side by side, each a
+"""The four hosts `bench datapath` measures side by side, each a
 throwaway node namespace with an `ext` namespace on its outside link
 (harness.wire_uplink: the tests' node and outside world), a server `srv`
 (iperf3 and an echo server) and a client `cli`:
@@ -8,6 +8,12 @@ throwaway node namespace with an `ext` namespace on its outside link
   routes the namespaces' subnet through the node, so every path is the
   kernel's routing and nothing else. The published-port paths go straight
   to srv's address: the direct route without DNAT.
+- `Floor`: the kernel objects any docker0-style network needs, wired by
+  hand and nothing more: srv and cli on one bridge, the subnet masqueraded,
+  the published ports DNAT'ed (from localhost too: route_localnet and a
+  masquerade of 127/8), one iptables rule each, no chain, no filter rule.
+  What a path costs from bare to floor is the kernel's (bridge,
+  br_netfilter, conntrack, NAT); from floor to minidocker, ours.
 - `Minidocker`: srv and cli are containers on minidocker's default bridge,
   srv publishing its ports (harness.Node, the tests' throwaway node).
 - `DockerHost`: the same two containers under Docker 20.10 (bench.peers),
@@ -47,6 +53,7 @@ PUBLISH = ["-p", f"{PUBLISHED_IPERF}:{IPERF_PORT}", "-p", f"{PUBLISHED_ECHO}:{EC
 SERVE = ["sh", "-c", f"{' '.join(IPERF_SERVER)} & exec {' '.join(ECHO_SERVER)}"]
 BARE_NET = "10.213.0.0/16"
 BARE_LINKS = {"srv": ("bsrv0", "10.213.1"), "cli": ("bcli0", "10.213.2")}   # node link, /24
+FLOOR_BRIDGE, FLOOR_PREFIX = "floor0", "10.214.0"
 READY_TIMEOUT = 20.0
 CMD_TIMEOUT = 120
 GRACE = 5.0
@@ -193,23 +200,66 @@ class Bare(Host):
     def setup(self) -> None:
         node, ext, srv, cli = self.throwaway(self.stack, 4)
         node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        for ns, (link, prefix) in zip((srv, cli), BARE_LINKS.values()):
-            node.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
-                      "netns", ns.path])
-            node.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", link])
-            node.run(["ip", "link", "set", link, "up"])
-            ns.run(["ip", "addr", "add", f"{prefix}.2/24", "dev", "eth0"])
-            ns.run(["ip", "link", "set", "eth0", "up"])
-            ns.run(["ip", "route", "add", "default", "via", f"{prefix}.1"])
-        ext.run(["ip", "route", "add", BARE_NET, "via", NODE_ADDR])
-        self.srv_ip = BARE_LINKS["srv"][1] + ".2"
+        self.wire(node, ext, srv, cli)
         self.netns = {HOST: node.path, EXT: ext.path, CLI: cli.path}
         self.servers.start(srv.path)
         self.servers.start(ext.path)
 
+    def wire(self, node: BenchNetns, ext: BenchNetns, srv: BenchNetns, cli: BenchNetns) -> None:
+        """A routed /24 per namespace; ext routes them all through the node."""
+        for ns, (link, prefix) in zip((srv, cli), BARE_LINKS.values()):
+            veth(node, link, ns)
+            node.run(["ip", "addr", "add", f"{prefix}.1/24", "dev", link])
+            node.run(["ip", "link", "set", link, "up"])
+            address(ns, f"{prefix}.2", f"{prefix}.1")
+        ext.run(["ip", "route", "add", BARE_NET, "via", NODE_ADDR])
+        self.srv_ip = BARE_LINKS["srv"][1] + ".2"
+
     def teardown(self) -> None:
         self.servers.stop()
         self.stack.close()
+
+
+class Floor(Bare):
+    """One bridge and the NAT rules it needs, by hand: the kernel's floor
+    under any bridge network's paths."""
+
+    name = "floor"
+    published = True
+
+    def wire(self, node: BenchNetns, ext: BenchNetns, srv: BenchNetns, cli: BenchNetns) -> None:
+        gateway, srv_ip, cli_ip = (f"{FLOOR_PREFIX}.{n}" for n in (1, 2, 3))
+        node.run(["ip", "link", "add", FLOOR_BRIDGE, "type", "bridge"])
+        node.run(["ip", "addr", "add", f"{gateway}/24", "dev", FLOOR_BRIDGE])
+        node.run(["ip", "link", "set", FLOOR_BRIDGE, "up"])
+        node.run(["sysctl", "-qw", f"net.ipv4.conf.{FLOOR_BRIDGE}.route_localnet=1"])
+        for ns, link, ip in ((srv, "fsrv0", srv_ip), (cli, "fcli0", cli_ip)):
+            veth(node, link, ns)
+            node.run(["ip", "link", "set", link, "master", FLOOR_BRIDGE, "up"])
+            address(ns, ip, gateway)
+        subnet = f"{FLOOR_PREFIX}.0/24"
+        rules = [["POSTROUTING", "-s", subnet, "!", "-o", FLOOR_BRIDGE, "-j", "MASQUERADE"],
+                 ["POSTROUTING", "-s", "127.0.0.0/8", "-o", FLOOR_BRIDGE, "-j", "MASQUERADE"]]
+        for published, port in ((PUBLISHED_IPERF, IPERF_PORT), (PUBLISHED_ECHO, ECHO_PORT)):
+            dnat = ["-p", "tcp", "--dport", str(published), "-j", "DNAT",
+                    "--to-destination", f"{srv_ip}:{port}"]
+            rules += [["PREROUTING", "-d", NODE_ADDR, *dnat],
+                      ["OUTPUT", "-d", f"{NODE_ADDR},127.0.0.1", *dnat]]
+        for rule in rules:
+            node.run(["iptables", "-t", "nat", "-A", *rule])
+        self.srv_ip = srv_ip
+
+
+def veth(node: BenchNetns, link: str, ns: BenchNetns) -> None:
+    """A veth pair: link in the node, eth0 in ns."""
+    node.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns.path])
+
+
+def address(ns: BenchNetns, ip: str, gateway: str) -> None:
+    """ns's eth0 up at ip/24, its default route through gateway."""
+    ns.run(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
+    ns.run(["ip", "link", "set", "eth0", "up"])
+    ns.run(["ip", "route", "add", "default", "via", gateway])
 
 
 class ContainerHost(Host):

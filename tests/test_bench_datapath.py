@@ -22,6 +22,9 @@ from harness import NETNS_DIR, REPO, cgroup_parents
 BENCH = str(REPO / "scripts" / "bench")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ONE_PATH = ["datapath", "--path", "bridge", "--runs", "1", "--rounds", "50", "--no-docker"]
+#: the paths through the floor host's hand-written NAT: masquerade, DNAT
+#: from localhost (which brings the host-address path, DNAT from outside)
+NAT_PATHS = ["--path", "localhost", "--path", "egress"]
 #: The servers the bench starts outside containers (bench/probes.py), and
 #: --profile's recorder (bench/kprofile.py).
 SERVERS = ("iperf3 -s -p 5201", "socat TCP-LISTEN:7,fork,reuseaddr PIPE", "perf record -a")
@@ -62,26 +65,33 @@ def _left(tmp_path: Path, names: list[str], since: float) -> list[str]:
 
 
 def test_one_path_gives_a_throughput_figure_and_leaves_nothing(tmp_path):
-    """With --profile, also the CPU per GB of both hosts and minidocker's
-    per-family shares (the bridged path crosses the bridge and its hooks)."""
+    """With --profile, also the CPU per GB of every host and minidocker's
+    per-family shares (the bridged path crosses the bridge and its hooks).
+    The NAT'ed paths answer on every host, the floor's hand-written rules
+    included."""
     since = time.time() - 1
     proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in _env(tmp_path).items()),
-                           BENCH, *ONE_PATH, "--seconds", "1", "--profile"],
+                           BENCH, *ONE_PATH, *NAT_PATHS, "--seconds", "1", "--profile"],
                           capture_output=True, text=True, timeout=TIMEOUT)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    row = re.search(r"^container -> container, one bridge\s+([\d.]+)\s+([\d.]+)\s+n/a\s+([\d.]+)x",
-                    proc.stdout, re.M)
-    assert row, out
-    bare, ours, ratio = map(float, row.groups())
-    assert bare > 0 and ours > 0 and ratio == pytest.approx(ours / bare, abs=0.01)
+    for label in ("container -> container, one bridge", "host -> published port, host address",
+                  "host -> published port, localhost", "container -> outside"):
+        row = re.search(rf"^{label}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+n/a\s+([\d.]+)x\s+([\d.]+)x",
+                        proc.stdout, re.M)
+        assert row, out
+        bare, floor, ours, vs_bare, vs_floor = map(float, row.groups())
+        assert bare > 0 and floor > 0 and ours > 0, out
+        assert vs_bare == pytest.approx(ours / bare, abs=0.01)
+        assert vs_floor == pytest.approx(ours / floor, abs=0.01)
     assert "note:" not in out, out          # every probe of the path answered
     assert re.search(r"load average [\d.]+ at the end", proc.stdout), out
-    profiled = re.search(r"^container -> container, one bridge\s+(\d+)\s+(\d+)\s+n/a\s+[\d.]+x\s+"
-                         r"([\d.]+) / ([\d.]+) / [\d.]+ / [\d.]+ / [\d.]+\s+([\d.]+)$", proc.stdout, re.M)
+    profiled = re.search(r"^container -> container, one bridge\s+(\d+)\s+(\d+)\s+(\d+)\s+n/a\s+"
+                         r"[\d.]+x\s+[\d.]+x\s+([\d.]+) / ([\d.]+) / [\d.]+ / [\d.]+ / [\d.]+\s+([\d.]+)$",
+                         proc.stdout, re.M)
     assert profiled, out
-    bare_ms, ours_ms, br_netfilter, bridge, total = map(float, profiled.groups())
-    assert bare_ms > 0 and ours_ms > 0
+    bare_ms, floor_ms, ours_ms, br_netfilter, bridge, total = map(float, profiled.groups())
+    assert bare_ms > 0 and floor_ms > 0 and ours_ms > 0
     assert bridge > 0 and 0 < total < 100
     assert _left(tmp_path, _namespaces(out), since) == []
 
