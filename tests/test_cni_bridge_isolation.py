@@ -33,6 +33,12 @@ def get(ns, host, port, tries=1) -> str:
     return ""
 
 
+def _chain_rules(ruleset: str, chain: str) -> list[str]:
+    """The rules of our table's chain in `nft list ruleset`'s text."""
+    lines = ruleset.split(f"chain {chain} {{", 1)[1].split("}", 1)[0].strip().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("type ")]
+
+
 def _ip(result) -> str:
     return result["ips"][0]["address"].split("/")[0]
 
@@ -64,6 +70,12 @@ def test_isolated_networks_reach_only_published_ports(cni, servers, backend, ver
         policy = [l for l in saved if l.startswith("-A MINIDOCKER-POLICY ")]
         assert [(l.split()[3], l.split()[5]) for l in policy] == [("10.67.0.0/24", "mdtbra"),
                                                                   ("10.68.0.0/24", "mdtbrb")], policy
+    else:
+        # the same in nftables: an established flow's packets leave the
+        # forward chain at its first rule, before any set is looked up
+        fwd = _chain_rules(node.nft_ruleset(), "forward")
+        assert fwd[0].startswith("ct state established,related return"), fwd
+        assert all("@" in r for r in fwd[1:]), fwd
     cni.call("CHECK", with_prev(b, rb1), b1).ok()
     cni.call("DEL", with_prev(b, rb1), b1).ok()
     rules = node.nft_ruleset() if backend == "nftables" else node.iptables_save()
