@@ -31,15 +31,6 @@ GOALS = {"ADD": 1.0, "DEL": 0.8}   # ratio to the reference, per command (issue 
 VERSION_GOAL_MS = 20.0
 
 
-def _setns(path: str) -> None:
-    from cni_bridge.netns import setns
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        setns(fd)
-    finally:
-        os.close(fd)
-
-
 class Bench:
     def __init__(self, runs: int):
         self.runs = runs
@@ -47,7 +38,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="mdbench-cni-"))
         self.node = f"mdbench-cni-{self.tag}"
         self.sandboxes: list[str] = []
-        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self.inside = None   # the plugin's InNetns while the bench runs in the node
 
     # --- namespaces ---------------------------------------------------------
     def __enter__(self):
@@ -56,13 +47,19 @@ class Bench:
             name = f"{self.node}-c{i}"
             subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
             self.sandboxes.append(name)
-        _setns(f"/run/netns/{self.node}")   # children exec'd from here run in the node
+        from cni_bridge.netns import InNetns
+        fd = os.open(f"/run/netns/{self.node}", os.O_RDONLY)
+        try:   # children exec'd from here run in the node
+            self.inside = InNetns(fd).__enter__()
+        finally:
+            os.close(fd)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
         return self
 
     def __exit__(self, *exc):
-        from cni_bridge.netns import setns
-        setns(self.home)
+        if self.inside is not None:
+            self.inside.__exit__()
+            self.inside = None
         for name in [self.node, *self.sandboxes]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -7,7 +7,8 @@ leases, rules); beyond the protocol a runtime may only:
 - `reapply`: put back an attachment's firewall rules after another tool
   flushed them (`network reload`), from the cached ADD;
 - read what the plugin names its objects, to show them to a person
-  (`owner_comment`, `network_prefix`, `host_veth_name`, `veth_alias`), and
+  (`owner_comment`, `network_prefix`, `scaffold_comment`, `host_veth_name`,
+  `veth_alias`), and
   read, never change, its rules (`rules`, `owned_rules`) and links (`link`).
 Every other module of this package is the plugin's own. The plugin's
 modules load on use: importing this costs nothing on `run`'s path.
@@ -39,6 +40,13 @@ def network_prefix(network: str) -> str:
     """The comment on a network's shared rules (and the prefix of its attachments')."""
     from cni_bridge.firewall import network_prefix as prefix
     return prefix(network)
+
+
+def scaffold_comment() -> str:
+    """The comment on the rules every attachment shares (our chains' jumps,
+    the nftables rules that look sets up): no container's, no network's."""
+    from cni_bridge.firewall import SCAFFOLD_COMMENT
+    return SCAFFOLD_COMMENT
 
 
 def host_veth_name(network: str, cid: str, ifname: str) -> str:

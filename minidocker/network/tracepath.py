@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from cni_bridge import api
+
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 _EVENT = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (.*)$")
 _RULE = re.compile(r"^rule (.*?)(?: # handle (\d+))? \(verdict ([^)]*)\)\s*$")
@@ -59,7 +61,7 @@ def _endpoint_index(model: dict) -> dict[str, tuple[dict, dict]]:
 
 def owner(model: dict, comment: str) -> str:
     """Who a rule belongs to, in words."""
-    if comment == "minidocker":
+    if comment == api.scaffold_comment():
         return "minidocker's scaffold"
     m = _OWNER.match(comment or "")
     if not m:
